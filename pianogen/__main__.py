@@ -1,0 +1,3 @@
+from pianogen.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Everything between audio files on disk and LongTensor[B, K, T] batches."""

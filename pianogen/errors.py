@@ -1,0 +1,23 @@
+"""User-facing errors: the CLI prints ``str(err)`` as one line and exits 2."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+
+class PianogenError(Exception):
+    """Bad input from the user (recipe, file, plugin name, ...), not a bug."""
+
+
+def closest(name: str, choices: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the nearest choice, or '' when none is near."""
+    match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def unknown(kind: str, name: str, choices: Iterable[str]) -> PianogenError:
+    choices = sorted(choices)
+    return PianogenError(
+        f"unknown {kind} '{name}'{closest(name, choices)}; known: {', '.join(choices) or 'none'}"
+    )

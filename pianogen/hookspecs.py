@@ -1,0 +1,63 @@
+"""Every hook a PianoGen plugin can implement.
+
+A plugin is a module named in the ``pianogen`` entry-point group. It implements any of the
+hooks below with ``@pianogen.hookimpl`` and calls ``register(name, factory)`` once per thing
+it provides. ``factory(**config)`` builds the object; when the factory carries a
+``config_class`` dataclass attribute (or takes explicit keyword arguments) recipes are
+validated against it before anything is built.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("pianogen")
+
+
+class Register(Protocol):
+    """The callback handed to every ``register_*`` hook."""
+
+    def __call__(self, name: str, factory: Callable[..., Any]) -> None: ...
+
+
+@hookspec
+def register_codecs(register: Register) -> None:
+    """Register audio codecs: ``factory(**config) -> pianogen.interfaces.Codec``.
+
+    The recipe's ``[codec]`` table (all keys but ``name`` and ``levels``) becomes ``config``.
+    """
+
+
+@hookspec
+def register_token_models(register: Register) -> None:
+    """Register token models: ``factory(**config) -> pianogen.interfaces.TokenModel``.
+
+    ``config`` is the recipe's ``[model]`` table (without ``name``) plus ``n_levels``,
+    ``vocab_size`` and ``block_size``, which the host derives from the codec and data.
+    """
+
+
+@hookspec
+def register_losses(register: Register) -> None:
+    """Register training losses: ``factory(**config) -> pianogen.interfaces.Loss``.
+
+    ``config`` is one ``[[loss]]`` table without ``name`` and ``weight``.
+    """
+
+
+@hookspec
+def register_postfilters(register: Register) -> None:
+    """Register audio post-filters: ``factory(**config) -> pianogen.interfaces.PostFilter``.
+
+    ``config`` is one ``[[postfilter]]`` table without ``name``.
+    """
+
+
+@hookspec
+def register_data_sources(register: Register) -> None:
+    """Register audio corpora: ``factory(**config) -> pianogen.interfaces.DataSource``.
+
+    ``config`` holds the recipe's ``[data]`` keys that the factory's signature names.
+    """

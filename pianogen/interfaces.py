@@ -1,0 +1,132 @@
+"""The contracts every plugin implements. Shapes are batch-first; audio is float32 in [-1, 1].
+
+B = batch, K = RVQ levels, T = frames, V = codebook size, D = codebook dimension,
+S = audio samples.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+
+
+class Codec(nn.Module, abc.ABC):
+    """Audio <-> residual-vector-quantized tokens."""
+
+    sample_rate: int  # Hz of the audio encode() takes and decode() returns
+    frame_rate: float  # token frames per second of audio
+    hop_length: int  # samples per frame (sample_rate / frame_rate)
+    n_levels: int  # RVQ levels the codec produces (K at most)
+    codebook_size: int  # V, codes per level
+
+    @abc.abstractmethod
+    def encode(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav FloatTensor[B, 1, S] at ``sample_rate`` -> codes LongTensor[B, K, ceil(S / hop_length)]."""
+
+    @abc.abstractmethod
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes LongTensor[B, K', T] (the first K' <= K levels) -> wav FloatTensor[B, 1, T * hop_length]."""
+
+    @abc.abstractmethod
+    def codebooks(self) -> torch.Tensor:
+        """The embedding tables, FloatTensor[K, V, D]; the latent of a frame is sum_k codebooks[k, code_k]."""
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two codecs produce the same tokens: keys the token cache (name + config hash)."""
+        raise NotImplementedError
+
+
+class TokenModel(nn.Module, abc.ABC):
+    """An autoregressive model over codec frames.
+
+    Contract: ``forward(codes)[:, k, t]`` are the logits of ``codes[:, k, t + 1]`` (next frame,
+    same level), whatever the model does inside (flattened levels, delay pattern, ...).
+    """
+
+    n_levels: int  # K, levels read and predicted
+    vocab_size: int  # V
+    block_size: int  # longest context in frames
+
+    @abc.abstractmethod
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes LongTensor[B, K, T] (T <= block_size) -> logits FloatTensor[B, K, T, V]."""
+
+    @abc.abstractmethod
+    def generate(
+        self,
+        prompt: torch.Tensor,
+        n_frames: int,
+        sample: Callable[[torch.Tensor], torch.Tensor],
+        use_cache: bool = True,
+        on_frame: Callable[[int], None] | None = None,
+    ) -> torch.Tensor:
+        """Continue ``prompt`` LongTensor[B, K, T0] by ``n_frames`` frames -> LongTensor[B, K, n_frames].
+
+        ``sample(logits FloatTensor[B, K, V]) -> LongTensor[B, K]`` draws one frame (or one
+        delayed step); ``use_cache=False`` recomputes the whole context each step, which must
+        give the same tokens. Past ``block_size`` the context slides. ``on_frame(i)`` reports progress.
+        """
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per frame (forward + backward), PaLM appendix B / nanoGPT count."""
+        raise NotImplementedError
+
+
+@dataclass
+class LossContext:
+    """What a loss may need beyond logits and targets, handed to ``Loss.prepare`` once."""
+
+    codec: Codec  # the run's codec (frozen)
+    levels: int  # K, levels the token model predicts
+    cache_dir: Path  # the token cache: a place to store fitted artefacts beside the tokens
+    train_codes: Callable[[], Iterable[torch.Tensor]]  # yields training windows LongTensor[B, K_all, T]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+class Loss(nn.Module, abc.ABC):
+    """A training objective on next-frame logits."""
+
+    def prepare(self, ctx: LossContext) -> None:
+        """Called once before training (fit or load artefacts). Default: nothing to do."""
+
+    @abc.abstractmethod
+    def forward(
+        self, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """logits FloatTensor[B, K, T, V] predicting targets LongTensor[B, K, T]; mask BoolTensor[B, T]
+        (True = real frame) -> (scalar loss, {metric name: value}) e.g. per-level values."""
+
+
+class PostFilter(abc.ABC):
+    """Cleans generated audio."""
+
+    @abc.abstractmethod
+    def __call__(self, wav: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """wav FloatTensor[B, 1, S] -> FloatTensor[B, 1, S]."""
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One performance of a corpus."""
+
+    path: Path  # the audio file on disk
+    audio_filename: str  # as the source names it (MAESTRO: the CSV's relative path)
+    split: str  # "train" | "validation" | "test"
+    duration: float | None = None  # seconds, when the source knows it
+    title: str = ""
+
+
+class DataSource(abc.ABC):
+    """A corpus of piano audio with splits."""
+
+    @abc.abstractmethod
+    def pieces(self) -> list[Piece]:
+        """Every usable piece, in a stable order."""

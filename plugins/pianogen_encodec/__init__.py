@@ -1,0 +1,1 @@
+"""Built-in PianoGen plugin: encodec (registered through the 'pianogen' entry-point group)."""

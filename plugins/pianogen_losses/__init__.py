@@ -1,0 +1,1 @@
+"""Built-in PianoGen plugin: losses (registered through the 'pianogen' entry-point group)."""

@@ -1,0 +1,1 @@
+"""Built-in PianoGen plugin: transformers (registered through the 'pianogen' entry-point group)."""
