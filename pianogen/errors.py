@@ -10,10 +10,10 @@ class PianogenError(Exception):
     """Bad input from the user (recipe, file, plugin name, ...), not a bug."""
 
 
-def closest(name: str, choices: Iterable[str]) -> str:
+def closest(name: str, choices: Iterable[str], prefix: str = "") -> str:
     """' (did you mean 'x'?)' for the nearest choice, or '' when none is near."""
     match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
-    return f" (did you mean '{match[0]}'?)" if match else ""
+    return f" (did you mean '{prefix}{match[0]}'?)" if match else ""
 
 
 def unknown(kind: str, name: str, choices: Iterable[str]) -> PianogenError:

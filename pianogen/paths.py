@@ -17,3 +17,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def expand(path: str | Path) -> Path:
+    """Expand ``$PIANOGEN_HOME`` (the cache root, default or not), other variables and ``~`` in a recipe path."""
+    text = str(path).replace("$PIANOGEN_HOME", str(home())).replace("${PIANOGEN_HOME}", str(home()))
+    return Path(os.path.expandvars(text)).expanduser()

@@ -157,7 +157,7 @@ def check_config(kind: str, name: str, config: dict[str, Any], where: str = "") 
     for key in config:
         if key not in fields:
             raise PianogenError(
-                f"unknown key '{where}{key}' for {kind.replace('_', ' ')} '{name}'{closest(key, fields)}; "
+                f"unknown key '{where}{key}' for {kind.replace('_', ' ')} '{name}'{closest(key, fields, where)}; "
                 f"valid: {', '.join(sorted(fields)) or 'none'}"
             )
 

@@ -1,0 +1,164 @@
+"""The ``pianogen`` command line: a thin layer over the Python API.
+
+Every user error ends in one line on stderr and exit code 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from pianogen.errors import PianogenError
+
+overrides_argument = click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.version_option(package_name="pianogen")
+def cli(debug: bool) -> None:
+    """PianoGen: continue piano performances from raw audio."""
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json: bool) -> None:
+    """List registered plugins (and any that failed to load)."""
+    from pianogen import plugins as registry
+
+    rows = [
+        {"kind": r.kind, "name": r.name, "plugin": r.plugin, "package": r.package, "version": r.version}
+        for kind in registry.KINDS for r in registry.registered(kind).values()
+    ]
+    failed = [{"plugin": f.plugin, "package": f.package, "error": f.error} for f in registry.failures()]
+    if as_json:
+        click.echo(json.dumps({"plugins": rows, "failed": failed}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("kind", "name", "plugin", "package", "version")
+    for row in rows:
+        table.add_row(*row.values())
+    console = Console()
+    console.print(table)
+    for f in failed:
+        console.print(f"[red]failed[/red] {f['plugin']} ({f['package']}): {f['error']}")
+
+
+@cli.command(name="ls")
+def list_recipes() -> None:
+    """List the built-in recipes."""
+    from pianogen.recipe import builtin_recipes
+
+    for name, path in builtin_recipes().items():
+        first = path.read_text().splitlines()[0].lstrip("# ").strip()
+        click.echo(f"{name:12s} {first}")
+
+
+@cli.command(name="cp")
+@click.argument("name")
+@click.argument("dest", type=click.Path(path_type=Path))
+def copy_recipe(name: str, dest: Path) -> None:
+    """Copy built-in recipe NAME to DEST (a file or a directory) to edit it."""
+    from pianogen.recipe import resolve_recipe_path
+
+    source = resolve_recipe_path(name)
+    target = dest / source.name if dest.is_dir() else dest
+    if target.exists():
+        raise PianogenError(f"{target} already exists; not overwriting it")
+    shutil.copyfile(source, target)
+    click.echo(str(target))
+
+
+@cli.group()
+def data() -> None:
+    """Corpora."""
+
+
+@data.command(name="synth")
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--minutes", default=6.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--seed", default=0, show_default=True)
+def data_synth(out_dir: Path, minutes: float, seed: int) -> None:
+    """Write a synthetic piano corpus in MAESTRO's layout to OUT_DIR."""
+    from pianogen.data.synth import write_corpus
+
+    click.echo(str(write_corpus(out_dir, minutes=minutes, seed=seed)))
+
+
+@cli.command()
+@click.argument("recipe")
+@overrides_argument
+def tokenize(recipe: str, overrides: tuple[str, ...]) -> None:
+    """Encode the recipe's corpus into the shared token cache (idempotent, resumable)."""
+    from pianogen import load_recipe
+    from pianogen.pipeline import build_codec, build_token_cache
+
+    loaded = load_recipe(recipe, overrides)
+    cache = build_token_cache(loaded, build_codec(loaded))
+    click.echo(str(cache.dir))
+
+
+@cli.group()
+def codec() -> None:
+    """Codecs: train one on piano audio, import a reference checkpoint."""
+
+
+@codec.command(name="train")
+@click.argument("recipe")
+@overrides_argument
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint.")
+def codec_train(recipe: str, overrides: tuple[str, ...], resume: bool) -> None:
+    """Train a codec on the recipe's corpus."""
+    from pianogen import load_recipe
+    from pianogen.codec_train import train_codec
+
+    click.echo(str(train_codec(load_recipe(recipe, overrides), resume=resume)))
+
+
+@codec.command(name="import")
+@click.argument("kind", type=click.Choice(["soundstream"]))
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+def codec_import(kind: str, checkpoint: Path, out: Path) -> None:
+    """Convert the reference SoundStream .pt CHECKPOINT to OUT (.safetensors)."""
+    from pianogen_soundstream.convert import import_reference
+
+    import_reference(checkpoint, out)
+    click.echo(str(out))
+
+
+@cli.command()
+@click.argument("recipe")
+@overrides_argument
+@click.option("--resume", is_flag=True, help="Continue exactly where the last checkpoint left off.")
+def train(recipe: str, overrides: tuple[str, ...], resume: bool) -> None:
+    """Train a token model (tokenizes the corpus first when needed)."""
+    from pianogen import load_recipe
+    from pianogen.train import train as run_training
+
+    run_dir = run_training(load_recipe(recipe, overrides), resume=resume)
+    click.echo(str(run_dir))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="pianogen", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(130)
+    except (PianogenError, click.ClickException, OSError) as err:
+        if debug:
+            raise
+        message = err.format_message() if isinstance(err, click.ClickException) else str(err)
+        click.echo(f"error: {message}", err=True)
+        sys.exit(2)

@@ -1,0 +1,74 @@
+"""Recipe -> the objects a run needs: codec, data source, token cache, token model, losses."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+import torch
+
+import pianogen
+from pianogen import plugins
+from pianogen.errors import PianogenError
+from pianogen.paths import expand
+
+if TYPE_CHECKING:
+    from pianogen.data.tokenize import TokenCache
+    from pianogen.interfaces import Codec, DataSource, Loss, TokenModel
+    from pianogen.recipe import Recipe
+
+
+def build_codec(recipe: "Recipe", device: torch.device | str = "cpu", progress: bool = True) -> "Codec":
+    """The recipe's frozen codec; a missing checkpoint is trained first when ``codec.train_recipe`` says how."""
+    options = dict(recipe.codec.options)
+    checkpoint = options.get("checkpoint")
+    if checkpoint and not expand(checkpoint).exists() and recipe.codec.train_recipe:
+        from pianogen.codec_train import train_codec
+
+        codec_recipe = pianogen.load_recipe(recipe.codec.train_recipe)
+        trained = train_codec(codec_recipe, resume=True, progress=progress)
+        if expand(trained).resolve() != expand(checkpoint).resolve():
+            raise PianogenError(f"codec.train_recipe '{recipe.codec.train_recipe}' writes {trained}, "
+                                f"but codec.checkpoint is {checkpoint}")
+    codec = pianogen.get_codec(recipe.codec.name, **options)
+    if recipe.codec.levels > codec.n_levels:
+        raise PianogenError(f"codec.levels = {recipe.codec.levels}, but codec '{recipe.codec.name}' "
+                            f"has {codec.n_levels} levels")
+    return codec.to(device).eval().requires_grad_(False)
+
+
+def build_source(recipe: "Recipe") -> "DataSource":
+    """The [data] source, given the [data] keys its factory names."""
+    registered = plugins.lookup("data_source", recipe.data.source)
+    accepted = plugins.config_fields(registered.factory)
+    values = dataclasses.asdict(recipe.data)
+    config = values if accepted is None else {k: v for k, v in values.items() if k in accepted}
+    return registered.factory(**config)
+
+
+def build_token_cache(recipe: "Recipe", codec: "Codec", progress: bool = True) -> "TokenCache":
+    from pianogen.data.tokenize import tokenize
+
+    return tokenize(recipe.data, codec, recipe.codec.name, progress=progress)
+
+
+def build_token_model(recipe: "Recipe", codec: "Codec") -> "TokenModel":
+    if recipe.model is None:
+        raise PianogenError(f"{recipe.path.name}: a [model] table is needed to train or generate")
+    return pianogen.get_token_model(recipe.model.name, n_levels=recipe.codec.levels,
+                                    vocab_size=codec.codebook_size, block_size=recipe.data.window,
+                                    **recipe.model.options)
+
+
+def build_losses(recipe: "Recipe") -> list[tuple[str, float, "Loss"]]:
+    if not recipe.loss:
+        raise PianogenError(f"{recipe.path.name}: at least one [[loss]] table is needed to train")
+    return [(spec.name, spec.weight, pianogen.get_loss(spec.name, **spec.options)) for spec in recipe.loss]
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise PianogenError(f"run.device = '{name}', but CUDA is not available on this machine")
+    return torch.device(name)

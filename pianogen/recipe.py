@@ -1,0 +1,329 @@
+"""TOML recipes -> validated dataclasses, with dotted ``key=value`` overrides.
+
+One recipe says everything a run needs. Host-owned tables are dataclasses below; the
+plugin tables (``[codec]``, ``[model]``, ``[[loss]]``, ``[[postfilter]]``) keep their plugin
+keys in ``options`` and are checked against the plugin's own config at load time.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pianogen.errors import PianogenError, closest
+
+
+@dataclass
+class RunConfig:
+    dir: str = ""  # run directory; "" = runs/<recipe stem> under the current directory
+    seed: int = 0  # seeds weights, shuffling and dropout
+    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"  # a registered data source: synthetic | maestro | folder | <plugin>
+    root: str = ""  # corpus directory; "" = the synthetic corpus under $PIANOGEN_HOME
+    years: list[int] = field(default_factory=list)  # MAESTRO years to keep; [] = all
+    minutes: float = 6.0  # size of the synthetic corpus
+    seed: int = 0  # synthetic corpus seed
+    split_ratios: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # folder: train/val/test
+    skip_missing: bool = False  # MAESTRO: skip CSV rows whose audio is missing instead of failing
+    strict: bool = False  # fail on the first unreadable audio file instead of skipping it
+    chunk_seconds: float = 15.0  # audio encoded per codec call
+    chunk_overlap_seconds: float = 2.0  # context on each side of a chunk, trimmed after encoding
+    window: int = 2048  # frames per training window (the model's context)
+    window_overlap: float = 0.5  # fraction of a window shared with the next one
+    num_workers: int = 2  # DataLoader worker processes
+
+
+@dataclass
+class CodecConfig:
+    name: str = "soundstream"  # a registered codec
+    levels: int = 4  # RVQ levels the token model reads and predicts
+    train_recipe: str = ""  # codec recipe to run first when `checkpoint` does not exist yet
+    options: dict[str, Any] = field(default_factory=dict)  # the codec plugin's own keys (checkpoint, ...)
+
+
+@dataclass
+class PluginSpec:
+    name: str  # a registered plugin of the table's kind
+    options: dict[str, Any] = field(default_factory=dict)  # the plugin's own keys
+
+
+@dataclass
+class LossSpec(PluginSpec):
+    weight: float = 1.0  # multiplies this loss in the sum
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20  # passes over the training windows
+    max_steps: int = 0  # stop after this many optimizer steps; 0 = no limit
+    batch_size: int = 8  # windows per micro-batch, summed over all ranks
+    grad_accum: int = 1  # micro-batches per optimizer step (a step sees batch_size × grad_accum windows)
+    lr: float = 3e-4  # peak learning rate
+    weight_decay: float = 0.1  # AdamW decoupled weight decay (matrices only)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])  # AdamW betas
+    schedule: str = "onecycle"  # onecycle | cosine | constant
+    warmup: float = 0.1  # fraction of steps spent warming up (onecycle pct_start, cosine warm-up)
+    grad_clip: float = 1.0  # max global gradient norm; 0 = off
+    precision: str = "fp32"  # fp32 | bf16 (autocast, CUDA only; falls back to fp32 on CPU)
+    compile: bool = False  # torch.compile the model
+    log_every: int = 10  # optimizer steps between metric lines
+    save_every: int = 0  # optimizer steps between mid-epoch checkpoints; 0 = at epoch ends only
+    val_batches: int = 0  # validation batches per epoch; 0 = the whole split
+
+
+@dataclass
+class CodecTrainConfig:
+    steps: int = 20000  # optimizer steps
+    batch_size: int = 16  # audio segments per step
+    segment_seconds: float = 1.0  # length of each training segment
+    lr: float = 3e-4  # Adam learning rate (generator and discriminator)
+    quantizer_dropout: float = 1.0  # probability of training with a random number of levels
+    discriminator: bool = False  # add the MS-STFT discriminator with feature matching
+    discriminator_start: int = 0  # step at which adversarial losses switch on
+    log_every: int = 50  # steps between metric lines
+    save_every: int = 500  # steps between checkpoints
+    out: str = ""  # checkpoint path; "" = the [codec] checkpoint
+
+
+@dataclass
+class GenerateConfig:
+    seconds: float = 10.0  # continuation length
+    prompt_seconds: float = 5.0  # seconds of the prompt used (all of it when shorter)
+    temperature: float = 1.0  # 0 = argmax
+    top_k: int = 250  # keep the k most likely codes; 0 = off
+    top_p: float = 0.0  # nucleus sampling threshold; 0 = off; wins over top_k when both are set
+
+
+@dataclass
+class Recipe:
+    path: Path  # where it was read from
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    model: PluginSpec | None = None
+    loss: list[LossSpec] = field(default_factory=list)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    codec_train: CodecTrainConfig = field(default_factory=CodecTrainConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    postfilter: list[PluginSpec] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict)  # the TOML after overrides (frozen into runs)
+
+    @property
+    def stem(self) -> str:
+        return self.path.stem
+
+    def run_dir(self) -> Path:
+        return Path(self.run.dir) if self.run.dir else Path("runs") / self.stem
+
+
+TABLES = {"run": RunConfig, "data": DataConfig, "train": TrainConfig, "codec_train": CodecTrainConfig,
+          "generate": GenerateConfig}
+PLUGIN_TABLES = {"codec": "codec", "model": "token_model", "loss": "loss", "postfilter": "postfilter"}
+ARRAY_TABLES = ("loss", "postfilter")
+HOST_MODEL_KEYS = ("n_levels", "vocab_size", "block_size")  # derived from codec and data, never set by hand
+
+# key -> (low, high, low inclusive); None = unbounded on that side
+RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "data.minutes": (0, None, False), "data.chunk_seconds": (0, None, False),
+    "data.chunk_overlap_seconds": (0, None, True), "data.window": (2, None, True),
+    "data.window_overlap": (0, 1, True), "data.num_workers": (0, None, True),
+    "codec.levels": (1, None, True),
+    "train.epochs": (1, None, True), "train.max_steps": (0, None, True), "train.batch_size": (1, None, True),
+    "train.grad_accum": (1, None, True), "train.lr": (0, None, False), "train.weight_decay": (0, None, True),
+    "train.warmup": (0, 1, True), "train.grad_clip": (0, None, True), "train.log_every": (1, None, True), "train.save_every": (0, None, True),
+    "train.val_batches": (0, None, True),
+    "codec_train.steps": (1, None, True), "codec_train.batch_size": (1, None, True),
+    "codec_train.segment_seconds": (0, None, False), "codec_train.lr": (0, None, False),
+    "codec_train.quantizer_dropout": (0, 1, True),
+    "generate.seconds": (0, None, False), "generate.prompt_seconds": (0, None, False),
+    "generate.temperature": (0, None, True), "generate.top_k": (0, None, True), "generate.top_p": (0, 1, True),
+}
+CHOICES = {"train.schedule": ("onecycle", "cosine", "constant"), "train.precision": ("fp32", "bf16")}
+
+
+def builtin_recipes_dir() -> Path:
+    return Path(__file__).resolve().parent / "recipes"
+
+
+def builtin_recipes() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(builtin_recipes_dir().glob("*.toml"))}
+
+
+def resolve_recipe_path(name_or_path: str | Path) -> Path:
+    """A file path, or the name of a built-in recipe (``demo``, ``novel.toml``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    builtin = builtin_recipes().get(path.stem if path.suffix == ".toml" else path.name)
+    if builtin is not None and len(path.parts) == 1:
+        return builtin
+    raise PianogenError(f"recipe not found: {name_or_path}{closest(path.stem, builtin_recipes())} "
+                        f"(built-in recipes: {', '.join(builtin_recipes())})")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.epochs=2`` -> (["train", "epochs"], 2); values are TOML, bare strings allowed."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise PianogenError(f"override '{text}' is not key=value (e.g. train.epochs=2)")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return key.strip().split("."), parsed
+
+
+def apply_override(raw: dict[str, Any], path: list[str], value: Any) -> None:
+    node: Any = raw
+    for i, part in enumerate(path[:-1]):
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise PianogenError(f"override '{'.'.join(path)}': {'.'.join(path[:i])} has {len(node)} entries")
+            node = node[int(part)]
+        else:
+            node = node.setdefault(part, [] if part in ARRAY_TABLES and path[i + 1].isdigit() else {})
+    if isinstance(node, list):
+        raise PianogenError(f"override '{'.'.join(path)}' must name a key inside an entry")
+    node[path[-1]] = value
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is Any:
+        return True
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _check_value(key: str, value: Any, hint: Any) -> Any:
+    if not _type_ok(value, hint):
+        raise PianogenError(f"{key} must be {_type_name(hint)}, got {value!r}")
+    if key in RANGES and not isinstance(value, list):
+        low, high, low_inclusive = RANGES[key]
+        too_low = low is not None and (value < low if low_inclusive else value <= low)
+        if too_low or (high is not None and value > high):
+            bound = f"{'>=' if low_inclusive else '>'} {low}" if too_low else f"<= {high}"
+            raise PianogenError(f"{key} must be {bound}, got {value!r}")
+    if key in CHOICES and value not in CHOICES[key]:
+        raise PianogenError(f"{key} must be one of {', '.join(CHOICES[key])}, got {value!r}{closest(str(value), CHOICES[key])}")
+    return float(value) if hint is float else value
+
+
+def _build_table(name: str, cls: type, table: Any) -> Any:
+    if not isinstance(table, dict):
+        raise PianogenError(f"[{name}] must be a table, got {table!r}")
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls) if f.name != "options"]
+    values = {}
+    for key, value in table.items():
+        if key not in known:
+            raise PianogenError(f"unknown key '{name}.{key}'{closest(key, known, f'{name}.')}; "
+                                f"valid: {', '.join(known)}")
+        values[key] = _check_value(f"{name}.{key}", value, hints[key])
+    return cls(**values)
+
+
+def _plugin_spec(where: str, kind: str, cls: type, table: Any) -> Any:
+    """Split host keys from plugin keys, check the name is registered and the plugin keys it accepts."""
+    from pianogen import plugins
+
+    if not isinstance(table, dict):
+        raise PianogenError(f"[{where}] must be a table, got {table!r}")
+    host_keys = {f.name for f in dataclasses.fields(cls)} - {"options"}
+    if "name" not in table:
+        raise PianogenError(f"[{where}] needs a name")
+    try:
+        plugins.lookup(kind, table["name"])
+    except PianogenError as err:
+        raise PianogenError(f"{where}.name: {err}") from None
+    spec = _build_table(where, cls, {k: v for k, v in table.items() if k in host_keys})
+    spec.options = {k: v for k, v in table.items() if k not in host_keys}
+    if kind == "token_model":
+        for key in HOST_MODEL_KEYS:
+            if key in spec.options:
+                raise PianogenError(f"{where}.{key} is set from the codec and data, not the recipe")
+    plugins.check_config(kind, spec.name, spec.options, where=f"{where}.")
+    return spec
+
+
+def recipe_from_dict(raw: dict[str, Any], path: Path) -> Recipe:
+    known = [*TABLES, *PLUGIN_TABLES]
+    for key in raw:
+        if key not in known:
+            raise PianogenError(f"unknown table '[{key}]'{closest(key, known)}; valid: {', '.join(known)}")
+    recipe = Recipe(path=path, raw=copy.deepcopy(raw))
+    for name, cls in TABLES.items():
+        if name in raw:
+            setattr(recipe, name, _build_table(name, cls, raw[name]))
+    if "codec" in raw:
+        recipe.codec = _plugin_spec("codec", "codec", CodecConfig, raw["codec"])
+    if "model" in raw:
+        recipe.model = _plugin_spec("model", "token_model", PluginSpec, raw["model"])
+    for name in ARRAY_TABLES:
+        entries = raw.get(name, [])
+        if not isinstance(entries, list):
+            raise PianogenError(f"{name} must be an array of tables ([[{name}]])")
+        cls = LossSpec if name == "loss" else PluginSpec
+        setattr(recipe, name, [_plugin_spec(f"{name}.{i}", PLUGIN_TABLES[name], cls, e)
+                               for i, e in enumerate(entries)])
+    return recipe
+
+
+def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read, override and validate a recipe; every problem is one PianogenError naming the key."""
+    path = resolve_recipe_path(name_or_path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise PianogenError(f"{path}: invalid TOML: {err}") from None
+    for text in overrides:
+        apply_override(raw, *parse_override(text))
+    try:
+        return recipe_from_dict(raw, path)
+    except PianogenError as err:
+        raise PianogenError(f"{path.name}: {err}") from None
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    return repr(value)
+
+
+def dump_toml(raw: dict[str, Any]) -> str:
+    """TOML text for a recipe dict (tables of scalars and arrays of such tables)."""
+    lines: list[str] = []
+    for name, table in raw.items():
+        for entry in table if isinstance(table, list) else [table]:
+            lines.append(f"[[{name}]]" if isinstance(table, list) else f"[{name}]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in entry.items()]
+            lines.append("")
+    return "\n".join(lines)
