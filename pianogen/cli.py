@@ -146,6 +146,57 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool) -> None:
     click.echo(str(run_dir))
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--prompt", required=True, help="Audio file (any rate, mono or stereo), or SPLIT:N of the run's corpus.")
+@click.option("--seconds", type=float, default=None, help="Continuation length [recipe: generate.seconds].")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output directory [RUN_DIR/generated].")
+@click.option("--prompt-seconds", type=float, default=None, help="Seconds of the prompt used [recipe].")
+@click.option("--temperature", type=click.FloatRange(min=0), default=None, help="0 = argmax [recipe].")
+@click.option("--top-k", type=click.IntRange(min=0), default=None, help="0 = off [recipe].")
+@click.option("--top-p", type=click.FloatRange(0, 1), default=None, help="0 = off; wins over top-k [recipe].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--num", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Continuations of the prompt, sampled as one batch.")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--postfilter", "postfilters", multiple=True, metavar="NAME[:KEY=VALUE,...]",
+              help="Replace the recipe's post-filters (repeatable; 'none' for none).")
+@click.option("--device", default="auto", show_default=True)
+def generate(run_dir: Path, prompt: str, seconds: float | None, out: Path | None, prompt_seconds: float | None,
+             temperature: float | None, top_k: int | None, top_p: float | None, seed: int, num: int,
+             checkpoint: str, postfilters: tuple[str, ...], device: str) -> None:
+    """Continue a piano prompt with a trained run; writes WAVs, Mel PNGs and generation.json."""
+    from pianogen import load_recipe
+    from pianogen.generate import GenerationRequest, generate as run_generation
+    from pianogen.recipe import parse_override
+
+    if not (run_dir / "recipe.toml").is_file():
+        raise PianogenError(f"{run_dir} is not a run directory (no recipe.toml); train one with pianogen train")
+    defaults = load_recipe(run_dir / "recipe.toml").generate
+    specs = None
+    if postfilters:
+        specs = []
+        for text in postfilters:
+            name, _, options = text.partition(":")
+            if name != "none":
+                spec = {"name": name}
+                for item in filter(None, options.split(",")):
+                    (key,), value = parse_override(item)
+                    spec[key] = value
+                specs.append(spec)
+    request = GenerationRequest(
+        prompt=prompt, seconds=defaults.seconds if seconds is None else seconds,
+        out=out or run_dir / "generated",
+        prompt_seconds=defaults.prompt_seconds if prompt_seconds is None else prompt_seconds,
+        temperature=defaults.temperature if temperature is None else temperature,
+        top_k=defaults.top_k if top_k is None else top_k, top_p=defaults.top_p if top_p is None else top_p,
+        seed=seed, num=num, checkpoint=checkpoint, postfilters=specs)
+    report = run_generation(run_dir, request, device=device)
+    for note in report["notes"]:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"{request.out}  ({report['frames']} frames, {report['realtime_factor']:.2f}x real time)")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -72,3 +73,25 @@ def pick_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise PianogenError(f"run.device = '{name}', but CUDA is not available on this machine")
     return torch.device(name)
+
+
+def load_run(run_dir: "str | Path", tag: str = "best", device: torch.device | str = "cpu"
+             ) -> "tuple[Recipe, Codec, TokenModel, dict]":
+    """A trained run: its frozen recipe, codec, token model (eval mode, ``tag`` weights) and checkpoint meta."""
+    from pianogen import checkpoint
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "recipe.toml").is_file():
+        raise PianogenError(f"{run_dir} is not a run directory (no recipe.toml); train one with pianogen train")
+    found = checkpoint.find(run_dir / "checkpoints", tag)
+    if found is None:
+        raise PianogenError(f"{run_dir} has no '{tag}' checkpoint under checkpoints/; train (or resume) it first")
+    recipe = pianogen.load_recipe(run_dir / "recipe.toml")
+    meta = checkpoint.load_meta(found)
+    codec = build_codec(recipe, device, progress=False)
+    if meta["codec_name"] != recipe.codec.name or meta["codec"] != codec.identity():
+        raise PianogenError(f"{found} was trained with codec {meta['codec_name']} {meta['codec']}, but the "
+                            f"recipe's codec is {recipe.codec.name} {codec.identity()}")
+    model = build_token_model(recipe, codec)
+    checkpoint.load_weights(found, model)
+    return recipe, codec, model.to(device).eval(), meta
