@@ -177,6 +177,7 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True,
     if resume and last is None:
         raise PianogenError(f"nothing to resume: no checkpoint under {ckpt_root}")
 
+    torch.manual_seed(recipe.run.seed)
     # Rank 0 prepares the codec, corpus and token cache; the others then find them ready.
     if ddp.main:
         codec = pipeline.build_codec(recipe, device, progress=progress)
@@ -199,8 +200,10 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True,
     samplers = {split: EpochBatchSampler(len(ds), cfg.batch_size, ddp, recipe.run.seed, shuffle=split == "train",
                                          drop_last=split == "train") for split, ds in datasets.items()}
     workers = recipe.data.num_workers
+    # Own generators: creating an epoch's iterator must not draw from the global RNG (exact resume).
     loaders = {split: DataLoader(ds, batch_sampler=samplers[split], num_workers=workers,
-                                 persistent_workers=workers > 0, pin_memory=device.type == "cuda")
+                                 persistent_workers=workers > 0, pin_memory=device.type == "cuda",
+                                 generator=torch.Generator().manual_seed(recipe.run.seed))
                for split, ds in datasets.items()}
 
     losses = pipeline.build_losses(recipe)
@@ -237,7 +240,10 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True,
     if ddp.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(run_dir / "recipe.toml", dump_toml(recipe.raw).encode())
-        if not resume:
+        if resume:  # forget what was logged after the checkpoint: those steps run again
+            kept = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= step]
+            atomic_write_bytes(metrics_path, "".join(f"{line}\n" for line in kept).encode())
+        else:
             metrics_path.unlink(missing_ok=True)
 
     def save(tag: str) -> None:
@@ -315,6 +321,8 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True,
             if ddp.main:
                 plot_losses(metrics_path, run_dir / "loss.png")
     ddp.barrier()
+    if ddp.world > 1:
+        dist.destroy_process_group()
     return run_dir
 
 

@@ -24,7 +24,7 @@ BUILTINS = {
 
 def make_distribution(root, dist: str, modules: dict[str, str]) -> None:
     """A minimal installed distribution: modules + a *.dist-info with a `pianogen` entry point each."""
-    info = root / f"{dist}-1.2.3.dist-info"
+    info = root / f"{dist.replace('-', '_')}-1.2.3.dist-info"  # wheel naming: name-version
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
     lines = ["[pianogen]"]
