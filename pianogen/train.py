@@ -128,8 +128,8 @@ class Objective:
             value, parts = loss(logits.float(), targets, mask)
             total = total + weight * value
             metrics.update(parts)
-            metrics.setdefault(name, float(value))
-        metrics["loss"] = float(total)
+            metrics.setdefault(name, float(value.detach()))
+        metrics["loss"] = float(total.detach())
         return total, metrics
 
 

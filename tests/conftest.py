@@ -68,6 +68,7 @@ def tiny_recipe(tmp_path, codec_path, corpus, **sections) -> "Path":
         else:
             raw.setdefault(name, {}).update(values)
     path = tmp_path / "tiny.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(dump_toml(raw))
     return path
 
