@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -26,17 +28,29 @@ def fresh_registry(monkeypatch):
     plugins.reset()
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny convolutions gain nothing from threads, and on a busy 2-core box OpenMP spinning costs 10x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 TINY_CODEC = dict(sample_rate=8000, channels=4, dim=16, strides=[2, 4, 5], n_levels=4, codebook_size=64)
 
 
 @pytest.fixture(scope="session")
 def tiny_codec_path(tmp_path_factory):
-    """A tiny SoundStream checkpoint (random weights, fixed seed): 200 frames/s, 4 levels of 64 codes."""
+    """A tiny SoundStream checkpoint: random weights, codebooks k-means-initialised on noise;
+    200 frames/s, 4 levels of 64 codes."""
     from pianogen_soundstream.model import SoundStream, SoundStreamConfig
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("codec") / "tiny.safetensors"
-    SoundStream(SoundStreamConfig(**TINY_CODEC)).save(path)
+    codec = SoundStream(SoundStreamConfig(**TINY_CODEC))
+    codec.init_codebooks(torch.randn(4, 1, 8000))
+    codec.save(path)
     return path
 
 
@@ -48,7 +62,7 @@ def tiny_corpus(tmp_path_factory):
     return write_corpus(tmp_path_factory.mktemp("corpus") / "maestro", minutes=0.5, seed=0, progress=False)
 
 
-def tiny_recipe(tmp_path, codec_path, corpus, **sections) -> "Path":
+def tiny_recipe(tmp_path, codec_path, corpus, **sections) -> Path:
     """A tiny CPU recipe file; ``sections`` override tables, e.g. train={"epochs": 1}."""
     from pianogen.recipe import dump_toml
 

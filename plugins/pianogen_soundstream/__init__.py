@@ -1,1 +1,30 @@
-"""Built-in PianoGen plugin: soundstream (registered through the 'pianogen' entry-point group)."""
+"""Built-in PianoGen plugin: the ``soundstream`` codec (registered through the 'pianogen' entry-point group)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pianogen
+from pianogen_soundstream.checkpoint import load_soundstream
+from pianogen_soundstream.model import SoundStream, SoundStreamConfig
+
+
+@dataclass
+class SoundStreamOptions(SoundStreamConfig):
+    checkpoint: str = ""  # .safetensors to load (weights AND architecture); "" = fresh random weights
+
+
+def soundstream(checkpoint: str = "", **arch: Any) -> SoundStream:
+    """``get_codec("soundstream", checkpoint=..., **arch)``: arch keys build a fresh codec or must match the file."""
+    if checkpoint:
+        return load_soundstream(checkpoint, **arch)
+    return SoundStream(SoundStreamConfig(**arch))
+
+
+soundstream.config_class = SoundStreamOptions  # type: ignore[attr-defined]
+
+
+@pianogen.hookimpl
+def register_codecs(register) -> None:
+    register("soundstream", soundstream)

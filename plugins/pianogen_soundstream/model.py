@@ -1,0 +1,256 @@
+"""SoundStream (Zeghidour et al. 2021) with the module layout of haydenshively/SoundStream 0.0.1.
+
+The state-dict keys under ``encoder.`` and ``decoder.`` are the reference's own, so its
+pretrained checkpoint (``soundstream_variant_naturalspeech2.pt``) loads after renaming only the
+quantizer buffers (see convert.py). The RVQ is encodec's tested implementation (k-means
+initialised EMA codebooks with dead-code expiry), not a rewrite.
+
+B = batch, S = samples, C = base channels, D = latent dim, T = frames, K = levels, V = codes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from encodec.quantization.core_vq import ResidualVectorQuantization
+from safetensors.torch import save as safetensors_bytes
+from torch import nn
+
+from pianogen.errors import PianogenError
+from pianogen.interfaces import Codec
+from pianogen.paths import atomic_write_bytes
+
+CODEC_NAME = "soundstream"  # written into checkpoint metadata so other codecs' files are refused
+
+
+@dataclass
+class SoundStreamConfig:
+    sample_rate: int = 16000  # Hz of the audio the codec reads and writes
+    channels: int = 58  # C: the first conv's width; block i has C * 2**(i+1) channels
+    dim: int = 256  # D: latent and codebook dimension
+    strides: list[int] = field(default_factory=lambda: [2, 4, 5, 5])  # encoder downsampling per block
+    n_levels: int = 16  # K: residual quantizers
+    codebook_size: int = 1024  # V: codes per quantizer
+    ema_decay: float = 0.99  # codebook EMA decay (training only)
+    kmeans_iters: int = 50  # k-means iterations that initialise each codebook on its first batch
+    dead_code_threshold: float = 2.0  # codes whose EMA usage falls below this are reset to batch vectors
+
+    def __post_init__(self) -> None:
+        self.strides = [int(s) for s in self.strides]
+        for key in ("sample_rate", "channels", "dim", "n_levels", "codebook_size", "kmeans_iters"):
+            if int(getattr(self, key)) < 1:
+                raise PianogenError(f"soundstream: '{key}' must be >= 1, got {getattr(self, key)}")
+        if not self.strides or min(self.strides) < 1:
+            raise PianogenError(f"soundstream: 'strides' must be a non-empty list of positive ints, got {self.strides}")
+        if not 0.0 < self.ema_decay < 1.0:
+            raise PianogenError(f"soundstream: 'ema_decay' must be in (0, 1), got {self.ema_decay}")
+
+    @property
+    def hop_length(self) -> int:
+        return math.prod(self.strides)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+def causal_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Left-pad x[..., L] by ``pad`` with reflection, as the reference does.
+
+    The reference's F.pad(mode='reflect') needs pad < L; shorter inputs are reflected again and
+    again (identical whenever the reference works), and a single sample is replicated.
+    """
+    while pad > 0:
+        n = x.shape[-1]
+        if n == 1:
+            return F.pad(x, [pad, 0], mode="replicate")
+        step = min(pad, n - 1)
+        x = F.pad(x, [step, 0], mode="reflect")
+        pad -= step
+    return x
+
+
+class CausalConv1d(nn.Module):
+    """Conv1d whose output at t sees inputs <= t: [B, Cin, L] -> [B, Cout, L // stride]."""
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int = 1, dilation: int = 1):
+        super().__init__()
+        self.causal_padding = dilation * (kernel_size - 1) + 1 - stride
+        self.conv = nn.Conv1d(c_in, c_out, kernel_size, stride=stride, dilation=dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(causal_pad(x, self.causal_padding))
+
+
+class CausalConvTranspose1d(nn.Module):
+    """Transposed conv trimmed to n * stride so frame t only feeds samples of frames >= t."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.stride = stride
+        self.conv = nn.ConvTranspose1d(c_in, c_out, 2 * stride, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, Cin, n] -> [B, Cout, n * stride]
+        return self.conv(x)[..., : x.shape[-1] * self.stride]
+
+
+class ResidualUnit(nn.Module):
+    """x + ELU(conv1x1(ELU(conv7_dilated(x)))), channels unchanged."""
+
+    def __init__(self, channels: int, dilation: int):
+        super().__init__()
+        self.layers = nn.Sequential(
+            CausalConv1d(channels, channels, 7, dilation=dilation),
+            nn.ELU(),
+            CausalConv1d(channels, channels, 1),
+            nn.ELU(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.layers(x)
+
+
+class EncoderBlock(nn.Module):
+    """Three residual units (dilations 1, 3, 9) at c_out / 2, then a strided conv to c_out."""
+
+    def __init__(self, c_out: int, stride: int):
+        super().__init__()
+        c = c_out // 2
+        self.layers = nn.Sequential(
+            *(ResidualUnit(c, d) for d in (1, 3, 9)), CausalConv1d(c, c_out, 2 * stride, stride=stride)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, c_out/2, L] -> [B, c_out, L / stride]
+        return self.layers(x)
+
+
+class DecoderBlock(nn.Module):
+    """An upsampling transposed conv from 2 * c_out to c_out, then three residual units."""
+
+    def __init__(self, c_out: int, stride: int):
+        super().__init__()
+        self.layers = nn.Sequential(
+            CausalConvTranspose1d(2 * c_out, c_out, stride), *(ResidualUnit(c_out, d) for d in (1, 3, 9))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, 2 c_out, n] -> [B, c_out, n * stride]
+        return self.layers(x)
+
+
+class Encoder(nn.Module):
+    """[B, 1, S] -> [B, D, S / hop]: conv7 to C, blocks to 2C, 4C, ..., conv3 to D."""
+
+    def __init__(self, cfg: SoundStreamConfig):
+        super().__init__()
+        c, n = cfg.channels, len(cfg.strides)
+        self.layers = nn.Sequential(
+            CausalConv1d(1, c, 7),
+            *(EncoderBlock(c * 2 ** (i + 1), s) for i, s in enumerate(cfg.strides)),
+            CausalConv1d(c * 2**n, cfg.dim, 3),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class Decoder(nn.Module):
+    """[B, D, T] -> [B, 1, T * hop]: the encoder mirrored."""
+
+    def __init__(self, cfg: SoundStreamConfig):
+        super().__init__()
+        c, n = cfg.channels, len(cfg.strides)
+        self.layers = nn.Sequential(
+            CausalConv1d(cfg.dim, c * 2**n, 7),
+            *(DecoderBlock(c * 2**i, s) for i, s in reversed(list(enumerate(cfg.strides)))),
+            CausalConv1d(c, 1, 7),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class SoundStream(Codec):
+    """The codec: encoder -> residual VQ -> decoder. ``save``/``forward`` make it trainable."""
+
+    def __init__(self, cfg: SoundStreamConfig):
+        super().__init__()
+        self.config = cfg
+        self.sample_rate = cfg.sample_rate
+        self.hop_length = cfg.hop_length
+        self.frame_rate = cfg.sample_rate / cfg.hop_length
+        self.n_levels = cfg.n_levels
+        self.codebook_size = cfg.codebook_size
+        self.encoder = Encoder(cfg)
+        self.quantizer = ResidualVectorQuantization(
+            num_quantizers=cfg.n_levels, dim=cfg.dim, codebook_size=cfg.codebook_size, decay=cfg.ema_decay,
+            kmeans_init=True, kmeans_iters=cfg.kmeans_iters, threshold_ema_dead_code=cfg.dead_code_threshold,
+        )
+        self.decoder = Decoder(cfg)
+        self.weights_sha256 = ""  # of the safetensors file the weights came from; "" = in memory only
+
+    def _latent(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav [B, 1, S] -> latent [B, D, ceil(S / hop)]; zero right-padding never reaches earlier frames."""
+        if wav.dim() != 3 or wav.shape[1] != 1:
+            raise PianogenError(f"soundstream expects audio [B, 1, S], got {list(wav.shape)}")
+        pad = -wav.shape[-1] % self.hop_length
+        return self.encoder(F.pad(wav, [0, pad]))
+
+    def forward(self, wav: torch.Tensor, n_q: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training pass through the first n_q levels: wav [B, 1, S] -> (reconstruction [B, 1, S'], commitment loss)."""
+        quantized, _, losses = self.quantizer(self._latent(wav), n_q=n_q or self.n_levels)
+        return self.decoder(quantized), losses.mean()
+
+    @torch.no_grad()
+    def init_codebooks(self, wav: torch.Tensor) -> None:
+        """k-means-initialise still-untrained codebooks from audio wav [B, 1, S], as the first training
+        batch does. encodec keeps them at zero until then, so every frame of a fresh codec gets code 0."""
+        was_training = self.training
+        self.train()
+        self.quantizer(self._latent(wav))
+        self.train(was_training)
+
+    @torch.no_grad()
+    def encode(self, wav: torch.Tensor) -> torch.Tensor:
+        codes = self.quantizer.encode(self._latent(wav), n_q=self.n_levels)  # [K, B, T]
+        return codes.transpose(0, 1).contiguous()
+
+    def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        """latent [B, D, T] (a sum of codebook vectors) -> wav [B, 1, T * hop]; differentiable."""
+        return self.decoder(latent)
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        if codes.dim() != 3 or not 1 <= codes.shape[1] <= self.n_levels:
+            raise PianogenError(f"soundstream decodes codes [B, 1..{self.n_levels}, T], got {list(codes.shape)}")
+        return self.decoder(self.quantizer.decode(codes.transpose(0, 1)))
+
+    def codebooks(self) -> torch.Tensor:
+        return torch.stack([layer.codebook for layer in self.quantizer.layers])  # [K, V, D]
+
+    def identity(self) -> dict[str, Any]:
+        weights = self.weights_sha256 or _state_sha256(self)
+        digest = hashlib.sha256((self.config.to_json() + weights).encode()).hexdigest()[:16]
+        return {"name": CODEC_NAME, "config_hash": digest}
+
+    def save(self, path: Path) -> None:
+        """Weights + EMA codebook buffers as safetensors, the config as JSON metadata; atomic."""
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        data = safetensors_bytes(tensors, metadata={"codec": CODEC_NAME, "config": self.config.to_json()})
+        atomic_write_bytes(Path(path), data)
+        self.weights_sha256 = hashlib.sha256(data).hexdigest()
+
+
+def _state_sha256(model: nn.Module) -> str:
+    """Hash of in-memory weights, for a codec that was never saved."""
+    h = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

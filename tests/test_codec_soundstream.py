@@ -1,0 +1,129 @@
+"""The soundstream codec: shapes, causality, any-k decoding, checkpoints and their errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import pianogen
+from pianogen.errors import PianogenError
+
+TINY = dict(sample_rate=8000, channels=4, dim=16, strides=[2, 4, 5], n_levels=4, codebook_size=32)
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def tiny_codec(**overrides) -> "pianogen.interfaces.Codec":
+    """A tiny random codec whose codebooks are k-means-initialised on noise, so codes vary."""
+    torch.manual_seed(0)
+    codec = pianogen.get_codec("soundstream", **{**TINY, **overrides})
+    codec.init_codebooks(torch.randn(4, 1, 4000))
+    return codec.eval()
+
+
+@pytest.mark.parametrize("strides, sample_rate", [([2, 4, 5], 8000), ([2, 2, 2, 2], 4000), ([4, 5], 8000)])
+def test_shapes_and_frame_counts(strides, sample_rate):
+    codec = tiny_codec(strides=strides, sample_rate=sample_rate)
+    hop = 1
+    for s in strides:
+        hop *= s
+    assert codec.hop_length == hop and codec.frame_rate == sample_rate / hop
+    for n in (sample_rate, sample_rate + 1, 7):  # exact, one over a frame, shorter than any pad
+        codes = codec.encode(torch.randn(3, 1, n))
+        frames = -(-n // hop)
+        assert codes.shape == (3, 4, frames) and codes.dtype == torch.long
+        assert int(codes.min()) >= 0 and int(codes.max()) < 32
+        assert codec.decode(codes).shape == (3, 1, frames * hop)
+    assert codec.codebooks().shape == (4, 32, 16)
+
+
+def test_reference_size_topology():
+    codec = pianogen.get_codec("soundstream")
+    assert (codec.sample_rate, codec.frame_rate, codec.n_levels, codec.codebook_size) == (16000, 80.0, 16, 1024)
+    sd = codec.state_dict()
+    assert sd["encoder.layers.0.conv.weight"].shape == (58, 1, 7)
+    assert sd["encoder.layers.4.layers.3.conv.weight"].shape == (16 * 58, 8 * 58, 10)  # stride 5, kernel 10
+    assert sd["encoder.layers.5.conv.weight"].shape == (256, 16 * 58, 3)
+    assert sd["decoder.layers.1.layers.0.conv.weight"].shape == (16 * 58, 8 * 58, 10)  # ConvTranspose1d
+    assert sd["quantizer.layers.15._codebook.embed"].shape == (1024, 256)
+
+
+def test_causal_encoder_and_decoder():
+    codec = tiny_codec()
+    x = torch.randn(1, 1, 8000)
+    cut = 4000  # frame 100 at hop 40
+    y = x.clone()
+    y[..., cut:] = torch.randn(1, 1, 8000 - cut)
+    cx, cy = codec.encode(x), codec.encode(y)
+    assert torch.equal(cx[..., : cut // 40], cy[..., : cut // 40])
+    assert not torch.equal(cx, cy)
+    changed = cx.clone()
+    changed[..., 100:] = (changed[..., 100:] + 1) % 32
+    wx, wc = codec.decode(cx), codec.decode(changed)
+    assert torch.equal(wx[..., :cut], wc[..., :cut]) and not torch.equal(wx, wc)
+
+
+def test_decode_first_k_levels_adds_codebook_vectors():
+    codec = tiny_codec()
+    codes = codec.encode(torch.randn(2, 1, 4000))
+    books = codec.codebooks()
+    for k in range(1, 5):
+        latent = sum(books[i][codes[:, i]] for i in range(k)).transpose(1, 2)  # [B, D, T]
+        torch.testing.assert_close(codec.decode(codes[:, :k]), codec.decode_latent(latent))
+    with pytest.raises(PianogenError, match="1..4"):
+        codec.decode(torch.zeros(1, 5, 3, dtype=torch.long))
+
+
+def test_checkpoint_roundtrip_and_identity(tmp_path):
+    codec = tiny_codec()
+    path = tmp_path / "c.safetensors"
+    codec.save(path)
+    loaded = pianogen.get_codec("soundstream", checkpoint=str(path))
+    assert loaded.config == codec.config
+    x = torch.randn(1, 1, 4000)
+    assert torch.equal(loaded.encode(x), codec.encode(x))
+    assert loaded.identity() == codec.identity() and loaded.identity()["name"] == "soundstream"
+    assert loaded.identity() != tiny_codec(codebook_size=64).identity()
+    # agreeing architecture keys are fine; $PIANOGEN_HOME expands even when only the recipe names it
+    pianogen.get_codec("soundstream", checkpoint=str(path), channels=4, strides=(2, 4, 5))
+    home_ckpt = pianogen.paths.home() / "codecs" / "x.safetensors"
+    codec.save(home_ckpt)
+    assert pianogen.get_codec("soundstream", checkpoint="$PIANOGEN_HOME/codecs/x.safetensors").n_levels == 4
+
+
+def test_checkpoint_errors(tmp_path):
+    codec = tiny_codec()
+    path = tmp_path / "c.safetensors"
+    codec.save(path)
+    with pytest.raises(PianogenError, match="'channels'"):
+        pianogen.get_codec("soundstream", checkpoint=str(path), channels=8)
+    with pytest.raises(PianogenError, match="not found: .*missing.safetensors"):
+        pianogen.get_codec("soundstream", checkpoint=str(tmp_path / "missing.safetensors"))
+    bare = tmp_path / "bare.safetensors"
+    save_file({"w": torch.zeros(2)}, str(bare))
+    with pytest.raises(PianogenError, match="no PianoGen codec metadata"):
+        pianogen.get_codec("soundstream", checkpoint=str(bare))
+    other = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(other), metadata={"codec": "encodec", "config": json.dumps(TINY)})
+    with pytest.raises(PianogenError, match="written by codec 'encodec'"):
+        pianogen.get_codec("soundstream", checkpoint=str(other))
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file")
+    with pytest.raises(PianogenError, match="not a safetensors"):
+        pianogen.get_codec("soundstream", checkpoint=str(junk))
+    with pytest.raises(PianogenError, match="unknown key 'chanels'.*did you mean 'channels'"):
+        pianogen.get_codec("soundstream", chanels=4)
+    with pytest.raises(PianogenError, match="'strides'"):
+        pianogen.get_codec("soundstream", strides=[])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_device_follows_to():
+    codec = tiny_codec().to("cuda")
+    codes = codec.encode(torch.randn(2, 1, 4000, device="cuda"))
+    assert codes.device.type == "cuda" and codec.decode(codes).device.type == "cuda"
+    assert codec.codebooks().device.type == "cuda"

@@ -1,0 +1,125 @@
+"""train_codec on a few seconds of piano-like audio: it improves, resumes, and stops cleanly on NaN."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import pianogen
+import pianogen.codec_train as codec_train
+from pianogen.codec_train import metrics_path, train_codec, trainer_state_path
+from pianogen.errors import PianogenError
+from pianogen.metrics import codec_reconstruction
+
+SR = 8000
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def piano_like(seconds: float, seed: int) -> np.ndarray:
+    """Notes made of decaying harmonic partials, one new note every 0.25 s."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    out = np.zeros_like(t)
+    for onset in np.arange(0, seconds, 0.25):
+        f0 = 110 * 2 ** (rng.integers(0, 30) / 12)
+        env = np.where(t >= onset, np.exp(-(t - onset) * 4), 0.0)
+        for h in range(1, 6):
+            if h * f0 < SR / 2:
+                out += env * np.sin(2 * math.pi * h * f0 * (t - onset)) / h**1.5
+    return (0.3 * out / np.abs(out).max()).astype(np.float32)
+
+
+@pytest.fixture
+def recipe_file(tmp_path):
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for i in range(2):
+        sf.write(audio / f"piece{i}.wav", piano_like(2.0, i), SR)
+    path = tmp_path / "codec_tiny.toml"
+    path.write_text(f"""
+[data]
+source = "folder"
+root = "{audio}"
+split_ratios = [1.0, 0.0, 0.0]
+
+[codec]
+name = "soundstream"
+checkpoint = "$PIANOGEN_HOME/codecs/tiny.safetensors"
+sample_rate = {SR}
+channels = 4
+dim = 16
+strides = [2, 4, 5]
+n_levels = 4
+codebook_size = 16
+kmeans_iters = 5
+
+[codec_train]
+steps = 30
+batch_size = 4
+segment_seconds = 0.25
+lr = 3e-3
+log_every = 10
+save_every = 10
+""")
+    return path
+
+
+def _quality(path, wavs) -> dict[str, dict[str, float]]:
+    return codec_reconstruction(pianogen.get_codec("soundstream", checkpoint=str(path)), wavs, levels=(1, "all"))
+
+
+def test_training_improves_reconstruction_and_resumes(recipe_file, isolated_home):
+    wavs = [torch.from_numpy(piano_like(1.0, 7))[None]]
+    recipe = pianogen.load_recipe(str(recipe_file))
+    recipe.codec_train.steps = 0  # writes the seeded initial weights: the "untrained" baseline
+    untrained = train_codec(recipe, progress=False)
+    before = _quality(untrained, wavs)
+    out = train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=20"]), progress=False)
+    assert out == isolated_home / "codecs" / "tiny.safetensors"
+    out = train_codec(pianogen.load_recipe(str(recipe_file)), resume=True, progress=False)
+    after = _quality(out, wavs)
+    assert after["all"]["mel_l1"] < before["all"]["mel_l1"]
+    assert after["all"]["stft"] < before["all"]["stft"]
+    assert after["all"]["mel_l1"] <= after["1"]["mel_l1"] + 0.05  # more levels never hurt much
+    rows = [json.loads(line) for line in metrics_path(out).read_text().splitlines()]
+    assert [r["step"] for r in rows] == [10, 20, 30]  # the resumed run appended
+    state = torch.load(trainer_state_path(out), weights_only=True)
+    assert state["step"] == 30
+    # every level count decodes after quantizer-dropout training
+    codec = pianogen.get_codec("soundstream", checkpoint=str(out))
+    codes = codec.encode(wavs[0][None])
+    for k in range(1, 5):
+        assert torch.isfinite(codec.decode(codes[:, :k])).all()
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(recipe_file, monkeypatch):
+    calls = {"n": 0}
+    real_mel = codec_train.mel_l1
+
+    def mel_then_nan(*args, **kwargs):
+        calls["n"] += 1
+        value = real_mel(*args, **kwargs)
+        return value * float("nan") if calls["n"] > 12 else value
+
+    monkeypatch.setattr(codec_train, "mel_l1", mel_then_nan)
+    recipe = pianogen.load_recipe(str(recipe_file), ["codec_train.save_every=5"])
+    with pytest.raises(PianogenError, match="diverged.*step 12.*step 10\\) is kept"):
+        train_codec(recipe, progress=False)
+    out = pianogen.paths.home() / "codecs" / "tiny.safetensors"
+    assert torch.load(trainer_state_path(out), weights_only=True)["step"] == 10
+    pianogen.get_codec("soundstream", checkpoint=str(out))
+
+
+def test_resume_and_output_path_errors(recipe_file):
+    with pytest.raises(PianogenError, match="nothing to resume"):
+        train_codec(pianogen.load_recipe(str(recipe_file)), resume=True, progress=False)
+    recipe = pianogen.load_recipe(str(recipe_file))
+    recipe.codec.options = {}
+    with pytest.raises(PianogenError, match="codec_train.out or codec.checkpoint"):
+        train_codec(recipe, progress=False)
