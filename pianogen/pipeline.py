@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 import pianogen
-from pianogen import plugins
 from pianogen.errors import PianogenError
 from pianogen.paths import expand
 
@@ -39,12 +37,9 @@ def build_codec(recipe: "Recipe", device: torch.device | str = "cpu", progress: 
 
 
 def build_source(recipe: "Recipe") -> "DataSource":
-    """The [data] source, given the [data] keys its factory names."""
-    registered = plugins.lookup("data_source", recipe.data.source)
-    accepted = plugins.config_fields(registered.factory)
-    values = dataclasses.asdict(recipe.data)
-    config = values if accepted is None else {k: v for k, v in values.items() if k in accepted}
-    return registered.factory(**config)
+    from pianogen.data.sources import open_source
+
+    return open_source(recipe.data)
 
 
 def build_token_cache(recipe: "Recipe", codec: "Codec", progress: bool = True) -> "TokenCache":
