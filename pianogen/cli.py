@@ -167,7 +167,8 @@ def generate(run_dir: Path, prompt: str, seconds: float | None, out: Path | None
              checkpoint: str, postfilters: tuple[str, ...], device: str) -> None:
     """Continue a piano prompt with a trained run; writes WAVs, Mel PNGs and generation.json."""
     from pianogen import load_recipe
-    from pianogen.generate import GenerationRequest, generate as run_generation
+    from pianogen.generate import GenerationRequest
+    from pianogen.generate import generate as run_generation
     from pianogen.recipe import parse_override
 
     if not (run_dir / "recipe.toml").is_file():

@@ -140,7 +140,8 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "codec.levels": (1, None, True),
     "train.epochs": (1, None, True), "train.max_steps": (0, None, True), "train.batch_size": (1, None, True),
     "train.grad_accum": (1, None, True), "train.lr": (0, None, False), "train.weight_decay": (0, None, True),
-    "train.warmup": (0, 1, True), "train.grad_clip": (0, None, True), "train.log_every": (1, None, True), "train.save_every": (0, None, True),
+    "train.warmup": (0, 1, True), "train.grad_clip": (0, None, True), "train.log_every": (1, None, True),
+    "train.save_every": (0, None, True),
     "train.val_batches": (0, None, True),
     "codec_train.steps": (1, None, True), "codec_train.batch_size": (1, None, True),
     "codec_train.segment_seconds": (0, None, False), "codec_train.lr": (0, None, False),
@@ -229,7 +230,8 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
             bound = f"{'>=' if low_inclusive else '>'} {low}" if too_low else f"<= {high}"
             raise PianogenError(f"{key} must be {bound}, got {value!r}")
     if key in CHOICES and value not in CHOICES[key]:
-        raise PianogenError(f"{key} must be one of {', '.join(CHOICES[key])}, got {value!r}{closest(str(value), CHOICES[key])}")
+        raise PianogenError(f"{key} must be one of {', '.join(CHOICES[key])}, got {value!r}"
+                            f"{closest(str(value), CHOICES[key])}")
     return float(value) if hint is float else value
 
 

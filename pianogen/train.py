@@ -13,9 +13,10 @@ import math
 import os
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -160,7 +161,7 @@ def append_metrics(path: Path, record: dict[str, Any]) -> None:
 def train(recipe: Recipe, resume: bool = False, progress: bool = True,
           on_step: Callable[[int], None] | None = None) -> Path:
     """Train the recipe's token model; returns the run directory. ``on_step(step)`` runs after each step."""
-    from pianogen.data.windows import WindowDataset
+    from pianogen.data.windows import WindowDataset, iter_windows
     from pianogen.plots import plot_losses
 
     ddp = init_distributed()
@@ -207,9 +208,8 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True,
                for split, ds in datasets.items()}
 
     losses = pipeline.build_losses(recipe)
-    train_codes = lambda: (b["codes"] for b in DataLoader(  # noqa: E731
-        WindowDataset(cache, "train", codec.n_levels, recipe.data.window, recipe.data.window_overlap),
-        batch_size=cfg.batch_size))
+    train_codes = lambda: (b["codes"] for b in  # noqa: E731
+                           iter_windows(cache, "train", codec.n_levels, recipe.data.window, cfg.batch_size))
     for _, _, loss in losses:
         loss.to(device).prepare(LossContext(codec, levels, cache.dir, train_codes, device))
     objective = Objective(losses)

@@ -1,0 +1,75 @@
+"""Drawing codes from logits: temperature, top-k and top-p (nucleus) sampling.
+
+``make_sampler(...)`` returns the ``sample(logits[B, K, V]) -> codes[B, K]`` callable that
+``TokenModel.generate`` expects; a seed makes a whole continuation reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from pianogen.errors import PianogenError
+
+Sampler = Callable[[torch.Tensor], torch.Tensor]
+
+
+def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
+    if temperature < 0:
+        raise PianogenError(f"temperature must be >= 0 (0 = argmax), got {temperature}")
+    if top_k < 0:
+        raise PianogenError(f"top_k must be >= 0 (0 = off), got {top_k}")
+    if not 0.0 <= top_p <= 1.0:
+        raise PianogenError(f"top_p must be in [0, 1] (0 = off), got {top_p}")
+
+
+def sample_logits(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """logits FloatTensor[..., V] -> codes LongTensor[...].
+
+    temperature 0 is argmax. top_p > 0 keeps the smallest set of codes whose probability
+    reaches top_p and wins over top_k when both are set (as in audiocraft); top_k > 0 keeps
+    the k most likely codes. 0 switches either off.
+    """
+    check_sampling(temperature, top_k, top_p)
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    flat = probs.reshape(-1, probs.shape[-1])  # [N, V]
+    if top_p > 0:
+        sorted_probs, order = flat.sort(dim=-1, descending=True)
+        # drop a code once the mass strictly before it already reaches top_p (the first code always stays)
+        drop = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p
+        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+        picked = torch.multinomial(sorted_probs, 1, generator=generator)  # multinomial renormalises
+        codes = order.gather(-1, picked)
+    elif top_k > 0:
+        top_probs, top_codes = flat.topk(min(top_k, flat.shape[-1]), dim=-1)
+        codes = top_codes.gather(-1, torch.multinomial(top_probs, 1, generator=generator))
+    else:
+        codes = torch.multinomial(flat, 1, generator=generator)
+    return codes.view(probs.shape[:-1])
+
+
+def make_sampler(
+    temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0, seed: int | None = None
+) -> Sampler:
+    """A ``sample(logits[..., V]) -> codes[...]`` closure with its own generator (seeded when ``seed`` is set)."""
+    check_sampling(temperature, top_k, top_p)
+    generators: dict[torch.device, torch.Generator] = {}
+
+    def sample(logits: torch.Tensor) -> torch.Tensor:
+        generator = None
+        if seed is not None:
+            if logits.device not in generators:  # a generator lives on one device: make it where the logits are
+                generators[logits.device] = torch.Generator(device=logits.device).manual_seed(seed)
+            generator = generators[logits.device]
+        return sample_logits(logits, temperature, top_k, top_p, generator)
+
+    return sample

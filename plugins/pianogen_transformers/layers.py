@@ -1,0 +1,208 @@
+"""What every token model shares: pre-norm Transformer blocks (nanoGPT), gpt-fast's static KV
+cache, the step-by-step generation loop with a sliding context, and the FLOPs count.
+
+A *step* is one position of the sequence the Transformer reads: a frame for `baseline` and
+`multi_output`, a delayed step for `delay`. Shapes: B batch, K levels, N steps, D model width,
+H heads, Dh = D / H head width, L cache length.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pianogen.errors import PianogenError
+
+
+class KVCache(nn.Module):
+    """Static cache (gpt-fast): k/v buffers [B, H, L, Dh] preallocated once and written in place."""
+
+    def __init__(self, batch: int, n_heads: int, max_len: int, head_dim: int, dtype: torch.dtype,
+                 device: torch.device) -> None:
+        super().__init__()
+        shape = (batch, n_heads, max_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def update(self, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v [B, H, n, Dh] at positions start..start+n-1 -> every key/value so far [B, H, start+n, Dh]."""
+        end = start + k.shape[2]
+        input_pos = torch.arange(start, end, device=k.device)
+        self.k.index_copy_(2, input_pos, k)
+        self.v.index_copy_(2, input_pos, v)
+        # attend over the filled prefix only: cheaper than masking the whole buffer in eager mode
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, dropout: float, bias: bool) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)
+        self.proj = nn.Linear(d_model, d_model, bias=bias)
+        self.proj_dropout = nn.Dropout(dropout)
+        self.dropout = dropout
+        self.cache: KVCache | None = None
+
+    def forward(self, x: torch.Tensor, start: int | None = None) -> torch.Tensor:
+        """x [B, N, D] -> [B, N, D]; ``start`` set = the cache holds steps 0..start-1 and x continues them."""
+        B, N, D = x.shape
+        q, k, v = self.qkv(x).split(D, dim=2)
+        q, k, v = (t.view(B, N, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))  # [B,H,N,Dh]
+        if start is None:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                                               is_causal=True)
+        else:
+            if self.cache is None:
+                raise RuntimeError("setup_caches() before decoding with a start position")
+            k, v = self.cache.update(start, k, v)  # [B, H, start+N, Dh]
+            mask = None  # a single new step sees every cached key
+            if N > 1:  # query i sits at position start+i and sees keys 0..start+i
+                mask = (torch.arange(start + N, device=x.device)[None, :]
+                        <= torch.arange(start, start + N, device=x.device)[:, None])  # [N, start+N]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = y.transpose(1, 2).contiguous().view(B, N, D)
+        return self.proj_dropout(self.proj(y))
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, bias: bool) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(d_model, bias=bias)
+        self.attn = CausalSelfAttention(d_model, n_heads, dropout, bias)
+        self.ln_2 = nn.LayerNorm(d_model, bias=bias)
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, d_ff, bias=bias), nn.GELU(), nn.Linear(d_ff, d_model, bias=bias), nn.Dropout(dropout)
+        )
+
+    def forward(self, x: torch.Tensor, start: int | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), start)
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nn.Module):
+    """Learned positions, a stack of causal blocks, a final LayerNorm: [B, N, D] -> [B, N, D]."""
+
+    def __init__(self, d_model: int, n_layers: int, n_heads: int, d_ff: int, dropout: float, bias: bool,
+                 max_len: int) -> None:
+        super().__init__()
+        self.max_len = max_len
+        self.d_model, self.n_heads = d_model, n_heads
+        self.wpe = nn.Embedding(max_len, d_model)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(d_model, n_heads, d_ff, dropout, bias) for _ in range(n_layers))
+        self.ln_f = nn.LayerNorm(d_model, bias=bias)
+
+    def forward(self, x: torch.Tensor, start: int | None = None) -> torch.Tensor:
+        N = x.shape[1]
+        offset = start or 0
+        if offset + N > self.max_len:
+            raise PianogenError(f"sequence of {offset + N} steps exceeds the model's {self.max_len} positions")
+        pos = torch.arange(offset, offset + N, device=x.device)
+        x = self.drop(x + self.wpe(pos))
+        for block in self.blocks:
+            x = block(x, start)
+        return self.ln_f(x)
+
+    def setup_caches(self, batch: int) -> None:
+        weight = self.wpe.weight
+        for block in self.blocks:
+            block.attn.cache = KVCache(batch, self.n_heads, self.max_len, self.d_model // self.n_heads,
+                                       weight.dtype, weight.device)
+
+    def clear_caches(self) -> None:
+        for block in self.blocks:
+            block.attn.cache = None
+
+
+def init_weights(module: nn.Module, n_layers: int) -> None:
+    """nanoGPT's init: N(0, 0.02) everywhere, residual projections scaled by 1/sqrt(2 * n_layers) (GPT-2)."""
+    for name, p in module.named_parameters():
+        if p.dim() < 2:
+            if name.endswith("bias"):
+                nn.init.zeros_(p)
+            continue
+        std = 0.02 / math.sqrt(2 * n_layers) if name.endswith(("attn.proj.weight", "mlp.2.weight")) else 0.02
+        nn.init.normal_(p, mean=0.0, std=std)
+
+
+def transformer_flops_per_token(n_params: int, n_layers: int, n_heads: int, head_dim: int, seq_len: int) -> float:
+    """Training FLOPs per token, forward + backward (PaLM appendix B, as in nanoGPT): 6N + 12·L·H·Q·T."""
+    return 6 * n_params + 12 * n_layers * n_heads * head_dim * seq_len
+
+
+class StepModel(Protocol):
+    """What the generation loop needs from a model."""
+
+    trunk: Transformer
+    training: bool
+
+    def step_logits(self, steps: torch.Tensor, start: int | None = None) -> torch.Tensor: ...
+
+    def train(self, mode: bool = True) -> nn.Module: ...
+
+
+@torch.no_grad()
+def generate_steps(
+    model: StepModel,
+    prompt: torch.Tensor,
+    n_steps: int,
+    sample: Callable[[torch.Tensor], torch.Tensor],
+    use_cache: bool = True,
+    forced: torch.Tensor | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """Extend ``prompt`` steps LongTensor[B, K, N0] by ``n_steps`` -> LongTensor[B, K, n_steps].
+
+    Each step draws ``sample(logits[B, K, V]) -> [B, K]``; where ``forced[B, K, i] >= 0`` that value
+    replaces the draw of step i (delay: prompt codes and pads that are already known).
+
+    Sliding rule: the context is the last ``trunk.max_len`` steps at most. When a new step would
+    overflow it, the context restarts from the most recent ``max_len // 2`` steps (positions
+    renumbered from 0, the cache re-prefilled once), then grows again. With and without the cache
+    the contexts are identical step for step, so both give the same tokens.
+    """
+    B, K, N0 = prompt.shape
+    if N0 < 1:
+        raise PianogenError("the prompt must hold at least one frame")
+    max_ctx = model.trunk.max_len
+    keep = max_ctx // 2
+    seq = torch.cat([prompt, prompt.new_zeros(B, K, n_steps)], dim=2)  # every step so far [B, K, N0 + n_steps]
+    end, start = N0, max(0, N0 - max_ctx)  # context = seq[:, :, start:end]
+    was_training = model.training
+    model.train(False)  # dropout off however the caller left the model
+    if use_cache:
+        model.trunk.setup_caches(B)
+    try:
+        def context_logits() -> torch.Tensor:  # the whole context, recomputed (also the cache's prefill)
+            return model.step_logits(seq[:, :, start:end], 0 if use_cache else None)[:, :, -1]
+
+        logits = context_logits()  # [B, K, V]
+        for i in range(n_steps):
+            step = sample(logits)  # [B, K]
+            if forced is not None and i < forced.shape[2]:
+                step = torch.where(forced[:, :, i] >= 0, forced[:, :, i], step)
+            seq[:, :, end] = step
+            end += 1
+            if on_step is not None:
+                on_step(i)
+            if i == n_steps - 1:
+                break
+            if end - start > max_ctx:
+                start = end - keep
+                logits = context_logits()
+            elif use_cache:
+                logits = model.step_logits(seq[:, :, end - 1:end], end - 1 - start)[:, :, -1]
+            else:
+                logits = context_logits()
+    finally:
+        model.trunk.clear_caches()
+        model.train(was_training)
+    return seq[:, :, N0:]

@@ -1,0 +1,163 @@
+"""Token models: shapes, causality, the delay pattern, cache == no cache, sliding context, learning."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pianogen_transformers.delay import delay, undelay
+
+import pianogen
+from pianogen.errors import PianogenError
+from pianogen.plugins import check_config
+from pianogen.sampling import make_sampler
+
+V = 16
+TINY = dict(vocab_size=V, block_size=12, d_model=32, n_layers=2, n_heads=4, d_ff=64, dropout=0.0)
+MODELS = [("baseline", 1), ("multi_output", 3), ("delay", 4)]
+
+
+def tiny(name: str, n_levels: int, **overrides) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return pianogen.get_token_model(name, n_levels=n_levels, **{**TINY, **overrides}).eval()
+
+
+def codes(B: int, K: int, T: int, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, V, (B, K, T), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name,K", MODELS)
+def test_forward_shape_and_registration(name, K):
+    model = tiny(name, K)
+    assert (model.n_levels, model.vocab_size, model.block_size) == (K, V, 12)
+    assert model(codes(2, K, 12)).shape == (2, K, 12, V)
+    with pytest.raises(PianogenError, match="block_size"):
+        model(codes(1, K, 13))
+
+
+def test_defaults_are_the_reports():
+    model = pianogen.get_token_model("multi_output", n_levels=4, vocab_size=1024, block_size=2048)
+    c = model.config
+    assert (c.d_model, c.n_layers, c.n_heads, c.d_ff, c.dropout, c.combine) == (512, 6, 8, 2048, 0.1, "concat")
+    assert model.combine.in_features == 4 * 512  # levels flattened, then projected to D
+    assert pianogen.get_token_model("delay", vocab_size=1024, block_size=64, n_layers=1).n_levels == 16
+
+
+def test_config_errors_are_clear():
+    with pytest.raises(PianogenError, match="level 1 only"):
+        pianogen.get_token_model("baseline", n_levels=4, vocab_size=V, block_size=8)
+    with pytest.raises(PianogenError, match="combine"):
+        pianogen.get_token_model("multi_output", combine="mean", vocab_size=V, block_size=8)
+    with pytest.raises(PianogenError, match="d_heads|n_heads"):
+        pianogen.get_token_model("multi_output", d_model=30, n_heads=4, vocab_size=V, block_size=8)
+    with pytest.raises(PianogenError, match="n_layer"):  # recipes are checked against the config dataclass
+        check_config("token_model", "multi_output", {"n_layer": 6})
+
+
+@pytest.mark.parametrize("combine", ["concat", "sum"])
+def test_frame_models_are_causal(combine):
+    model = tiny("multi_output", 3, combine=combine)
+    x = codes(2, 3, 12)
+    changed = x.clone()
+    changed[:, :, 7:] = (changed[:, :, 7:] + 1) % V
+    before, after = model(x), model(changed)
+    torch.testing.assert_close(before[:, :, :7], after[:, :, :7])
+    assert not torch.allclose(before[:, :, 7:], after[:, :, 7:])
+
+
+def test_delay_pattern_round_trip():
+    x = codes(2, 4, 5)
+    steps = delay(x, pad=V)
+    assert steps.shape == (2, 4, 8)
+    assert (steps[:, 2, :2] == V).all() and (steps[:, 2, 2:7] == x[:, 2]).all() and (steps[:, 2, 7:] == V).all()
+    assert torch.equal(undelay(steps), x)
+
+
+def test_delay_logits_follow_the_contract():
+    """logits[:, k, t] (scoring codes[:, k, t+1], made at delayed step t+k) read codes[:, j, t'] exactly
+    when t' <= t + k - j: the level itself up to frame t, lower levels further ahead (frame t+1 included)."""
+    K, T = 3, 8
+    model = tiny("delay", K)
+    x = codes(1, K, T)
+    base = model(x)
+    k, t = torch.meshgrid(torch.arange(K), torch.arange(T), indexing="ij")
+    for j in range(K):
+        for t_changed in range(T):
+            changed = x.clone()
+            changed[:, j, t_changed] = (changed[:, j, t_changed] + 1) % V
+            moved = (model(changed) - base).abs().amax(dim=(0, 3)) > 1e-5  # [K, T]
+            assert torch.equal(moved, t_changed <= t + k - j), (j, t_changed)
+
+
+@pytest.mark.parametrize("name,K", MODELS)
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_cache_gives_the_same_tokens_as_recomputation(name, K, temperature):
+    model = tiny(name, K, block_size=64)
+    prompt = codes(2, K, 6)
+    runs = [model.generate(prompt, 20, make_sampler(temperature, top_k=8, seed=3), use_cache=cache)
+            for cache in (True, False)]
+    assert runs[0].shape == (2, K, 20)
+    assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("name,K", MODELS)
+def test_generation_slides_past_block_size(name, K):
+    model = tiny(name, K, block_size=8)
+    prompt = codes(1, K, 5)
+    seen: list[int] = []
+    cached = model.generate(prompt, 30, make_sampler(1.0, seed=7), use_cache=True, on_frame=seen.append)
+    recomputed = model.generate(prompt, 30, make_sampler(1.0, seed=7), use_cache=False)
+    assert cached.shape == (1, K, 30) and seen == list(range(30))
+    assert torch.equal(cached, recomputed)
+    assert model.trunk.blocks[0].attn.cache is None  # caches are released after generation
+
+
+def test_sliding_keeps_the_most_recent_half():
+    model = tiny("multi_output", 2, block_size=8)
+    prompt = codes(1, 2, 5)
+    out = model.generate(prompt, 6, make_sampler(0.0))
+    full = torch.cat([prompt, out], dim=2)
+    # frames 5..8 fill the 8-frame context; the 9th frame overflows it, so frame 9 is predicted
+    # from the last 8 // 2 = 4 frames only, at positions 0..3
+    assert torch.equal(out[:, :, 4], model(full[:, :, 5:9])[:, :, -1].argmax(-1))
+    assert torch.equal(out[:, :, 3], model(full[:, :, 0:8])[:, :, -1].argmax(-1))
+
+
+def test_delay_generation_keeps_the_prompt_alignment():
+    """With argmax, the first generated frame equals the argmax of forward() on the prompt at its last frame."""
+    model = tiny("delay", 3, block_size=32)
+    prompt = codes(2, 3, 6)
+    first = model.generate(prompt, 1, make_sampler(0.0))[:, 0, 0]
+    assert torch.equal(first, model(prompt)[:, 0, -1].argmax(-1))  # level 0 needs nothing of frame T0
+
+
+def test_generate_restores_training_mode():
+    model = tiny("multi_output", 2, dropout=0.1).train()
+    model.generate(codes(1, 2, 3), 2, make_sampler(0.0))
+    assert model.training
+
+
+@pytest.mark.parametrize("name,K", MODELS)
+def test_a_few_steps_reduce_nll(name, K):
+    torch.manual_seed(0)
+    model = tiny(name, K).train()
+    loss_fn = pianogen.get_loss("nll")
+    x = codes(4, K, 12)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(15):
+        loss, _ = loss_fn(model(x)[:, :, :-1], x[:, :, 1:])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_flops_and_mfu():
+    model = tiny("multi_output", 3)
+    c = model.config
+    lookups = sum(e.weight.numel() for e in model.embeddings) + model.trunk.wpe.weight.numel()
+    expected = 6 * (model.num_params() - lookups) + 12 * c.n_layers * c.n_heads * (c.d_model // c.n_heads) * 12
+    assert model.flops_per_token(12) == expected
+    mfu = model.estimate_mfu(fwdbwd_per_iter=8, dt=0.5, peak_flops=1e12)
+    assert mfu == pytest.approx(expected * 12 * 8 / 0.5 / 1e12)

@@ -1,0 +1,60 @@
+"""Sampling modes: argmax, temperature, top-k, top-p (wins over top-k), seeded reproducibility."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pianogen.errors import PianogenError
+from pianogen.sampling import make_sampler, sample_logits
+
+PROBS = torch.tensor([0.5, 0.3, 0.15, 0.05])
+LOGITS = PROBS.log().expand(20000, 4)  # many draws from one distribution
+
+
+def frequencies(codes: torch.Tensor) -> torch.Tensor:
+    return torch.bincount(codes.flatten(), minlength=4).float() / codes.numel()
+
+
+def draw(**options) -> torch.Tensor:
+    return frequencies(sample_logits(LOGITS, generator=torch.Generator().manual_seed(0), **options))
+
+
+def test_temperature_zero_is_argmax_and_keeps_shape():
+    logits = torch.randn(2, 3, 4, 10)
+    codes = sample_logits(logits, temperature=0.0, top_k=3, top_p=0.5)
+    assert codes.shape == (2, 3, 4) and torch.equal(codes, logits.argmax(-1))
+
+
+def test_plain_sampling_follows_the_distribution():
+    torch.testing.assert_close(draw(), PROBS, atol=0.015, rtol=0)
+
+
+def test_temperature_sharpens_and_flattens():
+    assert draw(temperature=0.5)[0] > 0.65  # 0.5² / Σp² ≈ 0.71
+    assert draw(temperature=4.0)[0] < 0.35
+
+
+def test_top_k_keeps_the_k_most_likely_renormalised():
+    torch.testing.assert_close(draw(top_k=2), torch.tensor([0.625, 0.375, 0.0, 0.0]), atol=0.015, rtol=0)
+
+
+def test_top_p_keeps_the_nucleus_and_wins_over_top_k():
+    nucleus = torch.tensor([0.5, 0.3, 0.15, 0.0]) / 0.95  # 0.5 + 0.3 < 0.9 <= 0.5 + 0.3 + 0.15
+    torch.testing.assert_close(draw(top_p=0.9), nucleus, atol=0.015, rtol=0)
+    torch.testing.assert_close(draw(top_p=0.9, top_k=1), nucleus, atol=0.015, rtol=0)
+    assert draw(top_p=0.1)[0] == 1.0  # the most likely code always stays
+
+
+def test_seeded_sampler_is_reproducible_and_seeds_differ():
+    logits = torch.randn(4, 8, 64)
+    a, b, c = (make_sampler(1.0, top_k=20, seed=s) for s in (5, 5, 6))
+    first = a(logits)
+    assert torch.equal(first, b(logits)) and not torch.equal(first, c(logits))
+    assert not torch.equal(a(logits), first)  # the generator advances between calls
+
+
+def test_bad_settings_are_user_errors():
+    for options in (dict(temperature=-1.0), dict(top_k=-2), dict(top_p=1.5)):
+        with pytest.raises(PianogenError):
+            make_sampler(**options)
