@@ -198,6 +198,74 @@ def generate(run_dir: Path, prompt: str, seconds: float | None, out: Path | None
     click.echo(f"{request.out}  ({report['frames']} frames, {report['realtime_factor']:.2f}x real time)")
 
 
+@cli.command(name="eval")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--split", type=click.Choice(["train", "validation", "test"]), default="test", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Write eval.json, report.md and PNGs here [RUN_DIR/eval].")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@click.option("--prompts", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Held-out prompts continued for the drift curves.")
+@click.option("--prompt-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Prompt length [recipe: generate.prompt_seconds].")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Continuation length scored [recipe: generate.seconds].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def evaluate(run_dir: Path, split: str, out: Path | None, as_json: bool, prompts: int, prompt_seconds: float | None,
+             seconds: float | None, seed: int, device: str) -> None:
+    """Token, codec and continuation metrics of a trained run, each next to a floor to beat."""
+    import json
+
+    from pianogen.evaluate import evaluate as run_evaluation
+
+    out = out or run_dir / "eval"
+    report = run_evaluation(run_dir, split, out=out, n_prompts=prompts, prompt_seconds=prompt_seconds,
+                            seconds=seconds, seed=seed, device=device, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    levels = range(report["levels"])
+    click.echo(f"NLL per level (nats): model {_numbers(report['nll_per_level'], levels)} | unigram "
+               f"{_numbers(report['unigram_nll_per_level'], levels)} | repeat "
+               f"{_numbers(report['repeat_nll_per_level'], levels)}")
+    click.echo(f"bits/s: model {report['bits_per_second']:.0f} | unigram {report['unigram_bits_per_second']:.0f} | "
+               f"repeat {report['repeat_bits_per_second']:.0f}")
+    click.echo(f"report: {out / 'report.md'}")
+
+
+def _numbers(values: list[float], index: range) -> str:
+    return " ".join(f"{values[i]:.3f}" for i in index)
+
+
+@cli.command()
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
+@click.option("--frames", type=click.IntRange(min=2), default=1000, show_default=True,
+              help="Frames generated per measurement.")
+@click.option("--prompt-frames", type=click.IntRange(min=1), default=250, show_default=True)
+@click.option("--batch", "batches", type=click.IntRange(min=1), multiple=True, default=(1, 8), show_default=True,
+              help="Generation batch sizes (repeatable).")
+@click.option("--audio-seconds", type=click.FloatRange(min=1), default=30.0, show_default=True,
+              help="Audio per codec, synthesis and tokenization measurement.")
+@click.option("--train-steps", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Optimizer steps timed per model size (after one warm-up step).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+def bench(device: str, frames: int, prompt_frames: int, batches: tuple[int, ...], audio_seconds: float,
+          train_steps: int, as_json: bool) -> None:
+    """Speed of every stage in one run: training, KV-cached vs recomputed generation, codec, data."""
+    import json
+
+    from pianogen.bench import run_bench, summary_rows
+
+    result = run_bench(device, frames, prompt_frames, batches, train_steps, audio_seconds, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"device: {result['device']}")
+    for what, value in summary_rows(result):
+        click.echo(f"{what}: {value}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args

@@ -6,7 +6,8 @@ quantizer dropout trains with a random number of levels so that decoding the fir
 for every k; optionally encodec's MS-STFT discriminator with hinge + feature-matching losses.
 
 A trainable codec implements, beyond ``Codec``:
-``forward(wav[B,1,S], n_q) -> (reconstruction[B,1,S'], commitment loss)`` and ``save(path)``.
+``forward(wav[B,1,S], n_q) -> (reconstruction[B,1,S'], commitment loss)`` and ``save(path)``,
+and optionally ``init_codebooks(wav)`` (k-means initialisation before the first step).
 Weights go to ``<out>.safetensors``, trainer state (optimizers, step, RNG) to
 ``<out stem>.trainer.pt`` and metrics to ``<out stem>.metrics.jsonl``, all beside each other.
 """
@@ -37,6 +38,22 @@ WAV_WEIGHT, MEL_WEIGHT, STFT_WEIGHT, COMMIT_WEIGHT = 1.0, 1.0, 1.0, 1.0  # recon
 ADV_WEIGHT, FEAT_WEIGHT = 1.0, 3.0  # adversarial and feature-matching weights (as encodec)
 POOL_SECONDS = 1200.0  # audio kept in memory to cut segments from; bigger corpora rotate through it
 ROTATE_EVERY = 50  # steps between swapping one pooled piece for another
+
+
+def output_path(recipe: Recipe) -> Path:
+    """Where the recipe's trained codec goes: codec_train.out, else codec.checkpoint."""
+    target = recipe.codec_train.out or recipe.codec.options.get("checkpoint", "")
+    if not target:
+        raise PianogenError("codec_train.out or codec.checkpoint must name where the trained codec goes")
+    return expand(target)
+
+
+def steps_done(recipe: Recipe) -> int | None:
+    """Steps of the recipe's codec training recorded beside its checkpoint; None when it never saved."""
+    state = trainer_state_path(output_path(recipe))
+    if not state.is_file():
+        return None
+    return int(torch.load(state, map_location="cpu", weights_only=True)["step"])
 
 
 def trainer_state_path(out: Path) -> Path:
@@ -107,12 +124,8 @@ def _hinge_losses(disc: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor)
 def train_codec(recipe: Recipe, resume: bool = False, progress: bool = True) -> Path:
     """Train ``recipe.codec`` with ``recipe.codec_train``; returns the checkpoint path."""
     cfg = recipe.codec_train
-    options: dict[str, Any] = dict(recipe.codec.options)
-    target = cfg.out or options.pop("checkpoint", "")
-    options.pop("checkpoint", None)
-    if not target:
-        raise PianogenError("codec_train.out or codec.checkpoint must name where the trained codec goes")
-    out = expand(target)
+    options: dict[str, Any] = {k: v for k, v in recipe.codec.options.items() if k != "checkpoint"}
+    out = output_path(recipe)
     state_path = trainer_state_path(out)
     resuming = resume and out.is_file() and state_path.is_file()
     if resume and not resuming:
@@ -155,6 +168,8 @@ def train_codec(recipe: Recipe, resume: bool = False, progress: bool = True) -> 
 
     length = round(cfg.segment_seconds * codec.sample_rate)
     sampler = SegmentSampler(_train_paths(recipe), codec.sample_rate, length, rng)
+    if not resuming and callable(getattr(codec, "init_codebooks", None)):
+        codec.init_codebooks(sampler.batch(cfg.batch_size).to(device))  # so even steps = 0 gives usable codes
     out.parent.mkdir(parents=True, exist_ok=True)
     log = metrics_path(out).open("a" if resuming else "w")
     saved_step = step if resuming else None

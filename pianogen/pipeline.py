@@ -21,14 +21,17 @@ def build_codec(recipe: "Recipe", device: torch.device | str = "cpu", progress: 
     """The recipe's frozen codec; a missing checkpoint is trained first when ``codec.train_recipe`` says how."""
     options = dict(recipe.codec.options)
     checkpoint = options.get("checkpoint")
-    if checkpoint and not expand(checkpoint).exists() and recipe.codec.train_recipe:
-        from pianogen.codec_train import train_codec
+    if checkpoint and recipe.codec.train_recipe:
+        from pianogen.codec_train import output_path, steps_done, train_codec
 
         codec_recipe = pianogen.load_recipe(recipe.codec.train_recipe)
-        trained = train_codec(codec_recipe, resume=True, progress=progress)
-        if expand(trained).resolve() != expand(checkpoint).resolve():
-            raise PianogenError(f"codec.train_recipe '{recipe.codec.train_recipe}' writes {trained}, "
+        if output_path(codec_recipe).resolve() != expand(checkpoint).resolve():
+            raise PianogenError(f"codec.train_recipe '{recipe.codec.train_recipe}' writes {output_path(codec_recipe)}, "
                                 f"but codec.checkpoint is {checkpoint}")
+        done = steps_done(codec_recipe)
+        # a missing codec is trained, and one whose training was killed half-way is finished first
+        if not expand(checkpoint).exists() or (done is not None and done < codec_recipe.codec_train.steps):
+            train_codec(codec_recipe, resume=done is not None, progress=progress)
     codec = pianogen.get_codec(recipe.codec.name, **options)
     if recipe.codec.levels > codec.n_levels:
         raise PianogenError(f"codec.levels = {recipe.codec.levels}, but codec '{recipe.codec.name}' "

@@ -9,11 +9,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # headless: files only
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
 
 
-def _save(fig, out: Path) -> None:
+def save_figure(fig, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
@@ -35,7 +35,7 @@ def plot_losses(metrics_path: Path, out: Path) -> None:
     ax.set(xlabel="optimizer step", ylabel="loss", title="training curves")
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def plot_mel(wav: torch.Tensor, sample_rate: int, out: Path, boundary_s: float | None = None,
@@ -55,4 +55,4 @@ def plot_mel(wav: torch.Tensor, sample_rate: int, out: Path, boundary_s: float |
         ax.legend(loc="upper right")
     ax.set(xlabel="seconds", ylabel="Mel bin", title=title)
     fig.colorbar(image, ax=ax, label="dB")
-    _save(fig, out)
+    save_figure(fig, out)

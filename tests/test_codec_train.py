@@ -123,3 +123,19 @@ def test_resume_and_output_path_errors(recipe_file):
     recipe.codec.options = {}
     with pytest.raises(PianogenError, match="codec_train.out or codec.checkpoint"):
         train_codec(recipe, progress=False)
+
+
+def test_a_recipe_trains_its_missing_codec_and_finishes_a_killed_one(recipe_file, tmp_path, tiny_corpus):
+    from pianogen.pipeline import build_codec
+    from tests.conftest import tiny_recipe
+
+    token_recipe = tiny_recipe(tmp_path, "$PIANOGEN_HOME/codecs/tiny.safetensors", tiny_corpus,
+                               codec={"train_recipe": str(recipe_file)})
+    out = pianogen.paths.home() / "codecs" / "tiny.safetensors"
+    train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=10"]), progress=False)  # "killed"
+    codec = build_codec(pianogen.load_recipe(token_recipe), progress=False)
+    assert torch.load(trainer_state_path(out), weights_only=True)["step"] == 30
+    assert codec.identity() == pianogen.get_codec("soundstream", checkpoint=str(out)).identity()
+    stamp = out.stat().st_mtime_ns
+    build_codec(pianogen.load_recipe(token_recipe), progress=False)  # finished: reused as it is
+    assert out.stat().st_mtime_ns == stamp

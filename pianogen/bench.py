@@ -1,0 +1,229 @@
+"""``pianogen bench``: one run that measures the speed of every stage, as ratios taken together.
+
+Models are the recipes' sizes at random initialisation (speed does not depend on the weights):
+the token model of ``novel`` (and of ``demo`` for CPU-sized training), the codec of
+``codec_demo`` and the reference-size SoundStream. Units: a *token* is one frame of all K
+levels (what one Transformer position reads); *× real time* is audio seconds per wall second.
+
+Full recomputation without the KV cache costs a forward pass over the whole context at every
+frame, minutes on a CPU at 1000 frames; its time is integrated from single steps timed at the
+first, middle and last context length (Simpson's rule, exact for a cost quadratic in length).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import pianogen
+from pianogen.errors import PianogenError
+from pianogen.interfaces import Codec, TokenModel
+from pianogen.pipeline import pick_device
+from pianogen.sampling import make_sampler
+
+# dense bf16 peak FLOP/s by device name (PaLM / nanoGPT MFU), for CUDA runs
+PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12, "L4": 121e12,
+                   "RTX 4090": 165e12, "RTX 3090": 71e12, "V100": 125e12, "T4": 65e12}
+
+
+def peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device, repeat: int = 1, warmup: bool = True) -> float:
+    """Best wall seconds of ``repeat`` calls, after one untimed warm-up call unless ``warmup`` is False."""
+    if warmup:
+        fn()
+    best = math.inf
+    for _ in range(repeat):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def token_model(recipe_name: str, vocab_size: int, device: torch.device) -> TokenModel:
+    """A built-in recipe's token model at random initialisation (levels and window from the recipe)."""
+    recipe = pianogen.load_recipe(recipe_name)
+    torch.manual_seed(0)
+    model = pianogen.get_token_model(recipe.model.name, n_levels=recipe.codec.levels, vocab_size=vocab_size,
+                                     block_size=recipe.data.window, **recipe.model.options)
+    return model.to(device)
+
+
+def training_speed(model: TokenModel, batch: int, seq_len: int, steps: int, device: torch.device) -> dict[str, Any]:
+    """Tokens/s of AdamW steps on NLL over random codes [batch, K, seq_len]; bf16 autocast on CUDA, with MFU."""
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    codes = torch.randint(0, model.vocab_size, (batch, model.n_levels, seq_len), device=device)
+    autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+    def step() -> None:
+        with autocast:
+            logits = model(codes)[:, :, :-1]
+        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 2), codes[:, :, 1:].flatten())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    seconds = timed(lambda: [step() for _ in range(steps)], device) / steps
+    result = {"batch": batch, "seq_len": seq_len, "params": model.num_params(),
+              "tokens_per_s": batch * seq_len / seconds, "step_s": seconds}
+    peak = peak_flops(device)
+    if peak:
+        result["mfu"] = model.flops_per_token(seq_len) * batch * seq_len / seconds / peak
+    model.eval()
+    return result
+
+
+def generation_speed(model: TokenModel, prompt_frames: int, frames: int, batch: int, frame_rate: float,
+                     device: torch.device) -> dict[str, Any]:
+    """Frames/s per stream with the static KV cache over a real ``frames`` run, and without it
+    (integrated as in the module docstring); × real time at the codec's ``frame_rate``."""
+    model.eval()
+    if prompt_frames + frames > model.block_size:
+        raise PianogenError(f"prompt {prompt_frames} + {frames} frames exceed the model's {model.block_size}")
+    codes = torch.randint(0, model.vocab_size, (batch, model.n_levels, prompt_frames + frames), device=device)
+    sample = make_sampler(temperature=1.0, top_k=250, seed=0)
+    model.generate(codes[:, :, :prompt_frames], 4, sample)  # warm-up: allocator, kernels, cache buffers
+    cached_s = timed(lambda: model.generate(codes[:, :, :prompt_frames], frames, sample), device, warmup=False)
+
+    def one_step(context: int) -> float:  # a full-recomputation step reads the whole context
+        return timed(lambda: model.generate(codes[:, :, :context], 1, sample, use_cache=False), device, repeat=2)
+
+    first, middle, last = (one_step(prompt_frames + f) for f in (0, frames // 2, frames - 1))
+    no_cache_s = frames * (first + 4 * middle + last) / 6
+    return {"batch": batch, "prompt_frames": prompt_frames, "frames": frames,
+            "frames_per_s": frames / cached_s, "no_cache_frames_per_s": frames / no_cache_s,
+            "cache_speedup": no_cache_s / cached_s, "realtime_factor": frames / cached_s / frame_rate}
+
+
+def codec_speed(codec: Codec, seconds: float, device: torch.device) -> dict[str, float]:
+    """Encode and decode × real time on ``seconds`` of noise in one batch item."""
+    codec = codec.to(device).eval()
+    wav = torch.randn(1, 1, round(seconds * codec.sample_rate), device=device) * 0.1
+    with torch.inference_mode():
+        encode_s = timed(lambda: codec.encode(wav), device)
+        codes = codec.encode(wav)
+        decode_s = timed(lambda: codec.decode(codes), device)
+    return {"encode_realtime_factor": seconds / encode_s, "decode_realtime_factor": seconds / decode_s}
+
+
+def synthesis_realtime_factor(seconds: float, seed: int = 0) -> float:
+    """Seconds of synthetic corpus (compose, render, WAV + MIDI written) per wall second."""
+    from pianogen.data.synth import write_corpus
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        write_corpus(Path(tmp) / "corpus", seconds / 60, seed, progress=False)
+        return seconds / (time.perf_counter() - start)
+
+
+def tokenize_realtime_factor(codec: Codec, seconds: float, device: torch.device, chunk_seconds: float = 15.0,
+                             overlap_seconds: float = 1.0) -> float:
+    """The whole per-piece tokenization path × real time: soundfile read of 44.1 kHz stereo, mono +
+    resample, chunked batched encoding, stitching, uint16 serialisation."""
+    from pianogen.data import synth
+    from pianogen.data.audio import load_audio, save_audio
+    from pianogen.data.tokenize import encode_stitched
+
+    codec = codec.to(device).eval()
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "piece.wav"
+        save_audio(path, synth.render(synth.compose(rng, seconds), rng), synth.SAMPLE_RATE)
+
+        def run() -> None:
+            codes = encode_stitched(codec, load_audio(path, codec.sample_rate), chunk_seconds, overlap_seconds)
+            np.save(io.BytesIO(), codes.numpy().astype(np.uint16))
+
+        return seconds / timed(run, device)
+
+
+def run_bench(device: str = "auto", frames: int = 1000, prompt_frames: int = 250, batches: tuple[int, ...] = (1, 8),
+              train_steps: int = 3, audio_seconds: float = 30.0, progress: bool = True) -> dict[str, Any]:
+    """Every measurement of ``pianogen bench``; top-level keys as in DESIGN.md, details under ``details``."""
+    from rich.console import Console
+
+    console = Console(stderr=True, quiet=not progress)
+    torch_device = pick_device(device)
+    name = torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else "cpu"
+    details: dict[str, Any] = {"threads": torch.get_num_threads(), "torch": torch.__version__}
+
+    codec_demo = pianogen.load_recipe("codec_demo")
+    small_codec = pianogen.get_codec("soundstream", **{k: v for k, v in codec_demo.codec.options.items()
+                                                       if k != "checkpoint"})
+    reference_codec = pianogen.get_codec("soundstream")
+    novel = token_model("novel", reference_codec.codebook_size, torch_device)
+    with console.status("training speed"):
+        # CPU: short sequences (a 2048-frame novel step takes minutes); CUDA: the novel recipe's own shape
+        seq = novel.block_size if torch_device.type == "cuda" else 256
+        batch = pianogen.load_recipe("novel").train.batch_size if torch_device.type == "cuda" else 2
+        details["train_novel"] = training_speed(novel, batch, seq, train_steps, torch_device)
+        demo = pianogen.load_recipe("demo")
+        demo_model = token_model("demo", small_codec.codebook_size, torch_device)
+        details["train_demo"] = training_speed(demo_model, demo.train.batch_size, demo.data.window, train_steps,
+                                               torch_device)
+    with console.status("generation speed"):
+        details["generate_novel"] = [generation_speed(novel, prompt_frames, frames, b, reference_codec.frame_rate,
+                                                      torch_device) for b in batches]
+    with console.status("codec and data speed"):
+        details["codec_demo"] = codec_speed(small_codec, audio_seconds, torch_device)
+        details["codec_reference"] = codec_speed(reference_codec, audio_seconds / 3, torch_device)
+        details["synthesis_realtime_factor"] = synthesis_realtime_factor(audio_seconds)
+        details["tokenize_demo_codec"] = tokenize_realtime_factor(small_codec, audio_seconds, torch_device)
+
+    single = details["generate_novel"][0]
+    return {
+        "device": name,
+        "train_tokens_per_s": details["train_novel"]["tokens_per_s"],
+        "mfu": details["train_novel"].get("mfu"),
+        "generate_frames_per_s": single["frames_per_s"],
+        "generate_no_cache_frames_per_s": single["no_cache_frames_per_s"],
+        "generate_realtime_factor": single["realtime_factor"],
+        "codec_encode_realtime_factor": details["codec_demo"]["encode_realtime_factor"],
+        "codec_decode_realtime_factor": details["codec_demo"]["decode_realtime_factor"],
+        "tokenize_realtime_factor": details["tokenize_demo_codec"],
+        "details": details,
+    }
+
+
+def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """(what, value) lines for the terminal and RESULTS.md."""
+    d = result["details"]
+    rows = [
+        (f"train novel model, batch {d['train_novel']['batch']} x {d['train_novel']['seq_len']} frames",
+         f"{d['train_novel']['tokens_per_s']:.0f} tokens/s"
+         + (f", MFU {d['train_novel']['mfu']:.1%}" if d["train_novel"].get("mfu") else "")),
+        (f"train demo model, batch {d['train_demo']['batch']} x {d['train_demo']['seq_len']} frames",
+         f"{d['train_demo']['tokens_per_s']:.0f} tokens/s"),
+    ]
+    for g in d["generate_novel"]:
+        rows.append((f"generate novel model, batch {g['batch']}, {g['frames']} frames after {g['prompt_frames']}",
+                     f"{g['frames_per_s']:.1f} frames/s per stream ({g['realtime_factor']:.2f}x real time at 80 "
+                     f"frames/s); no cache {g['no_cache_frames_per_s']:.2f} frames/s; cache {g['cache_speedup']:.1f}x"))
+    for key in ("codec_demo", "codec_reference"):
+        rows.append((f"{key.replace('_', ' ')} encode / decode", f"{d[key]['encode_realtime_factor']:.1f}x / "
+                     f"{d[key]['decode_realtime_factor']:.1f}x real time"))
+    rows.append(("synthetic corpus", f"{d['synthesis_realtime_factor']:.1f}x real time"))
+    rows.append(("tokenization, demo codec", f"{d['tokenize_demo_codec']:.1f}x real time"))
+    return rows

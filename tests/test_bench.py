@@ -1,0 +1,49 @@
+"""`pianogen bench` and its measurements, on tiny settings: every number present, finite, positive."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import torch
+
+import pianogen
+from pianogen.bench import codec_speed, generation_speed, summary_rows, training_speed
+
+
+def tiny_model():
+    return pianogen.get_token_model("multi_output", n_levels=2, vocab_size=32, block_size=64, d_model=32,
+                                    n_layers=1, n_heads=2, d_ff=64)
+
+
+def test_generation_speed_compares_cache_with_recomputation():
+    result = generation_speed(tiny_model(), prompt_frames=8, frames=40, batch=2, frame_rate=80.0,
+                              device=torch.device("cpu"))
+    assert result["frames_per_s"] > 0 and result["no_cache_frames_per_s"] > 0
+    assert result["cache_speedup"] == result["frames_per_s"] / result["no_cache_frames_per_s"]
+    assert math.isclose(result["realtime_factor"], result["frames_per_s"] / 80.0)
+
+
+def test_training_and_codec_speed():
+    train = training_speed(tiny_model(), batch=2, seq_len=16, steps=2, device=torch.device("cpu"))
+    assert train["tokens_per_s"] > 0 and "mfu" not in train  # MFU needs a known CUDA peak
+    codec = pianogen.get_codec("soundstream", sample_rate=8000, channels=2, dim=8, strides=[2, 4], n_levels=2,
+                               codebook_size=8)
+    speed = codec_speed(codec, 0.5, torch.device("cpu"))
+    assert speed["encode_realtime_factor"] > 0 and speed["decode_realtime_factor"] > 0
+
+
+def test_bench_cli_json_has_the_design_keys():
+    args = [sys.executable, "-m", "pianogen", "bench", "--json", "--device", "cpu", "--frames", "4",
+            "--prompt-frames", "4", "--batch", "1", "--audio-seconds", "1", "--train-steps", "1"]
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["device"] == "cpu" and result["mfu"] is None
+    for key in ("train_tokens_per_s", "generate_frames_per_s", "generate_no_cache_frames_per_s",
+                "generate_realtime_factor", "codec_encode_realtime_factor", "codec_decode_realtime_factor",
+                "tokenize_realtime_factor"):
+        assert math.isfinite(result[key]) and result[key] > 0, key
+    assert len(summary_rows(result)) == 7
