@@ -31,7 +31,8 @@ def main() -> None:
                             check=False).stdout.strip() or "?"
     cache_8 = next((g for g in result["details"]["generate_novel"] if g["batch"] == 8), None)
     row = [datetime.date.today().isoformat(), commit, f"{result['device']} ({result['details']['threads']} threads)",
-           *(cell(result[c]) for c in COLUMNS), cell(cache_8["realtime_factor"] * 8 if cache_8 else None)]
+           *(cell(result[c]) for c in COLUMNS), cell(result["details"]["generate_novel_bf16"]["realtime_factor"]),
+           cell(cache_8["realtime_factor"] * 8 if cache_8 else None)]
     with RESULTS.open("a") as f:
         f.write("| " + " | ".join(row) + " |\n")
     (RESULTS.parent / "last_bench.json").write_text(json.dumps(result, indent=2))

@@ -2,8 +2,9 @@
 
 Models are the recipes' sizes at random initialisation (speed does not depend on the weights):
 the token model of ``novel`` (and of ``demo`` for CPU-sized training), the codec of
-``codec_demo`` and the reference-size SoundStream. Units: a *token* is one frame of all K
-levels (what one Transformer position reads); *× real time* is audio seconds per wall second.
+``codec_demo`` and the reference-size SoundStream. Units: a *token* is one code (K per frame, as
+the trainer's ``tokens_per_s`` counts); a *frame* is one Transformer position; *× real time* is
+audio seconds per wall second.
 
 Full recomputation without the KV cache costs a forward pass over the whole context at every
 frame, minutes on a CPU at 1000 frames; its time is integrated from single steps timed at the
@@ -26,6 +27,7 @@ import torch
 
 import pianogen
 from pianogen.errors import PianogenError
+from pianogen.generate import in_precision
 from pianogen.interfaces import Codec, TokenModel
 from pianogen.pipeline import pick_device
 from pianogen.sampling import make_sampler
@@ -71,7 +73,8 @@ def token_model(recipe_name: str, vocab_size: int, device: torch.device) -> Toke
 
 
 def training_speed(model: TokenModel, batch: int, seq_len: int, steps: int, device: torch.device) -> dict[str, Any]:
-    """Tokens/s of AdamW steps on NLL over random codes [batch, K, seq_len]; bf16 autocast on CUDA, with MFU."""
+    """Tokens (codes, as the trainer counts them) and frames per second of AdamW steps on NLL over random
+    codes [batch, K, seq_len]; bf16 autocast on CUDA, with MFU (FLOPs per Transformer position = frame)."""
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     codes = torch.randint(0, model.vocab_size, (batch, model.n_levels, seq_len), device=device)
@@ -86,8 +89,8 @@ def training_speed(model: TokenModel, batch: int, seq_len: int, steps: int, devi
         optimizer.zero_grad(set_to_none=True)
 
     seconds = timed(lambda: [step() for _ in range(steps)], device) / steps
-    result = {"batch": batch, "seq_len": seq_len, "params": model.num_params(),
-              "tokens_per_s": batch * seq_len / seconds, "step_s": seconds}
+    result = {"batch": batch, "seq_len": seq_len, "params": model.num_params(), "step_s": seconds,
+              "tokens_per_s": batch * model.n_levels * seq_len / seconds, "frames_per_s": batch * seq_len / seconds}
     peak = peak_flops(device)
     if peak:
         result["mfu"] = model.flops_per_token(seq_len) * batch * seq_len / seconds / peak
@@ -186,6 +189,8 @@ def run_bench(device: str = "auto", frames: int = 1000, prompt_frames: int = 250
     with console.status("generation speed"):
         details["generate_novel"] = [generation_speed(novel, prompt_frames, frames, b, reference_codec.frame_rate,
                                                       torch_device) for b in batches]
+        details["generate_novel_bf16"] = generation_speed(in_precision(novel, "bf16"), prompt_frames, frames,
+                                                          batches[0], reference_codec.frame_rate, torch_device)
     with console.status("codec and data speed"):
         details["codec_demo"] = codec_speed(small_codec, audio_seconds, torch_device)
         details["codec_reference"] = codec_speed(reference_codec, audio_seconds / 3, torch_device)
@@ -217,8 +222,10 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
         (f"train demo model, batch {d['train_demo']['batch']} x {d['train_demo']['seq_len']} frames",
          f"{d['train_demo']['tokens_per_s']:.0f} tokens/s"),
     ]
-    for g in d["generate_novel"]:
-        rows.append((f"generate novel model, batch {g['batch']}, {g['frames']} frames after {g['prompt_frames']}",
+    for g in [*d["generate_novel"], {**d["generate_novel_bf16"], "bf16": True}]:
+        precision = "bf16" if g.get("bf16") else "fp32"
+        rows.append((f"generate novel model {precision}, batch {g['batch']}, {g['frames']} frames after "
+                     f"{g['prompt_frames']}",
                      f"{g['frames_per_s']:.1f} frames/s per stream ({g['realtime_factor']:.2f}x real time at 80 "
                      f"frames/s); no cache {g['no_cache_frames_per_s']:.2f} frames/s; cache {g['cache_speedup']:.1f}x"))
     for key in ("codec_demo", "codec_reference"):

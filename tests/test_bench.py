@@ -46,4 +46,4 @@ def test_bench_cli_json_has_the_design_keys():
                 "generate_realtime_factor", "codec_encode_realtime_factor", "codec_decode_realtime_factor",
                 "tokenize_realtime_factor"):
         assert math.isfinite(result[key]) and result[key] > 0, key
-    assert len(summary_rows(result)) == 7
+    assert len(summary_rows(result)) == 8

@@ -33,6 +33,14 @@ def test_generate_writes_audio_figure_and_report(trained_run, tmp_path):
     assert saved["settings"]["seed"] == 3 and saved["realtime_factor"] > 0
 
 
+def test_bf16_generation_writes_audio(trained_run, tmp_path):
+    report = generate(trained_run, request(tmp_path / "g", precision="bf16"), progress=False)
+    cont, _ = sf.read(tmp_path / "g/continuation_0.wav")
+    assert report["settings"]["precision"] == "bf16" and np.isfinite(cont).all() and np.abs(cont).max() > 0
+    with pytest.raises(PianogenError, match="--precision must be one of fp32, bf16"):
+        generate(trained_run, request(tmp_path / "h", precision="fp16"), progress=False)
+
+
 def test_same_seed_same_audio_cache_or_not(trained_run, tmp_path):
     hot = dict(temperature=2.0, top_k=0)  # a flat distribution, so two seeds surely differ
     generate(trained_run, request(tmp_path / "a", **hot), progress=False)
