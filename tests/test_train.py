@@ -109,3 +109,16 @@ def test_ddp_two_processes_match_one(tmp_path, tiny_codec_path, tiny_corpus):
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a), "DDP result differs from one process"
     va, vb = records(tmp_path / "one/run", "validation")[-1], records(tmp_path / "two/run", "validation")[-1]
     assert va["loss"] == pytest.approx(vb["loss"], rel=1e-4)
+
+
+@pytest.mark.parametrize("model, levels", [("baseline", 1), ("delay", 3)])
+def test_the_other_models_train_and_continue_a_prompt(tmp_path, tiny_codec_path, tiny_corpus, model, levels):
+    from pianogen.generate import GenerationRequest, generate
+
+    recipe = tiny_recipe(tmp_path, tiny_codec_path, tiny_corpus, codec={"levels": levels}, model={"name": model})
+    run = train(pianogen.load_recipe(recipe), progress=False)
+    val = records(run, "validation")
+    assert val[-1]["loss"] < val[0]["loss"] and f"nll_l{levels}" in val[-1]
+    report = generate(run, GenerationRequest(prompt="test:0", seconds=0.3, out=tmp_path / "g", prompt_seconds=0.2),
+                      device="cpu", progress=False)
+    assert report["frames"] == 60 and (tmp_path / "g" / "continuation_0.wav").is_file()
