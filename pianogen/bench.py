@@ -99,7 +99,7 @@ def training_speed(model: TokenModel, batch: int, seq_len: int, steps: int, devi
 
 
 def generation_speed(model: TokenModel, prompt_frames: int, frames: int, batch: int, frame_rate: float,
-                     device: torch.device) -> dict[str, Any]:
+                     device: torch.device, compile: bool = False) -> dict[str, Any]:
     """Frames/s per stream with the static KV cache over a real ``frames`` run, and without it
     (integrated as in the module docstring); × real time at the codec's ``frame_rate``."""
     model.eval()
@@ -107,8 +107,9 @@ def generation_speed(model: TokenModel, prompt_frames: int, frames: int, batch: 
         raise PianogenError(f"prompt {prompt_frames} + {frames} frames exceed the model's {model.block_size}")
     codes = torch.randint(0, model.vocab_size, (batch, model.n_levels, prompt_frames + frames), device=device)
     sample = make_sampler(temperature=1.0, top_k=250, seed=0)
-    model.generate(codes[:, :, :prompt_frames], 4, sample)  # warm-up: allocator, kernels, cache buffers
-    cached_s = timed(lambda: model.generate(codes[:, :, :prompt_frames], frames, sample), device, warmup=False)
+    prompt = codes[:, :, :prompt_frames]
+    model.generate(prompt, 4, sample, compile=compile)  # warm-up: allocator, kernels, compilation
+    cached_s = timed(lambda: model.generate(prompt, frames, sample, compile=compile), device, warmup=False)
 
     def one_step(context: int) -> float:  # a full-recomputation step reads the whole context
         return timed(lambda: model.generate(codes[:, :, :context], 1, sample, use_cache=False), device, repeat=2)
@@ -189,6 +190,9 @@ def run_bench(device: str = "auto", frames: int = 1000, prompt_frames: int = 250
     with console.status("generation speed"):
         details["generate_novel"] = [generation_speed(novel, prompt_frames, frames, b, reference_codec.frame_rate,
                                                       torch_device) for b in batches]
+        if torch_device.type == "cuda":  # CUDA graphs; on CPU compiled decoding is slower (full-buffer attention)
+            details["generate_novel_compiled"] = generation_speed(
+                novel, prompt_frames, frames, batches[0], reference_codec.frame_rate, torch_device, compile=True)
         details["generate_novel_bf16"] = generation_speed(in_precision(novel, "bf16"), prompt_frames, frames,
                                                           batches[0], reference_codec.frame_rate, torch_device)
     with console.status("codec and data speed"):
@@ -222,8 +226,10 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
         (f"train demo model, batch {d['train_demo']['batch']} x {d['train_demo']['seq_len']} frames",
          f"{d['train_demo']['tokens_per_s']:.0f} tokens/s"),
     ]
-    for g in [*d["generate_novel"], {**d["generate_novel_bf16"], "bf16": True}]:
-        precision = "bf16" if g.get("bf16") else "fp32"
+    variants = [(g, "fp32") for g in d["generate_novel"]] + [(d["generate_novel_bf16"], "bf16")]
+    if "generate_novel_compiled" in d:
+        variants.append((d["generate_novel_compiled"], "fp32 compiled"))
+    for g, precision in variants:
         rows.append((f"generate novel model {precision}, batch {g['batch']}, {g['frames']} frames after "
                      f"{g['prompt_frames']}",
                      f"{g['frames_per_s']:.1f} frames/s per stream ({g['realtime_factor']:.2f}x real time at 80 "

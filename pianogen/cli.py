@@ -163,10 +163,13 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool) -> None:
               help="Replace the recipe's post-filters (repeatable; 'none' for none).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
               help="Token-model weights and KV cache; bf16 halves the memory read per frame.")
+@click.option("--compile", "compile_decode", is_flag=True,
+              help="torch.compile the one-frame decode (CUDA graphs on CUDA; on CPU it is slower).")
 @click.option("--device", default="auto", show_default=True)
 def generate(run_dir: Path, prompt: str, seconds: float | None, out: Path | None, prompt_seconds: float | None,
              temperature: float | None, top_k: int | None, top_p: float | None, seed: int, num: int,
-             checkpoint: str, postfilters: tuple[str, ...], precision: str, device: str) -> None:
+             checkpoint: str, postfilters: tuple[str, ...], precision: str, compile_decode: bool,
+             device: str) -> None:
     """Continue a piano prompt with a trained run; writes WAVs, Mel PNGs and generation.json."""
     from pianogen import load_recipe
     from pianogen.generate import GenerationRequest
@@ -193,7 +196,8 @@ def generate(run_dir: Path, prompt: str, seconds: float | None, out: Path | None
         prompt_seconds=defaults.prompt_seconds if prompt_seconds is None else prompt_seconds,
         temperature=defaults.temperature if temperature is None else temperature,
         top_k=defaults.top_k if top_k is None else top_k, top_p=defaults.top_p if top_p is None else top_p,
-        seed=seed, num=num, checkpoint=checkpoint, postfilters=specs, precision=precision)
+        seed=seed, num=num, checkpoint=checkpoint, postfilters=specs, precision=precision,
+        compile=compile_decode)
     report = run_generation(run_dir, request, device=device)
     for note in report["notes"]:
         click.echo(f"note: {note}", err=True)

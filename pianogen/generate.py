@@ -33,6 +33,7 @@ class GenerationRequest:
     postfilters: list[dict[str, Any]] | None = None  # [{"name": ..., **options}]; None = the recipe's
     use_cache: bool = True  # False recomputes the whole context every step (for benchmarks)
     precision: str = "fp32"  # fp32 | bf16: weights and KV cache in bfloat16, half the memory traffic per frame
+    compile: bool = False  # torch.compile the one-frame decode (CUDA graphs on CUDA); slower on CPU
 
 
 def resolve_prompt(recipe: "pianogen.recipe.Recipe", prompt: str) -> Path:
@@ -71,7 +72,7 @@ def continue_codes(model: torch.nn.Module, prompt_codes: torch.Tensor, n_frames:
         task = bar.add_task("sampling", total=n_frames)
         with torch.inference_mode():
             return model.generate(prompt_codes, n_frames, sample, use_cache=request.use_cache,
-                                  on_frame=lambda i: bar.update(task, completed=i + 1))
+                                  on_frame=lambda i: bar.update(task, completed=i + 1), compile=request.compile)
 
 
 def generate(run_dir: str | Path, request: GenerationRequest, device: str = "auto", progress: bool = True

@@ -99,6 +99,15 @@ def test_cache_gives_the_same_tokens_as_recomputation(name, K, temperature):
     assert torch.equal(runs[0], runs[1])
 
 
+@pytest.mark.parametrize("name,K", [("multi_output", 2), ("delay", 3)])
+def test_compiled_decoding_gives_the_eager_tokens(name, K):
+    model = tiny(name, K, block_size=8)  # 30 frames slide the context several times
+    prompt = codes(2, K, 5)
+    eager = model.generate(prompt, 30, make_sampler(1.0, seed=5))
+    compiled = model.generate(prompt, 30, make_sampler(1.0, seed=5), compile=True)
+    assert torch.equal(eager, compiled)
+
+
 @pytest.mark.parametrize("name,K", MODELS)
 def test_generation_slides_past_block_size(name, K):
     model = tiny(name, K, block_size=8)

@@ -68,6 +68,7 @@ class DelayTransformer(MultiOutputTransformer):
         sample: Callable[[torch.Tensor], torch.Tensor],
         use_cache: bool = True,
         on_frame: Callable[[int], None] | None = None,
+        compile: bool = False,
     ) -> torch.Tensor:
         """prompt LongTensor[B, K, T0] -> the next n_frames frames LongTensor[B, K, n_frames].
 
@@ -83,5 +84,5 @@ class DelayTransformer(MultiOutputTransformer):
         steps = delay(torch.cat([prompt, unknown], dim=2), self.pad)  # [B, K, T0 + n_frames + K - 1]
         on_step = None if on_frame is None else (lambda i: on_frame(i - K + 1) if i >= K - 1 else None)
         new_steps = generate_steps(self, steps[:, :, :T0], n_frames + K - 1, sample, use_cache,
-                                   forced=steps[:, :, T0:], on_step=on_step)
+                                   forced=steps[:, :, T0:], on_step=on_step, compile=compile)
         return undelay(new_steps)  # [B, K, n_frames]

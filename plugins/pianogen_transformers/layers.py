@@ -29,13 +29,20 @@ class KVCache(nn.Module):
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
-    def update(self, start: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v [B, H, n, Dh] at positions start..start+n-1 -> every key/value so far [B, H, start+n, Dh]."""
-        end = start + k.shape[2]
-        input_pos = torch.arange(start, end, device=k.device)
+    def update(self, start: int | torch.Tensor, k: torch.Tensor, v: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v [B, H, n, Dh] at positions start..start+n-1.
+
+        An int ``start`` returns the filled prefix [B, H, start+n, Dh]: eager decoding attends over
+        it only. A tensor ``start`` (compiled decoding) returns the whole buffers [B, H, L, Dh], whose
+        shapes never change, so one compiled graph (or CUDA graph) serves every step.
+        """
+        input_pos = start + torch.arange(k.shape[2], device=k.device)
         self.k.index_copy_(2, input_pos, k)
         self.v.index_copy_(2, input_pos, v)
-        # attend over the filled prefix only: cheaper than masking the whole buffer in eager mode
+        if isinstance(start, torch.Tensor):
+            return self.k, self.v
+        end = start + k.shape[2]
         return self.k[:, :, :end], self.v[:, :, :end]
 
 
@@ -49,8 +56,9 @@ class CausalSelfAttention(nn.Module):
         self.dropout = dropout
         self.cache: KVCache | None = None
 
-    def forward(self, x: torch.Tensor, start: int | None = None) -> torch.Tensor:
-        """x [B, N, D] -> [B, N, D]; ``start`` set = the cache holds steps 0..start-1 and x continues them."""
+    def forward(self, x: torch.Tensor, start: int | torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, N, D] -> [B, N, D]; ``start`` set = the cache holds steps 0..start-1 and x continues them
+        (an int: eager decoding; a 0-d tensor: static shapes for compiled decoding)."""
         B, N, D = x.shape
         q, k, v = self.qkv(x).split(D, dim=2)
         q, k, v = (t.view(B, N, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))  # [B,H,N,Dh]
@@ -60,11 +68,11 @@ class CausalSelfAttention(nn.Module):
         else:
             if self.cache is None:
                 raise RuntimeError("setup_caches() before decoding with a start position")
-            k, v = self.cache.update(start, k, v)  # [B, H, start+N, Dh]
-            mask = None  # a single new step sees every cached key
-            if N > 1:  # query i sits at position start+i and sees keys 0..start+i
-                mask = (torch.arange(start + N, device=x.device)[None, :]
-                        <= torch.arange(start, start + N, device=x.device)[:, None])  # [N, start+N]
+            k, v = self.cache.update(start, k, v)  # [B, H, start+N or L, Dh]
+            mask = None  # a single new step sees every key of the filled prefix
+            if N > 1 or isinstance(start, torch.Tensor):  # query i sits at start+i and sees keys 0..start+i
+                mask = (torch.arange(k.shape[2], device=x.device)[None, :]
+                        <= start + torch.arange(N, device=x.device)[:, None])  # [N, start+N or L]
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).contiguous().view(B, N, D)
         return self.proj_dropout(self.proj(y))
@@ -82,7 +90,7 @@ class Block(nn.Module):
             nn.Linear(d_model, d_ff, bias=bias), nn.GELU(), nn.Linear(d_ff, d_model, bias=bias), nn.Dropout(dropout)
         )
 
-    def forward(self, x: torch.Tensor, start: int | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, start: int | torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), start)
         return x + self.mlp(self.ln_2(x))
 
@@ -100,12 +108,12 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(d_model, n_heads, d_ff, dropout, bias) for _ in range(n_layers))
         self.ln_f = nn.LayerNorm(d_model, bias=bias)
 
-    def forward(self, x: torch.Tensor, start: int | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, start: int | torch.Tensor | None = None) -> torch.Tensor:
         N = x.shape[1]
-        offset = start or 0
-        if offset + N > self.max_len:
+        offset = 0 if start is None else start
+        if not isinstance(offset, torch.Tensor) and offset + N > self.max_len:  # tensors: generate_steps bounds them
             raise PianogenError(f"sequence of {offset + N} steps exceeds the model's {self.max_len} positions")
-        pos = torch.arange(offset, offset + N, device=x.device)
+        pos = offset + torch.arange(N, device=x.device)
         x = self.drop(x + self.wpe(pos))
         for block in self.blocks:
             x = block(x, start)
@@ -144,7 +152,7 @@ class StepModel(Protocol):
     trunk: Transformer
     training: bool
 
-    def step_logits(self, steps: torch.Tensor, start: int | None = None) -> torch.Tensor: ...
+    def step_logits(self, steps: torch.Tensor, start: int | torch.Tensor | None = None) -> torch.Tensor: ...
 
     def train(self, mode: bool = True) -> nn.Module: ...
 
@@ -158,6 +166,7 @@ def generate_steps(
     use_cache: bool = True,
     forced: torch.Tensor | None = None,
     on_step: Callable[[int], None] | None = None,
+    compile: bool = False,
 ) -> torch.Tensor:
     """Extend ``prompt`` steps LongTensor[B, K, N0] by ``n_steps`` -> LongTensor[B, K, n_steps].
 
@@ -168,6 +177,10 @@ def generate_steps(
     overflow it, the context restarts from the most recent ``max_len // 2`` steps (positions
     renumbered from 0, the cache re-prefilled once), then grows again. With and without the cache
     the contexts are identical step for step, so both give the same tokens.
+
+    ``compile`` (with the cache) runs each one-step decode through ``torch.compile`` on static
+    shapes (gpt-fast): the whole cache buffer under a position mask, the position a 0-d tensor;
+    on CUDA as CUDA graphs (mode "reduce-overhead"). The prefill stays eager.
     """
     B, K, N0 = prompt.shape
     if N0 < 1:
@@ -180,6 +193,10 @@ def generate_steps(
     model.train(False)  # dropout off however the caller left the model
     if use_cache:
         model.trunk.setup_caches(B)
+    decode = model.step_logits
+    if compile and use_cache:
+        mode = "reduce-overhead" if prompt.device.type == "cuda" else "default"
+        decode = torch.compile(model.step_logits, mode=mode, fullgraph=True, dynamic=False)
     try:
         def context_logits() -> torch.Tensor:  # the whole context, recomputed (also the cache's prefill)
             return model.step_logits(seq[:, :, start:end], 0 if use_cache else None)[:, :, -1]
@@ -199,7 +216,10 @@ def generate_steps(
                 start = end - keep
                 logits = context_logits()
             elif use_cache:
-                logits = model.step_logits(seq[:, :, end - 1:end], end - 1 - start)[:, :, -1]
+                position = end - 1 - start
+                if decode is not model.step_logits:
+                    position = torch.tensor(position, device=seq.device)
+                logits = decode(seq[:, :, end - 1:end], position)[:, :, -1]
             else:
                 logits = context_logits()
     finally:

@@ -92,6 +92,7 @@ class MultiOutputTransformer(TokenModel):
         sample: Callable[[torch.Tensor], torch.Tensor],
         use_cache: bool = True,
         on_frame: Callable[[int], None] | None = None,
+        compile: bool = False,
     ) -> torch.Tensor:
         """prompt LongTensor[B, K, T0] -> the next n_frames frames LongTensor[B, K, n_frames], one step per frame.
 
@@ -99,7 +100,7 @@ class MultiOutputTransformer(TokenModel):
         (see ``layers.generate_steps``).
         """
         self.check_codes(prompt)
-        return generate_steps(self, prompt, n_frames, sample, use_cache, on_step=on_frame)
+        return generate_steps(self, prompt, n_frames, sample, use_cache, on_step=on_frame, compile=compile)
 
     def flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs per step, forward + backward. Embedding lookups do no matmuls, so their
