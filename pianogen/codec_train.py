@@ -9,7 +9,8 @@ A trainable codec implements, beyond ``Codec``:
 ``forward(wav[B,1,S], n_q) -> (reconstruction[B,1,S'], commitment loss)`` and ``save(path)``,
 and optionally ``init_codebooks(wav)`` (k-means initialisation before the first step).
 Weights go to ``<out>.safetensors``, trainer state (optimizers, step, RNG) to
-``<out stem>.trainer.pt`` and metrics to ``<out stem>.metrics.jsonl``, all beside each other.
+``<out stem>.trainer.pt``, metrics to ``<out stem>.metrics.jsonl`` and their curve to
+``<out stem>.loss.png``, all beside each other.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pianogen.errors import PianogenError
 from pianogen.metrics import mel_l1, stft_distance
 from pianogen.paths import expand
 from pianogen.pipeline import pick_device
+from pianogen.plots import plot_losses
 from pianogen.recipe import Recipe
 
 WAV_WEIGHT, MEL_WEIGHT, STFT_WEIGHT, COMMIT_WEIGHT = 1.0, 1.0, 1.0, 1.0  # reconstruction loss mix
@@ -165,6 +167,8 @@ def train_codec(recipe: Recipe, resume: bool = False, progress: bool = True) -> 
         tmp = state_path.with_name(f".{state_path.name}.tmp{os.getpid()}")
         torch.save(state, tmp)
         os.replace(tmp, state_path)
+        if metrics_path(out).stat().st_size:
+            plot_losses(metrics_path(out), out.with_name(f"{out.stem}.loss.png"))
 
     length = round(cfg.segment_seconds * codec.sample_rate)
     sampler = SegmentSampler(_train_paths(recipe), codec.sample_rate, length, rng)

@@ -89,6 +89,7 @@ def test_training_improves_reconstruction_and_resumes(recipe_file, isolated_home
     assert after["all"]["mel_l1"] <= after["1"]["mel_l1"] + 0.05  # more levels never hurt much
     rows = [json.loads(line) for line in metrics_path(out).read_text().splitlines()]
     assert [r["step"] for r in rows] == [10, 20, 30]  # the resumed run appended
+    assert out.with_name("tiny.loss.png").stat().st_size > 1000
     state = torch.load(trainer_state_path(out), weights_only=True)
     assert state["step"] == 30
     # every level count decodes after quantizer-dropout training
