@@ -55,7 +55,8 @@ def steps_done(recipe: Recipe) -> int | None:
     state = trainer_state_path(output_path(recipe))
     if not state.is_file():
         return None
-    return int(torch.load(state, map_location="cpu", weights_only=True)["step"])
+    # mmap: only the step is read, not the optimizer state (large for the reference-size codec)
+    return int(torch.load(state, map_location="cpu", weights_only=True, mmap=True)["step"])
 
 
 def trainer_state_path(out: Path) -> Path:
