@@ -13,7 +13,6 @@ first, middle and last context length (Simpson's rule, exact for a cost quadrati
 
 from __future__ import annotations
 
-import io
 import math
 import tempfile
 import time
@@ -145,10 +144,10 @@ def synthesis_realtime_factor(seconds: float, seed: int = 0) -> float:
 def tokenize_realtime_factor(codec: Codec, seconds: float, device: torch.device, chunk_seconds: float = 15.0,
                              overlap_seconds: float = 1.0) -> float:
     """The whole per-piece tokenization path × real time: soundfile read of 44.1 kHz stereo, mono +
-    resample, chunked batched encoding, stitching, uint16 serialisation."""
+    resample, chunked batched encoding, stitching, the atomic uint16 .npy write."""
     from pianogen.data import synth
     from pianogen.data.audio import load_audio, save_audio
-    from pianogen.data.tokenize import encode_stitched
+    from pianogen.data.tokenize import encode_stitched, save_codes
 
     codec = codec.to(device).eval()
     rng = np.random.default_rng(0)
@@ -158,7 +157,7 @@ def tokenize_realtime_factor(codec: Codec, seconds: float, device: torch.device,
 
         def run() -> None:
             codes = encode_stitched(codec, load_audio(path, codec.sample_rate), chunk_seconds, overlap_seconds)
-            np.save(io.BytesIO(), codes.numpy().astype(np.uint16))
+            save_codes(Path(tmp) / "piece.npy", codes)
 
         return seconds / timed(run, device)
 

@@ -23,6 +23,7 @@ import torch
 from pianogen import pipeline
 from pianogen.drift import drift_curves
 from pianogen.errors import PianogenError
+from pianogen.generate import counting_progress
 
 LN2 = math.log(2)
 CODEC_LEVELS: tuple[int | str, ...] = (1, 2, 4, 8, "all")
@@ -74,13 +75,6 @@ class ReferenceModels:
         return {"unigram": (uni_nll, uni_hit), "repeat": (rep_nll, same)}
 
 
-def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    disable=not enabled, transient=True)
-
-
 @torch.no_grad()
 def token_metrics(model: torch.nn.Module, cache: Any, split: str, levels: int, window: int,
                   refs: ReferenceModels, device: torch.device, batch_size: int = 8,
@@ -94,7 +88,7 @@ def token_metrics(model: torch.nn.Module, cache: Any, split: str, levels: int, w
     nll = {n: torch.zeros(levels, dtype=torch.float64) for n in names}
     hits = {n: torch.zeros(levels, dtype=torch.float64) for n in names}
     count = 0.0
-    with _progress(progress) as bar:
+    with counting_progress(progress, transient=True) as bar:
         task = bar.add_task(f"scoring {split} tokens", total=n_batches)
         for batch in iter_windows(cache, split, levels, window, batch_size):
             codes, mask = batch["codes"].to(device), batch["mask"].to(device)

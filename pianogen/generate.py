@@ -6,7 +6,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -16,6 +16,9 @@ from pianogen.data.audio import load_audio, save_audio
 from pianogen.errors import PianogenError
 from pianogen.plots import plot_mel
 from pianogen.sampling import make_sampler
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
 @dataclass
@@ -61,14 +64,19 @@ def in_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     return model.to(PRECISIONS[precision])
 
 
+def counting_progress(enabled: bool, transient: bool = False) -> "Progress":
+    """A rich bar of ``done/total`` with the task's description and time remaining."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    disable=not enabled, transient=transient)
+
+
 def continue_codes(model: torch.nn.Module, prompt_codes: torch.Tensor, n_frames: int, request: GenerationRequest,
                    progress: bool = True) -> torch.Tensor:
     """prompt_codes LongTensor[B, K, T0] -> LongTensor[B, K, n_frames], with a rich progress bar."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     sample = make_sampler(request.temperature, request.top_k, request.top_p, request.seed)
-    with Progress(TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  disable=not progress) as bar:
+    with counting_progress(progress) as bar:
         task = bar.add_task("sampling", total=n_frames)
         with torch.inference_mode():
             return model.generate(prompt_codes, n_frames, sample, use_cache=request.use_cache,

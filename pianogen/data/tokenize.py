@@ -92,7 +92,7 @@ def _piece_file(piece: Piece) -> str:
     return f"{stem}-{_digest(piece.audio_filename, 10)}.npy"
 
 
-def _save_codes(path: Path, codes: torch.Tensor) -> None:
+def save_codes(path: Path, codes: torch.Tensor) -> None:
     buf = io.BytesIO()
     np.save(buf, codes.numpy().astype(np.uint16))
     atomic_write_bytes(path, buf.getvalue())
@@ -149,7 +149,7 @@ def tokenize(data: DataConfig, codec: Codec, codec_name: str, progress: bool = T
                     skipped.append(piece.audio_filename)
                     continue
                 codes = encode_stitched(codec, wav, data.chunk_seconds, data.chunk_overlap_seconds, batch_size)
-                _save_codes(path, codes)
+                save_codes(path, codes)
                 encoded_s += wav.shape[-1] / codec.sample_rate
             frames = int(np.load(path, mmap_mode="r").shape[1])
             entries.append({"audio_filename": piece.audio_filename, "split": piece.split, "frames": frames,
