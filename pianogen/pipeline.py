@@ -69,7 +69,7 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise PianogenError(f"run.device = '{name}', but CUDA is not available on this machine")
+        raise PianogenError(f"device '{name}' (run.device or --device) needs CUDA, which this machine lacks")
     return torch.device(name)
 
 
