@@ -68,6 +68,7 @@ class EpochBatchSampler(Sampler[list[int]]):
         self.n_items, self.global_batch, self.ddp = n_items, global_batch, ddp
         self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
         self.epoch, self.skip = 0, 0
+        self.used = len(self)  # batches of an epoch actually yielded (trainer: whole optimizer steps only)
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         self.epoch, self.skip = epoch, skip
@@ -81,7 +82,7 @@ class EpochBatchSampler(Sampler[list[int]]):
             order = torch.randperm(self.n_items, generator=torch.Generator().manual_seed(self.seed + self.epoch))
         else:
             order = torch.arange(self.n_items)
-        for b in range(self.skip, len(self)):
+        for b in range(self.skip, self.used):
             batch = order[b * self.global_batch:(b + 1) * self.global_batch]
             per_rank = len(batch) // self.ddp.world
             yield batch[self.ddp.rank * per_rank:(self.ddp.rank + 1) * per_rank].tolist()
@@ -219,6 +220,9 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True,
     if steps_per_epoch == 0:
         raise PianogenError(f"train.grad_accum = {cfg.grad_accum} exceeds the {micro_per_epoch} micro-batches "
                             f"of an epoch")
+    # An epoch's leftover micro-batches (fewer than grad_accum) are not drawn at all: their gradients
+    # would never reach an optimizer step and would leak into the next epoch's first one.
+    samplers["train"].used = steps_per_epoch * cfg.grad_accum
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)

@@ -62,6 +62,43 @@ def test_resume_continues_the_same_trajectory(tmp_path, tiny_codec_path, tiny_co
     assert losses(resumed) == losses(straight)
 
 
+def kill_at(*steps):
+    """on_step hooks that raise at the given step, one per call of train, as a real kill would."""
+    pending = list(steps)
+
+    def hook(step):
+        if pending and step == pending[0]:
+            pending.pop(0)
+            raise KeyboardInterrupt
+
+    return hook
+
+
+def test_resume_is_exact_with_accumulation_onecycle_mel_and_dropout(tmp_path, tiny_codec_path, tiny_corpus):
+    """11 micro-batches per epoch with grad_accum 2: 5 steps and one leftover micro-batch per epoch.
+    Killed at step 7 (resumes from the epoch-end checkpoint at 5) and at step 10 (resumes mid-epoch
+    from step 8, inside a logging window): weights and every logged average equal the straight run's."""
+    settings = {"train": {"epochs": 3, "grad_accum": 2, "schedule": "onecycle", "save_every": 4, "log_every": 3},
+                "model": {"dropout": 0.1},
+                "loss": [{"name": "nll"}, {"name": "mel", "weight": 0.5, "reconstruction": "decoder",
+                                           "crop_frames": 16}]}
+    straight = train(pianogen.load_recipe(tiny_recipe(tmp_path / "a", tiny_codec_path, tiny_corpus, **settings)),
+                     progress=False)
+    recipe = pianogen.load_recipe(tiny_recipe(tmp_path / "b", tiny_codec_path, tiny_corpus, **settings))
+    hook = kill_at(7, 10)
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, progress=False, on_step=hook)
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, resume=True, progress=False, on_step=hook)
+    resumed = train(recipe, resume=True, progress=False)
+    a = load_file(straight / "checkpoints/last/model.safetensors")
+    b = load_file(resumed / "checkpoints/last/model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a), max(float((a[k] - b[k]).abs().max()) for k in a)
+    logged = lambda run: [{k: v for k, v in r.items() if k != "tokens_per_s"}  # noqa: E731
+                          for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+    assert [r["step"] for r in logged(straight) if r["split"] == "train"] == [3, 6, 9, 12, 15]
+
+
 class NanAfter(Loss):
     """NLL that turns into NaN on its 5th call: a run that diverges."""
 
