@@ -229,6 +229,10 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True,
     optimizer = make_optimizer(model, recipe, device)
     scheduler = make_scheduler(optimizer, recipe, total_steps)
     step, epoch, micro_done, best_val = 0, 0, 0, math.inf
+    # The open logging window: per-metric sums over its steps so far. Kept in checkpoints, so the first
+    # average logged after a resume covers the same log_every steps as in an uninterrupted run.
+    sums: dict[str, float] = defaultdict(float)
+    window_steps = 0
     if resume:
         checkpoint.load_weights(last, model)
         meta, state = checkpoint.load_meta(last), checkpoint.load_trainer_state(last)
@@ -236,6 +240,9 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True,
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
         step, epoch, micro_done, best_val = meta["step"], meta["epoch"], meta["micro_done"], meta["best_val"]
+        window = state.get("log_window", {"sums": {}, "steps": 0})  # older checkpoints: an empty window
+        sums.update(window["sums"])
+        window_steps = window["steps"]
 
     wrapped = torch.compile(model) if cfg.compile else model
     if ddp.world > 1:
@@ -257,7 +264,8 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True,
                 "codec_name": recipe.codec.name, "codec": codec.identity(), "levels": levels,
                 "model": recipe.model.name, "model_config": recipe.model.options,
                 "vocab_size": codec.codebook_size, "block_size": recipe.data.window}
-        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state()}
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(),
+                 "log_window": {"sums": dict(sums), "steps": window_steps}}
         checkpoint.save(ckpt_root, tag, model, meta, state)
 
     bar = _Progress(enabled=progress and ddp.main, total=total_steps, done=step)
@@ -266,8 +274,8 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True,
         while step < total_steps and epoch < cfg.epochs:
             samplers["train"].set_epoch(epoch, skip=micro_done)
             wrapped.train()
-            window_start, window_tokens, window_steps = time.perf_counter(), 0, 0
-            sums: dict[str, float] = defaultdict(float)
+            # tokens/s is timed from here (validation and resumes restart the clock); sums span epochs
+            window_start, window_tokens = time.perf_counter(), 0
             for batch in loaders["train"]:
                 codes = batch["codes"].to(device, non_blocking=True)
                 mask = batch["mask"].to(device, non_blocking=True)
@@ -302,7 +310,7 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True,
                         append_metrics(metrics_path, record)
                     bar.update(step, record)
                     window_start, window_tokens, window_steps = time.perf_counter(), 0, 0
-                    sums = defaultdict(float)
+                    sums.clear()
                 else:
                     bar.update(step, None)
                 if cfg.save_every and step % cfg.save_every == 0:

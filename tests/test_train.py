@@ -97,6 +97,7 @@ def test_resume_is_exact_with_accumulation_onecycle_mel_and_dropout(tmp_path, ti
     logged = lambda run: [{k: v for k, v in r.items() if k != "tokens_per_s"}  # noqa: E731
                           for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
     assert [r["step"] for r in logged(straight) if r["split"] == "train"] == [3, 6, 9, 12, 15]
+    assert logged(resumed) == logged(straight)
 
 
 class NanAfter(Loss):
