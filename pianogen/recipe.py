@@ -71,7 +71,7 @@ class TrainConfig:
     lr: float = 3e-4  # peak learning rate
     weight_decay: float = 0.1  # AdamW decoupled weight decay (matrices only)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])  # AdamW betas
-    schedule: str = "onecycle"  # onecycle | cosine | constant
+    schedule: str = "onecycle"  # onecycle | cosine | constant (each shapes the lr only; betas stay as set)
     warmup: float = 0.1  # fraction of steps spent warming up (onecycle pct_start, cosine warm-up)
     grad_clip: float = 1.0  # max global gradient norm; 0 = off
     precision: str = "fp32"  # fp32 | bf16 (autocast, CUDA only; falls back to fp32 on CPU)

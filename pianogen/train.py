@@ -100,8 +100,10 @@ def make_optimizer(model: torch.nn.Module, recipe: Recipe, device: torch.device)
 def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int):
     cfg = recipe.train
     if cfg.schedule == "onecycle":
+        # The learning rate only: cycle_momentum would overwrite AdamW's beta1 (0.95 -> 0.85 -> 0.95)
+        # and silently ignore the recipe's train.betas.
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=max(total_steps, 2),
-                                                   pct_start=max(cfg.warmup, 1e-3))
+                                                   pct_start=max(cfg.warmup, 1e-3), cycle_momentum=False)
     warmup = max(1, round(cfg.warmup * total_steps))
     if cfg.schedule == "cosine":
         def factor(step: int) -> float:

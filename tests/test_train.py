@@ -160,3 +160,17 @@ def test_the_other_models_train_and_continue_a_prompt(tmp_path, tiny_codec_path,
     report = generate(run, GenerationRequest(prompt="test:0", seconds=0.3, out=tmp_path / "g", prompt_seconds=0.2),
                       device="cpu", progress=False)
     assert report["frames"] == 60 and (tmp_path / "g" / "continuation_0.wav").is_file()
+
+
+def test_onecycle_keeps_the_recipes_beta1(tmp_path, tiny_codec_path, tiny_corpus):
+    """OneCycleLR cycles the learning rate only: AdamW's beta1 stays the recipe's at every step."""
+    recipe = tiny_recipe(tmp_path, tiny_codec_path, tiny_corpus,
+                         train={"epochs": 1, "schedule": "onecycle", "betas": [0.8, 0.99], "save_every": 1})
+    seen = []
+
+    def beta1(step):
+        state = torch.load(tmp_path / "run/checkpoints/last/trainer_state.pt", weights_only=True)
+        seen.append({g["betas"][0] for g in state["optimizer"]["param_groups"]})
+
+    train(pianogen.load_recipe(recipe), progress=False, on_step=beta1)
+    assert len(seen) == 11 and all(s == {0.8} for s in seen), seen
