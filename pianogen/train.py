@@ -50,13 +50,14 @@ class Distributed:
         return values
 
 
-def init_distributed() -> Distributed:
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; NCCL on CUDA, gloo on CPU."""
+def init_distributed(device: torch.device) -> Distributed:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK. The backend follows the device the run trains on
+    (NCCL for CUDA, gloo for CPU), not whether CUDA exists: NCCL cannot reduce CPU tensors."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Distributed()
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Distributed(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
@@ -167,8 +168,8 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True,
     from pianogen.data.windows import WindowDataset, iter_windows
     from pianogen.plots import plot_losses
 
-    ddp = init_distributed()
     device = pipeline.pick_device(recipe.run.device)
+    ddp = init_distributed(device)
     if device.type == "cuda" and ddp.world > 1:
         device = torch.device("cuda", ddp.local_rank)
         torch.cuda.set_device(device)

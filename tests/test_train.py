@@ -174,3 +174,25 @@ def test_onecycle_keeps_the_recipes_beta1(tmp_path, tiny_codec_path, tiny_corpus
 
     train(pianogen.load_recipe(recipe), progress=False, on_step=beta1)
     assert len(seen) == 11 and all(s == {0.8} for s in seen), seen
+
+
+def _backend_of_a_cpu_run(rank: int, port: int, backends) -> None:
+    import torch.distributed as dist
+
+    from pianogen.train import init_distributed
+
+    torch.cuda.is_available = lambda: True  # a CUDA machine, but the recipe says run.device = "cpu"
+    os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    ddp = init_distributed(torch.device("cpu"))
+    backends[rank] = dist.get_backend()
+    assert float(ddp.all_sum(torch.ones(1))) == 2.0  # CPU tensors reduce: NCCL would refuse them
+    dist.destroy_process_group()
+
+
+def test_ddp_on_cpu_uses_gloo_even_where_cuda_exists():
+    import torch.multiprocessing as mp
+
+    backends = mp.Manager().dict()
+    mp.spawn(_backend_of_a_cpu_run, args=(29533, backends), nprocs=2, join=True)
+    assert dict(backends) == {0: "gloo", 1: "gloo"}
