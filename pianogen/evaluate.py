@@ -75,22 +75,48 @@ class ReferenceModels:
         return {"unigram": (uni_nll, uni_hit), "repeat": (rep_nll, same)}
 
 
+def scoring_windows(cache: Any, split: str, levels: int, window: int, batch_size: int
+                    ) -> tuple[int, Iterable[dict[str, torch.Tensor]]]:
+    """(number of batches, batches) of windows that score every next-frame target of the split once.
+
+    A window of W frames scores the targets of its frames 1..W-1, so windows start every W - 1 frames
+    (sharing one frame): frames 1..F-1 of a piece are each a target exactly once. The last window of a
+    piece is right-padded with code 0 and ``mask`` False on the padding, never realigned to the end
+    (that would score the frames it shares with the window before a second time).
+    """
+    from torch.utils.data.dataloader import default_collate
+
+    if window < 2:
+        raise PianogenError(f"scoring needs data.window >= 2 (a window scores its frames after the first), "
+                            f"got {window}")
+    stride = window - 1
+    spans = [(p, s) for p in cache.pieces(split) for s in range(0, max(p["frames"] - 1, 0), stride)]
+
+    def item(piece: dict[str, Any], start: int) -> dict[str, torch.Tensor]:
+        part = np.asarray(cache.codes(piece)[:levels, start:start + window], dtype=np.int64)
+        codes = torch.zeros(levels, window, dtype=torch.long)
+        codes[:, :part.shape[1]] = torch.from_numpy(part)
+        return {"codes": codes, "mask": torch.arange(window) < part.shape[1]}
+
+    batches = (default_collate([item(*span) for span in spans[i:i + batch_size]])
+               for i in range(0, len(spans), batch_size))
+    return math.ceil(len(spans) / batch_size), batches
+
+
 @torch.no_grad()
 def token_metrics(model: torch.nn.Module, cache: Any, split: str, levels: int, window: int,
                   refs: ReferenceModels, device: torch.device, batch_size: int = 8,
                   progress: bool = False) -> dict[str, Any]:
-    """Model and reference scores on the split's next-frame targets: windows of ``window`` frames with
-    no overlap (each target predicted once, from the frames before it in its window), mask honoured."""
-    from pianogen.data.windows import WindowDataset, iter_windows
-
-    n_batches = math.ceil(len(WindowDataset(cache, split, levels, window)) / batch_size)
+    """Model and reference scores on the split's next-frame targets, each scored once, from the frames
+    before it in its window (``scoring_windows``)."""
+    n_batches, batches = scoring_windows(cache, split, levels, window, batch_size)
     names = ("model", "unigram", "repeat")
     nll = {n: torch.zeros(levels, dtype=torch.float64) for n in names}
     hits = {n: torch.zeros(levels, dtype=torch.float64) for n in names}
     count = 0.0
     with counting_progress(progress, transient=True) as bar:
         task = bar.add_task(f"scoring {split} tokens", total=n_batches)
-        for batch in iter_windows(cache, split, levels, window, batch_size):
+        for batch in batches:
             codes, mask = batch["codes"].to(device), batch["mask"].to(device)
             logits = model(codes)[:, :, :-1].float()  # [B, K, T-1, V] predicting codes[:, :, 1:]
             target = codes[:, :, 1:]
@@ -106,7 +132,7 @@ def token_metrics(model: torch.nn.Module, cache: Any, split: str, levels: int, w
     if count == 0:
         raise PianogenError(f"the {split} split has no next-frame targets: use a longer piece or data.window > 1")
     frame_rate = cache.frame_rate
-    out: dict[str, Any] = {"targets_per_level": int(count), "windows": {"frames": window, "overlap": 0.0}}
+    out: dict[str, Any] = {"targets_per_level": int(count), "windows": {"frames": window, "stride": window - 1}}
     for name in names:
         per_level = (nll[name] / count).tolist()
         prefix = "" if name == "model" else f"{name}_"
@@ -243,8 +269,8 @@ def report_markdown(r: dict[str, Any]) -> str:
     lines = [f"# Evaluation of {r['run_dir']}", "",
              f"Split `{r['split']}`, checkpoint step {r['checkpoint_step']}, model `{r['model']}`, codec "
              f"`{r['codec_name']}` ({r['frame_rate']:g} frames/s, {K} levels modelled), device {r['device']}.", "",
-             f"## Tokens ({r['targets_per_level']} next-frame targets per level, windows of "
-             f"{r['windows']['frames']} frames without overlap)", "",
+             f"## Tokens ({r['targets_per_level']} next-frame targets per level, each scored once: windows of "
+             f"{r['windows']['frames']} frames sharing one)", "",
              "NLL in nats/token; `unigram` and `repeat` are floors fitted on the training tokens.", ""]
     rows = [[f"level {k + 1}", r["nll_per_level"][k], r["unigram_nll_per_level"][k], r["repeat_nll_per_level"][k],
              r["perplexity_per_level"][k], r["accuracy_per_level"][k], r["unigram_accuracy_per_level"][k],

@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from pianogen.errors import PianogenError
 from pianogen.evaluate import evaluate
@@ -97,3 +98,40 @@ def test_eval_cli_prints_json_and_writes_the_report(trained_run, tmp_path):
     assert len(report["nll_per_level"]) == len(report["repeat_nll_per_level"]) == 2
     assert report["continuation"]["seconds_after_prompt"] == [1.0]
     assert (tmp_path / "e" / "report.md").is_file()
+
+
+class UnigramAsModel(torch.nn.Module):
+    """A "model" whose logits are the unigram floor's log-probabilities at every position."""
+
+    def __init__(self, logp: torch.Tensor) -> None:
+        super().__init__()
+        self.logp = logp  # [K, V]
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        B, K, T = codes.shape
+        return self.logp[None, :, None, :].expand(B, K, T, -1)
+
+
+def test_every_target_is_scored_once(trained_run, monkeypatch):
+    """Scoring a model that outputs the unigram floor reproduces the unigram NLL over every next-frame
+    target of the split, each counted once (frames 1..F-1 of each piece, levels apart)."""
+    import numpy as np
+
+    from pianogen import pipeline
+    from pianogen.evaluate import ReferenceModels, token_metrics
+
+    monkeypatch.setenv("PIANOGEN_HOME", str(trained_run.parent / "home"))
+    recipe, codec, _, _ = pipeline.load_run(trained_run, "best", torch.device("cpu"))
+    cache = pipeline.build_token_cache(recipe, codec, progress=False)
+    K, V = recipe.codec.levels, codec.codebook_size
+    refs = ReferenceModels.fit((cache.codes(p) for p in cache.pieces("train")), K, V)
+    pieces = [np.asarray(cache.codes(p)[:K], dtype=np.int64) for p in cache.pieces("test")]
+    logp = refs.unigram_logp.double().numpy()
+    targets = np.concatenate([c[:, 1:] for c in pieces], axis=1)  # [K, sum(F - 1)]
+    expected = [-logp[k, targets[k]].mean() for k in range(K)]
+    window = recipe.data.window
+    assert any(c.shape[1] % window not in (0, 1) for c in pieces)  # a piece's end does not fit the windows
+    scored = token_metrics(UnigramAsModel(refs.unigram_logp), cache, "test", K, window, refs, torch.device("cpu"))
+    assert scored["targets_per_level"] == targets.shape[1]
+    assert scored["unigram_nll_per_level"] == pytest.approx(expected, rel=1e-9)
+    assert scored["nll_per_level"] == pytest.approx(expected, rel=1e-6)
