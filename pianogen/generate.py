@@ -83,6 +83,13 @@ def continue_codes(model: torch.nn.Module, prompt_codes: torch.Tensor, n_frames:
                                   on_frame=lambda i: bar.update(task, completed=i + 1), compile=request.compile)
 
 
+def _clock(device: torch.device) -> float:
+    """perf_counter once the device's queued work is done: CUDA kernels run asynchronously."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def generate(run_dir: str | Path, request: GenerationRequest, device: str = "auto", progress: bool = True
              ) -> dict[str, Any]:
     """Write prompt+continuation WAVs, continuation WAVs, Mel PNGs and generation.json; return the JSON."""
@@ -105,19 +112,19 @@ def generate(run_dir: str | Path, request: GenerationRequest, device: str = "aut
     filters = [pianogen.get_postfilter(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
                for spec in filter_specs]
 
-    start = time.perf_counter()
+    start = _clock(torch_device)
     with torch.inference_mode():
         prompt_codes = codec.encode(wav[None].to(torch_device))[:, : recipe.codec.levels]
     prompt_codes = prompt_codes.expand(request.num, -1, -1).contiguous()
     n_frames = max(1, round(request.seconds * codec.frame_rate))
-    encoded = time.perf_counter()
+    encoded = _clock(torch_device)
     new_codes = continue_codes(model, prompt_codes, n_frames, request, progress)
-    sampled = time.perf_counter()
+    sampled = _clock(torch_device)
     with torch.inference_mode():
         audio = codec.decode(torch.cat([prompt_codes, new_codes], dim=-1)).float()
         for post in filters:
             audio = post(audio, codec.sample_rate)
-    decoded = time.perf_counter()
+    decoded = _clock(torch_device)
 
     out = Path(request.out)
     out.mkdir(parents=True, exist_ok=True)
