@@ -88,15 +88,47 @@ def test_delay_logits_follow_the_contract():
             assert torch.equal(moved, t_changed <= t + k - j), (j, t_changed)
 
 
+def recording(sample):
+    """The sampler, keeping a copy of every logits tensor it is handed."""
+    seen: list[torch.Tensor] = []
+
+    def record(logits):
+        seen.append(logits.clone())
+        return sample(logits)
+
+    return record, seen
+
+
 @pytest.mark.parametrize("name,K", MODELS)
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_cache_gives_the_same_tokens_as_recomputation(name, K, temperature):
-    model = tiny(name, K, block_size=64)
-    prompt = codes(2, K, 6)
-    runs = [model.generate(prompt, 20, make_sampler(temperature, top_k=8, seed=3), use_cache=cache)
-            for cache in (True, False)]
-    assert runs[0].shape == (2, K, 20)
-    assert torch.equal(runs[0], runs[1])
+def test_cache_gives_the_logits_of_recomputation_while_the_context_slides(name, K, temperature):
+    """Every step's logits, with the KV cache and by full recomputation, agree to 1e-5 over 30 frames
+    from an 8-frame block: the context slides (a full-context call besides the prefill) at least twice."""
+    model = tiny(name, K, block_size=8)
+    prompt = codes(2, K, 5)
+    full_context_calls = []
+    step_logits = model.step_logits
+
+    def counting(steps, start=None):
+        if steps.shape[2] > 1:
+            full_context_calls.append(steps.shape[2])
+        return step_logits(steps, start)
+
+    runs, logits = [], []
+    for cache in (True, False):
+        sample, seen = recording(make_sampler(temperature, top_k=8, seed=3))
+        model.step_logits = counting
+        try:
+            runs.append(model.generate(prompt, 30, sample, use_cache=cache))
+        finally:
+            del model.step_logits
+        logits.append(seen)
+        if cache:
+            assert len(full_context_calls) >= 3, full_context_calls  # the prefill and two slides, at least
+    assert runs[0].shape == (2, K, 30) and torch.equal(runs[0], runs[1])
+    assert len(logits[0]) == len(logits[1]) == 30 + (K - 1 if name == "delay" else 0)
+    for cached, recomputed in zip(*logits):
+        torch.testing.assert_close(cached, recomputed, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name,K", [("multi_output", 2), ("delay", 3)])
@@ -109,14 +141,11 @@ def test_compiled_decoding_gives_the_eager_tokens(name, K):
 
 
 @pytest.mark.parametrize("name,K", MODELS)
-def test_generation_slides_past_block_size(name, K):
+def test_generation_reports_each_frame_and_releases_its_caches(name, K):
     model = tiny(name, K, block_size=8)
-    prompt = codes(1, K, 5)
     seen: list[int] = []
-    cached = model.generate(prompt, 30, make_sampler(1.0, seed=7), use_cache=True, on_frame=seen.append)
-    recomputed = model.generate(prompt, 30, make_sampler(1.0, seed=7), use_cache=False)
-    assert cached.shape == (1, K, 30) and seen == list(range(30))
-    assert torch.equal(cached, recomputed)
+    out = model.generate(codes(1, K, 5), 30, make_sampler(1.0, seed=7), on_frame=seen.append)
+    assert out.shape == (1, K, 30) and seen == list(range(30))
     assert model.trunk.blocks[0].attn.cache is None  # caches are released after generation
 
 
