@@ -356,6 +356,13 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
         raise PianogenError(f"{path.name}: {err}") from None
 
 
+def recorded_raw(recipe: Recipe) -> dict[str, Any]:
+    """The recipe as a run records it: run.dir made absolute, so the saved recipe finds the run from anywhere."""
+    raw = copy.deepcopy(recipe.raw)
+    raw.setdefault("run", {})["dir"] = str(recipe.run_dir().resolve())
+    return raw
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
