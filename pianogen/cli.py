@@ -247,8 +247,8 @@ def generate(run_dir: Path, prompt: str, seconds: float | None, out: Path | None
               help="Held-out prompts continued for the drift curves.")
 @click.option("--prompt-seconds", type=SECONDS, default=None,
               help="Prompt length [recipe: generate.prompt_seconds].")
-@click.option("--seconds", type=SECONDS, default=None,
-              help="Continuation length scored [recipe: generate.seconds].")
+@click.option("--seconds", type=Finite(min=1, max=MAX_SECONDS), default=None,
+              help="Continuation length scored, in 1 s drift bins [recipe: generate.seconds].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 def evaluate(run_dir: Path, split: str, out: Path | None, as_json: bool, prompts: int, prompt_seconds: float | None,

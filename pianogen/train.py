@@ -23,7 +23,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
-from pianogen import checkpoint, pipeline, resume as resuming
+from pianogen import checkpoint, pipeline
+from pianogen import resume as resuming
 from pianogen.errors import PianogenError
 from pianogen.interfaces import LossContext
 from pianogen.paths import atomic_write_bytes
