@@ -2,7 +2,7 @@
 
 A resumed run must follow the trajectory the run recorded, so its settings are compared with the
 run's saved recipe.toml before anything is loaded or written; only settings that cannot change the
-result (where it runs, how often it logs or saves) may differ. A finished run is not extended: its
+result (where it runs, how often it logs or saves, how it generates afterwards) may differ. A finished run is not extended: its
 learning-rate schedule was laid out for the recorded number of steps.
 """
 
@@ -17,7 +17,7 @@ from pianogen.errors import PianogenError
 from pianogen.recipe import Recipe, load_recipe
 
 RESUMABLE_CHANGES = ("run.dir", "run.device", "data.num_workers", "data.strict", "data.skip_missing",
-                     "train.log_every", "train.save_every", "train.compile")
+                     "train.log_every", "train.save_every", "train.compile", "generate.", "postfilter.")
 LENGTH_KEYS = ("train.epochs", "train.max_steps")
 
 
@@ -51,7 +51,7 @@ def check_resume_settings(recipe: Recipe, run_dir: Path) -> None:
         raise PianogenError(f"cannot compare with the run's recorded recipe: {err}") from None
     given = flat_settings(recipe)
     changed = [k for k in sorted(set(saved) | set(given))
-               if k not in RESUMABLE_CHANGES and saved.get(k, "unset") != given.get(k, "unset")]
+               if not k.startswith(RESUMABLE_CHANGES) and saved.get(k, "unset") != given.get(k, "unset")]
     if not changed:
         return
     shown = ", ".join(f"{k} {saved.get(k, 'unset')!r} -> {given.get(k, 'unset')!r}" for k in changed[:3])
