@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(done.exit_code)
     except click.exceptions.Abort as aborted:
         # click turns any EOFError into Abort; one from reading a file is a bug to show, not a Ctrl-C
-        if isinstance(aborted.__context__, EOFError) and not isinstance(aborted.__context__, KeyboardInterrupt):
+        if isinstance(aborted.__context__, EOFError):
             if debug:
                 raise aborted.__context__ from None
             click.echo(f"error: unexpected end of data: {aborted.__context__} (--debug shows where)", err=True)
