@@ -2,17 +2,21 @@
 
 Layout: ``checkpoints/<tag>/model.safetensors`` + ``trainer_state.pt`` + ``meta.json``. A new
 checkpoint is written to ``<tag>.new`` and swapped in with renames, so a killed run always
-finds one complete checkpoint (``<tag>`` or, mid-swap, ``<tag>.old``).
+finds one complete checkpoint (``<tag>`` or, mid-swap, ``<tag>.old``). A write that fails (disk
+full, quota) removes ``<tag>.new`` and keeps ``<tag>``; a damaged file is named with what to do.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from pianogen.errors import PianogenError
@@ -27,16 +31,44 @@ def save(root: Path, tag: str, model: torch.nn.Module, meta: dict[str, Any],
     shutil.rmtree(new, ignore_errors=True)
     new.mkdir()
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, new / MODEL_FILE, metadata={"format": "pt"})
-    if trainer_state is not None:
-        torch.save(trainer_state, new / STATE_FILE)
-    (new / META_FILE).write_text(json.dumps(meta, indent=2))
+    try:
+        save_file(state, new / MODEL_FILE, metadata={"format": "pt"})
+        _as_umask_allows(new / MODEL_FILE)
+        if trainer_state is not None:
+            torch.save(trainer_state, new / STATE_FILE)
+        (new / META_FILE).write_text(json.dumps(meta, indent=2))
+    except (OSError, RuntimeError, SafetensorError) as err:  # torch.save reports a full disk as RuntimeError
+        shutil.rmtree(new, ignore_errors=True)
+        kept = f"the previous '{tag}' checkpoint is kept" if find(root, tag) else f"no '{tag}' checkpoint was kept"
+        raise PianogenError(f"could not write checkpoint {final}: {_first_line(err)}; {kept} (free disk space, "
+                            f"then continue with --resume)") from None
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         final.rename(old)
     new.rename(final)
     shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _as_umask_allows(path: Path) -> None:
+    """safetensors creates files 0600; give them the mode any other file of the run gets (usually 0644)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+def damaged(file: Path, err: BaseException | str) -> PianogenError:
+    """The one-line error for an unreadable checkpoint file: which file, why, and the way out."""
+    tag = file.parent.name.removesuffix(".old")
+    other = "last" if tag == "best" else "best"
+    reason = err if isinstance(err, str) else _first_line(err)
+    return PianogenError(f"{file} is damaged ({reason}); use the '{other}' checkpoint instead (generate "
+                         f"--checkpoint {other}), or copy checkpoints/{other} over checkpoints/{tag}")
 
 
 def find(root: Path, tag: str) -> Path | None:
@@ -48,19 +80,55 @@ def find(root: Path, tag: str) -> Path | None:
 
 
 def load_meta(path: Path) -> dict[str, Any]:
-    return json.loads((path / META_FILE).read_text())
-
-
-def load_weights(path: Path, model: torch.nn.Module) -> None:
     try:
-        missing, unexpected = model.load_state_dict(load_file(path / MODEL_FILE), strict=False)
-    except RuntimeError as err:
-        raise PianogenError(f"{path / MODEL_FILE} does not fit this model: {str(err).splitlines()[0]}") from None
-    if missing or unexpected:
-        raise PianogenError(f"{path / MODEL_FILE} does not fit this model: missing {missing[:3]}, "
-                            f"unexpected {unexpected[:3]}")
+        meta = json.loads((path / META_FILE).read_bytes())
+    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise damaged(path / META_FILE, err) from None
+    if not isinstance(meta, dict) or "step" not in meta:
+        raise damaged(path / META_FILE, "not a checkpoint record")
+    return meta
+
+
+def load_weights(path: Path, model: torch.nn.Module, config: dict[str, Any] | None = None) -> None:
+    """Load ``path``'s weights into ``model``; ``config`` (the recipe's model options) names what differs."""
+    try:
+        saved = load_file(path / MODEL_FILE)
+    except (OSError, SafetensorError) as err:
+        raise damaged(path / MODEL_FILE, err) from None
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
+    resized = [k for k in expected if k in saved and saved[k].shape != expected[k].shape]
+    if missing or unexpected or resized:
+        raise PianogenError(f"{path / MODEL_FILE} does not fit this model: "
+                            f"{_size_difference(path, config, saved, expected, missing, unexpected, resized)}")
+    model.load_state_dict(saved)
+
+
+def _size_difference(path: Path, config: dict[str, Any] | None, saved: dict, expected: dict, missing: list[str],
+                     unexpected: list[str], resized: list[str]) -> str:
+    """'d_model 128 vs 64' when the checkpoint's recorded model config says why; else the first tensors."""
+    try:
+        recorded = json.loads((path / META_FILE).read_bytes()).get("model_config", {})
+    except (OSError, ValueError, AttributeError):
+        recorded = {}
+    if config is not None and recorded:
+        differ = [f"{k} {recorded.get(k, 'default')} vs {config.get(k, 'default')}"
+                  for k in sorted(set(recorded) | set(config)) if recorded.get(k) != config.get(k)]
+        if differ:
+            return f"it was trained with another model size ({', '.join(differ)}; checkpoint vs recipe)"
+    if resized:
+        k = resized[0]
+        return f"{k} is {tuple(saved[k].shape)} in the checkpoint but {tuple(expected[k].shape)} in the model"
+    return f"missing {missing[:3]}, unexpected {unexpected[:3]}"
 
 
 def load_trainer_state(path: Path) -> dict[str, Any]:
-    # Our own file, but still never unpickle arbitrary objects.
-    return torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    file = path / STATE_FILE
+    try:
+        # Our own file, but still never unpickle arbitrary objects.
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise PianogenError(f"refusing to load {file}: it holds Python objects other than tensors and plain "
+                            f"values, which pianogen never writes (a tampered or foreign file)") from None
+    except (OSError, RuntimeError, EOFError, ValueError) as err:
+        raise damaged(file, err) from None

@@ -6,8 +6,11 @@ Every user error ends in one line on stderr and exit code 2; ``--debug`` shows t
 from __future__ import annotations
 
 import json
+import math
+import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -15,6 +18,36 @@ import click
 from pianogen.errors import PianogenError
 
 overrides_argument = click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+MAX_SECONDS = 3600.0  # a continuation longer than an hour is a typo far more often than a wish
+
+
+class Finite(click.FloatRange):
+    """A FloatRange that also refuses nan and inf (nan passes every range check: all comparisons are False)."""
+
+    name = "finite number"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+SECONDS = Finite(min=0, min_open=True, max=MAX_SECONDS)
+
+
+def output_dir(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """Check that an output directory can be created before any work is done, not after all of it."""
+    if value is None:
+        return None
+    probe = value.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise click.BadParameter(f"{probe} is not a directory, so {value} cannot be created", ctx, param)
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"{probe} is not writable", ctx, param)
+    return value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,23 +64,30 @@ def plugins(as_json: bool) -> None:
     from pianogen import plugins as registry
 
     rows = [
-        {"kind": r.kind, "name": r.name, "plugin": r.plugin, "package": r.package, "version": r.version}
-        for kind in registry.KINDS for r in registry.registered(kind).values()
+        {"kind": r.kind, "name": r.name, "plugin": r.plugin, "package": r.package, "version": r.version,
+         "use_as": r.name if registry.registered(kind).get(r.name) == r else qualified}
+        for kind in registry.KINDS for qualified, r in registry.every_registration(kind).items()
     ]
     failed = [{"plugin": f.plugin, "package": f.package, "error": f.error} for f in registry.failures()]
+    clashes = [{"kind": c.kind, "name": c.name, "winner": c.winner, "shadowed": c.shadowed}
+               for c in registry.clashes()]
     if as_json:
-        click.echo(json.dumps({"plugins": rows, "failed": failed}, indent=2))
+        click.echo(json.dumps({"plugins": rows, "failed": failed, "clashes": clashes}, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("kind", "name", "plugin", "package", "version")
+    table = Table("kind", "name", "plugin", "package", "version", "use as")
     for row in rows:
         table.add_row(*row.values())
     console = Console()
     console.print(table)
     for f in failed:
         console.print(f"[red]failed[/red] {f['plugin']} ({f['package']}): {f['error']}")
+    for c in clashes:
+        console.print(f"[yellow]clash[/yellow] {c['kind']} '{c['name']}' is registered by {c['winner']} and "
+                      f"{c['shadowed']}: '{c['name']}' selects {c['winner']}'s, '{c['shadowed']}:{c['name']}' "
+                      f"the other")
 
 
 @cli.command(name="ls")
@@ -82,7 +122,7 @@ def data() -> None:
 
 @data.command(name="synth")
 @click.argument("out_dir", type=click.Path(path_type=Path))
-@click.option("--minutes", default=6.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--minutes", default=6.0, show_default=True, type=Finite(min=0, min_open=True))
 @click.option("--seed", default=0, show_default=True)
 def data_synth(out_dir: Path, minutes: float, seed: int) -> None:
     """Write a synthetic piano corpus in MAESTRO's layout to OUT_DIR."""
@@ -149,12 +189,13 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool) -> None:
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--prompt", required=True, help="Audio file (any rate, mono or stereo), or SPLIT:N of the run's corpus.")
-@click.option("--seconds", type=float, default=None, help="Continuation length [recipe: generate.seconds].")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output directory [RUN_DIR/generated].")
-@click.option("--prompt-seconds", type=float, default=None, help="Seconds of the prompt used [recipe].")
-@click.option("--temperature", type=click.FloatRange(min=0), default=None, help="0 = argmax [recipe].")
+@click.option("--seconds", type=SECONDS, default=None, help="Continuation length [recipe: generate.seconds].")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output directory [RUN_DIR/generated].",
+              callback=output_dir)
+@click.option("--prompt-seconds", type=SECONDS, default=None, help="Seconds of the prompt used [recipe].")
+@click.option("--temperature", type=Finite(min=0), default=None, help="0 = argmax [recipe].")
 @click.option("--top-k", type=click.IntRange(min=0), default=None, help="0 = off [recipe].")
-@click.option("--top-p", type=click.FloatRange(0, 1), default=None, help="0 = off; wins over top-k [recipe].")
+@click.option("--top-p", type=Finite(0, 1), default=None, help="0 = off; wins over top-k [recipe].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--num", type=click.IntRange(min=1), default=1, show_default=True,
               help="Continuations of the prompt, sampled as one batch.")
@@ -174,22 +215,14 @@ def generate(run_dir: Path, prompt: str, seconds: float | None, out: Path | None
     from pianogen import load_recipe
     from pianogen.generate import GenerationRequest
     from pianogen.generate import generate as run_generation
-    from pianogen.recipe import parse_override
+    from pianogen.recipe import parse_postfilter_option
 
     if not (run_dir / "recipe.toml").is_file():
         raise PianogenError(f"{run_dir} is not a run directory (no recipe.toml); train one with pianogen train")
     defaults = load_recipe(run_dir / "recipe.toml").generate
     specs = None
     if postfilters:
-        specs = []
-        for text in postfilters:
-            name, _, options = text.partition(":")
-            if name != "none":
-                spec = {"name": name}
-                for item in filter(None, options.split(",")):
-                    (key,), value = parse_override(item)
-                    spec[key] = value
-                specs.append(spec)
+        specs = [spec for spec in map(parse_postfilter_option, postfilters) if spec is not None]
     request = GenerationRequest(
         prompt=prompt, seconds=defaults.seconds if seconds is None else seconds,
         out=out or run_dir / "generated",
@@ -207,15 +240,15 @@ def generate(run_dir: Path, prompt: str, seconds: float | None, out: Path | None
 @cli.command(name="eval")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--split", type=click.Choice(["train", "validation", "test"]), default="test", show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=None,
+@click.option("--out", type=click.Path(path_type=Path), default=None, callback=output_dir,
               help="Write eval.json, report.md and PNGs here [RUN_DIR/eval].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--prompts", type=click.IntRange(min=1), default=4, show_default=True,
               help="Held-out prompts continued for the drift curves.")
-@click.option("--prompt-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--prompt-seconds", type=SECONDS, default=None,
               help="Prompt length [recipe: generate.prompt_seconds].")
-@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Continuation length scored [recipe: generate.seconds].")
+@click.option("--seconds", type=Finite(min=1, max=MAX_SECONDS), default=None,
+              help="Continuation length scored, in 1 s drift bins [recipe: generate.seconds].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 def evaluate(run_dir: Path, split: str, out: Path | None, as_json: bool, prompts: int, prompt_seconds: float | None,
@@ -251,7 +284,7 @@ def _numbers(values: list[float], index: range) -> str:
 @click.option("--prompt-frames", type=click.IntRange(min=1), default=250, show_default=True)
 @click.option("--batch", "batches", type=click.IntRange(min=1), multiple=True, default=(1, 8), show_default=True,
               help="Generation batch sizes (repeatable).")
-@click.option("--audio-seconds", type=click.FloatRange(min=1), default=30.0, show_default=True,
+@click.option("--audio-seconds", type=Finite(min=1), default=30.0, show_default=True,
               help="Audio per codec, synthesis and tokenization measurement.")
 @click.option("--train-steps", type=click.IntRange(min=1), default=3, show_default=True,
               help="Optimizer steps timed per model size (after one warm-up step).")
@@ -272,14 +305,25 @@ def bench(device: str, frames: int, prompt_frames: int, batches: tuple[int, ...]
         click.echo(f"{what}: {value}")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    click.echo(f"warning: {message}", err=True)  # one line, without the source line Python adds
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    warnings.showwarning = _show_warning
     try:
         cli.main(args=args, prog_name="pianogen", standalone_mode=False)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as aborted:
+        # click turns any EOFError into Abort; one from reading a file is a bug to show, not a Ctrl-C
+        if isinstance(aborted.__context__, EOFError):
+            if debug:
+                raise aborted.__context__ from None
+            click.echo(f"error: unexpected end of data: {aborted.__context__} (--debug shows where)", err=True)
+            sys.exit(1)
         click.echo("error: aborted", err=True)
         sys.exit(130)
     except (PianogenError, click.ClickException, OSError) as err:

@@ -182,6 +182,9 @@ def continuation_metrics(recipe: Any, codec: Any, model: Any, cache: Any, split:
     levels, hop, sr = recipe.codec.levels, codec.hop_length, codec.sample_rate
     prompt_frames = max(1, round(prompt_seconds * codec.frame_rate))
     frames = round(seconds * codec.frame_rate)
+    if frames < codec.frame_rate:  # drift is scored in 1 s bins
+        raise PianogenError(f"the scored continuation must be at least 1 s (one drift bin), got {seconds} s: "
+                            f"use --seconds 1 or more")
     chosen = pick_prompts(cache.pieces(split), n_prompts, prompt_frames, frames)
     if not chosen:
         raise PianogenError(f"no {split} piece is longer than the {prompt_seconds} s prompt + {seconds} s "

@@ -68,9 +68,14 @@ def build_losses(recipe: "Recipe") -> list[tuple[str, float, "Loss"]]:
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise PianogenError(f"unknown device '{name}' (run.device or --device): use auto, cpu, cuda or cuda:N"
+                            ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise PianogenError(f"device '{name}' (run.device or --device) needs CUDA, which this machine lacks")
-    return torch.device(name)
+    return device
 
 
 def load_run(run_dir: "str | Path", tag: str = "best", device: torch.device | str = "cpu"
@@ -91,5 +96,5 @@ def load_run(run_dir: "str | Path", tag: str = "best", device: torch.device | st
         raise PianogenError(f"{found} was trained with codec {meta['codec_name']} {meta['codec']}, but the "
                             f"recipe's codec is {recipe.codec.name} {codec.identity()}")
     model = build_token_model(recipe, codec)
-    checkpoint.load_weights(found, model)
+    checkpoint.load_weights(found, model, recipe.model.options)
     return recipe, codec, model.to(device).eval(), meta

@@ -1,8 +1,15 @@
 """The plugin registry: one lazily built pluggy PluginManager over the ``pianogen`` entry points.
 
 ``PIANOGEN_LOAD_PLUGINS`` (comma-separated entry-point or distribution names) limits the
-third-party plugins that load; set it empty to load the built-ins only. A plugin that fails
-to import is recorded in ``failures()`` and the others keep working.
+third-party plugins that load; set it empty to load the built-ins only; a name in it that matches
+no installed plugin is warned about. A plugin that fails to import is recorded in ``failures()``
+and the others keep working.
+
+Two plugins may register the same name (a third-party ``lowpass``, say). Nothing is replaced
+silently: the clash is recorded in ``clashes()`` and shown by ``pianogen plugins``; the built-in
+keeps the plain name (between third-party plugins, the first loaded keeps it), and every
+registration is also reachable as ``package:name`` (``evil-filters:lowpass``), so using the other
+one is a deliberate choice. Using a clashing plain name warns once, naming the alternative.
 """
 
 from __future__ import annotations
@@ -10,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import typing
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -48,20 +57,47 @@ class Failure:
     error: str
 
 
+@dataclass(frozen=True)
+class Clash:
+    kind: str
+    name: str
+    winner: str  # package whose plugin the plain name selects
+    shadowed: str  # package whose plugin is reachable only as ``package:name``
+
+
 _pm: pluggy.PluginManager | None = None
-_registry: dict[str, dict[str, Registered]] = {}
+_registry: dict[str, dict[str, Registered]] = {}  # kind -> plain name -> the winner
+_qualified: dict[str, dict[str, Registered]] = {}  # kind -> "package:name" -> every registration
 _failures: list[Failure] = []
+_clashes: list[Clash] = []
+_warned: set[tuple[str, str]] = set()
+
+
+def _allow_list() -> set[str] | None:
+    allow = os.environ.get("PIANOGEN_LOAD_PLUGINS")
+    return None if allow is None else {n.strip() for n in allow.split(",") if n.strip()}
 
 
 def _wanted(ep) -> bool:
     dist = ep.dist.name if ep.dist else ""
     if dist == BUILTIN_DIST:
         return True
-    allow = os.environ.get("PIANOGEN_LOAD_PLUGINS")
-    if allow is None:
-        return True
-    names = {n.strip() for n in allow.split(",") if n.strip()}
-    return ep.name in names or dist in names
+    names = _allow_list()
+    return names is None or ep.name in names or dist in names
+
+
+def _add(entry: Registered) -> None:
+    """Register under ``package:name`` always, and under the plain name unless another plugin holds it."""
+    _qualified[entry.kind][f"{entry.package}:{entry.name}"] = entry
+    table = _registry[entry.kind]
+    current = table.get(entry.name)
+    if current is None:
+        table[entry.name] = entry
+        return
+    # built-ins keep their names: an installed package must not change what a recipe means unasked
+    if entry.package == BUILTIN_DIST and current.package != BUILTIN_DIST:
+        table[entry.name], current, entry = entry, entry, current
+    _clashes.append(Clash(entry.kind, entry.name, current.package, entry.package))
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -72,10 +108,19 @@ def get_plugin_manager() -> pluggy.PluginManager:
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
     sources: dict[str, tuple[str, str]] = {}
-    for ep in sorted(entry_points(group=GROUP), key=lambda e: (e.dist.name != BUILTIN_DIST, e.name)):
-        if not _wanted(ep) or pm.has_plugin(ep.name):
+    found = entry_points(group=GROUP)
+    unmatched = (_allow_list() or set()) - {ep.name for ep in found} - {ep.dist.name for ep in found if ep.dist}
+    if unmatched:
+        warnings.warn(f"PIANOGEN_LOAD_PLUGINS names {', '.join(sorted(unmatched))}, which no installed "
+                      f"plugin provides; installed: {', '.join(sorted({ep.name for ep in found}))}", stacklevel=2)
+    for ep in sorted(found, key=lambda e: (e.dist.name != BUILTIN_DIST, e.name)):
+        if not _wanted(ep):
             continue
         dist, version = (ep.dist.name, ep.dist.version) if ep.dist else ("?", "?")
+        if pm.has_plugin(ep.name):
+            _failures.append(Failure(ep.name, dist, f"entry point name '{ep.name}' is already taken by "
+                                                    f"{sources.get(ep.name, ('?',))[0]}; not loaded"))
+            continue
         try:
             module = ep.load()
             pm.register(module, name=ep.name)
@@ -85,15 +130,14 @@ def get_plugin_manager() -> pluggy.PluginManager:
         sources[ep.name] = (dist, version)
     _pm = pm
     for kind, hook_name in KINDS.items():
-        _registry[kind] = {}
+        _registry[kind], _qualified[kind] = {}, {}
         hook = getattr(pm.hook, hook_name)
-        for impl in hook.get_hookimpls():
+        for impl in hook.get_hookimpls():  # in load order: built-ins first
             dist, version = sources.get(impl.plugin_name, ("?", "?"))
-            table = _registry[kind]
 
             def register(name: str, factory: Callable[..., Any], _p=impl.plugin_name, _d=dist, _v=version,
-                         _t=table, _k=kind) -> None:
-                _t[name] = Registered(_k, name, factory, _p, _d, _v)
+                         _k=kind) -> None:
+                _add(Registered(_k, name, factory, _p, _d, _v))
 
             try:
                 impl.function(register=register)
@@ -109,9 +153,7 @@ def register_module(module: Any, name: str, package: str = "(in-process)", versi
     for kind, hook_name in KINDS.items():
         impl = getattr(module, hook_name, None)
         if impl is not None:
-            table = _registry[kind]
-            impl(register=lambda n, f, _k=kind, _t=table: _t.__setitem__(n, Registered(_k, n, f, name, package,
-                                                                                           version)))
+            impl(register=lambda n, f, _k=kind: _add(Registered(_k, n, f, name, package, version)))
 
 
 def reset() -> None:
@@ -119,12 +161,27 @@ def reset() -> None:
     global _pm
     _pm = None
     _registry.clear()
+    _qualified.clear()
     _failures.clear()
+    _clashes.clear()
+    _warned.clear()
 
 
 def registered(kind: str) -> dict[str, Registered]:
+    """Plain name -> the plugin it selects."""
     get_plugin_manager()
     return dict(_registry[kind])
+
+
+def every_registration(kind: str) -> dict[str, Registered]:
+    """``package:name`` -> plugin, for every registration, including names shadowed by a clash."""
+    get_plugin_manager()
+    return dict(_qualified[kind])
+
+
+def clashes() -> list[Clash]:
+    get_plugin_manager()
+    return list(_clashes)
 
 
 def failures() -> list[Failure]:
@@ -133,9 +190,20 @@ def failures() -> list[Failure]:
 
 
 def lookup(kind: str, name: str) -> Registered:
+    """A plain name (the built-in on a clash) or ``package:name`` (exactly that package's plugin)."""
     table = registered(kind)
+    if ":" in name:
+        qualified = every_registration(kind)
+        if name not in qualified:
+            raise unknown(kind.replace("_", " "), name, qualified)
+        return qualified[name]
     if name not in table:
         raise unknown(kind.replace("_", " "), name, table)
+    shadowed = [c.shadowed for c in _clashes if (c.kind, c.name) == (kind, name)]
+    if shadowed and (kind, name) not in _warned:
+        _warned.add((kind, name))
+        warnings.warn(f"{kind.replace('_', ' ')} '{name}' is also registered by {', '.join(shadowed)}; using "
+                      f"{table[name].package}'s (name '{shadowed[0]}:{name}' to use the other)", stacklevel=2)
     return table[name]
 
 
@@ -148,6 +216,18 @@ def config_fields(factory: Callable[..., Any]) -> dict[str, inspect.Parameter | 
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return None
     return {n: p for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+def config_hints(factory: Callable[..., Any]) -> dict[str, Any]:
+    """Type hints of a factory's keyword arguments (of its ``config_class`` when it has one); {} when unknown."""
+    config_class = getattr(factory, "config_class", None)
+    target = config_class if config_class is not None and dataclasses.is_dataclass(config_class) else factory
+    if inspect.isclass(target) and not dataclasses.is_dataclass(target):
+        target = target.__init__
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # a hint naming something importable only under TYPE_CHECKING: leave the check to the plugin
+        return {}
 
 
 def check_config(kind: str, name: str, config: dict[str, Any], where: str = "") -> None:

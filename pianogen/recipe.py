@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePath
+from typing import Any, Literal
 
 from pianogen.errors import PianogenError, closest
 
@@ -185,8 +186,12 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_override(raw: dict[str, Any], path: list[str], value: Any) -> None:
+    if len(path) < 2:
+        raise PianogenError(f"override '{path[0]}' must name a key inside a table (e.g. train.epochs=2)")
     node: Any = raw
     for i, part in enumerate(path[:-1]):
+        if not isinstance(node, (dict, list)):
+            raise PianogenError(f"override '{'.'.join(path)}': {'.'.join(path[:i])} is a value, not a table")
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
                 raise PianogenError(f"override '{'.'.join(path)}': {'.'.join(path[:i])} has {len(node)} entries")
@@ -195,22 +200,31 @@ def apply_override(raw: dict[str, Any], path: list[str], value: Any) -> None:
             node = node.setdefault(part, [] if part in ARRAY_TABLES and path[i + 1].isdigit() else {})
     if isinstance(node, list):
         raise PianogenError(f"override '{'.'.join(path)}' must name a key inside an entry")
+    if not isinstance(node, dict):
+        raise PianogenError(f"override '{'.'.join(path)}': {'.'.join(path[:-1])} is a value, not a table")
     node[path[-1]] = value
 
 
 def _type_ok(value: Any, hint: Any) -> bool:
+    """Whether a TOML value fits a type hint; hints this cannot judge (TypeVars, ...) are left to the plugin."""
     origin = typing.get_origin(hint)
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if origin in (list, tuple):
+        items = [h for h in typing.get_args(hint) if h is not Ellipsis]
+        return isinstance(value, list) and all(any(_type_ok(v, h) for h in items) or not items for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if origin is Literal:
+        return value in typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         return any(_type_ok(value, h) for h in typing.get_args(hint))
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    if hint is Any:
+    if hint is Any or origin is not None or not isinstance(hint, type):
         return True
+    if issubclass(hint, PurePath):
+        return isinstance(value, str)
     return isinstance(value, hint)
 
 
@@ -223,6 +237,8 @@ def _type_name(hint: Any) -> str:
 def _check_value(key: str, value: Any, hint: Any) -> Any:
     if not _type_ok(value, hint):
         raise PianogenError(f"{key} must be {_type_name(hint)}, got {value!r}")
+    if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
+        raise PianogenError(f"{key} must be a finite number, got {value!r}")
     if key in RANGES and not isinstance(value, list):
         low, high, low_inclusive = RANGES[key]
         too_low = low is not None and (value < low if low_inclusive else value <= low)
@@ -269,7 +285,35 @@ def _plugin_spec(where: str, kind: str, cls: type, table: Any) -> Any:
             if key in spec.options:
                 raise PianogenError(f"{where}.{key} is set from the codec and data, not the recipe")
     plugins.check_config(kind, spec.name, spec.options, where=f"{where}.")
+    hints = plugins.config_hints(plugins.lookup(kind, spec.name).factory)
+    for key, value in spec.options.items():
+        if key in hints:  # types too, so a bad value fails here and not when the plugin is built
+            _check_value(f"{where}.{key}", value, hints[key])
     return spec
+
+
+def parse_postfilter_option(text: str) -> dict[str, Any] | None:
+    """``--postfilter NAME[:KEY=VALUE,...]`` -> a checked spec ``{"name": ..., **options}``; None for 'none'.
+
+    NAME may be ``package:name`` (a plugin shadowed by a name clash), so the name is every ':' part
+    before the first one holding '='.
+    """
+    parts = text.split(":")
+    cut = next((i for i, part in enumerate(parts) if "=" in part), len(parts))
+    name, options = ":".join(parts[:cut]), ":".join(parts[cut:])
+    if name == "none":
+        return None
+    table: dict[str, Any] = {"name": name}
+    for item in filter(None, options.split(",")):
+        (key, *rest), value = parse_override(item)
+        if rest:
+            raise PianogenError(f"--postfilter {text}: '{item}' must be KEY=VALUE without dots")
+        table[key] = value
+    try:
+        spec = _plugin_spec("postfilter", "postfilter", PluginSpec, table)
+    except PianogenError as err:
+        raise PianogenError(f"--postfilter {text}: {err}") from None
+    return {"name": spec.name, **spec.options}
 
 
 def recipe_from_dict(raw: dict[str, Any], path: Path) -> Recipe:
@@ -299,7 +343,9 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
     """Read, override and validate a recipe; every problem is one PianogenError naming the key."""
     path = resolve_recipe_path(name_or_path)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise PianogenError(f"{path} is not a text file, so not a TOML recipe") from None
     except tomllib.TOMLDecodeError as err:
         raise PianogenError(f"{path}: invalid TOML: {err}") from None
     for text in overrides:
@@ -308,6 +354,13 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
         return recipe_from_dict(raw, path)
     except PianogenError as err:
         raise PianogenError(f"{path.name}: {err}") from None
+
+
+def recorded_raw(recipe: Recipe) -> dict[str, Any]:
+    """The recipe as a run records it: run.dir made absolute, so the saved recipe finds the run from anywhere."""
+    raw = copy.deepcopy(recipe.raw)
+    raw.setdefault("run", {})["dir"] = str(recipe.run_dir().resolve())
+    return raw
 
 
 def _toml_value(value: Any) -> str:

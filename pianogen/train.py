@@ -24,10 +24,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
 from pianogen import checkpoint, pipeline
+from pianogen import resume as resuming
 from pianogen.errors import PianogenError
 from pianogen.interfaces import LossContext
 from pianogen.paths import atomic_write_bytes
-from pianogen.recipe import Recipe, dump_toml
+from pianogen.recipe import Recipe, dump_toml, recorded_raw
+from pianogen.runlock import run_lock
 
 
 @dataclass
@@ -164,8 +166,15 @@ def append_metrics(path: Path, record: dict[str, Any]) -> None:
 
 def train(recipe: Recipe, resume: bool = False, progress: bool = True,
           on_step: Callable[[int], None] | None = None) -> Path:
-    """Train the recipe's token model; returns the run directory. ``on_step(step)`` runs after each step."""
-    from pianogen.data.windows import WindowDataset, iter_windows
+    """Train the recipe's token model; returns the run directory. ``on_step(step)`` runs after each step.
+
+    The run directory is locked for the whole training: a second training of it stops with one line."""
+    with run_lock(recipe.run_dir(), enabled=int(os.environ.get("RANK", "0")) == 0):
+        return _train(recipe, resume, progress, on_step)
+
+
+def _train(recipe: Recipe, resume: bool, progress: bool, on_step: Callable[[int], None] | None) -> Path:
+    from pianogen.data.windows import WindowDataset, check_window, iter_windows
     from pianogen.plots import plot_losses
 
     device = pipeline.pick_device(recipe.run.device)
@@ -181,6 +190,8 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True,
                             f"or choose another run.dir")
     if resume and last is None:
         raise PianogenError(f"nothing to resume: no checkpoint under {ckpt_root}")
+    if resume:
+        resuming.check_resume_settings(recipe, run_dir)
 
     torch.manual_seed(recipe.run.seed)
     # Rank 0 prepares the codec, corpus and token cache; the others then find them ready.
@@ -194,6 +205,7 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True,
 
     torch.manual_seed(recipe.run.seed)
     levels, cfg = recipe.codec.levels, recipe.train
+    check_window(cache, recipe.data.window)  # before the model allocates anything of window size
     model = pipeline.build_token_model(recipe, codec).to(device)
     datasets = {split: WindowDataset(cache, split, levels, recipe.data.window, recipe.data.window_overlap)
                 for split in ("train", "validation")}
@@ -253,10 +265,9 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True,
     metrics_path = run_dir / "metrics.jsonl"
     if ddp.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(run_dir / "recipe.toml", dump_toml(recipe.raw).encode())
-        if resume:  # forget what was logged after the checkpoint: those steps run again
-            kept = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= step]
-            atomic_write_bytes(metrics_path, "".join(f"{line}\n" for line in kept).encode())
+        atomic_write_bytes(run_dir / "recipe.toml", dump_toml(recorded_raw(recipe)).encode())
+        if resume:  # forget what was logged after the checkpoint (and a line cut by a kill): those steps run again
+            atomic_write_bytes(metrics_path, resuming.metrics_up_to(metrics_path, step))
         else:
             metrics_path.unlink(missing_ok=True)
 

@@ -75,7 +75,7 @@ def test_corrupt_prompt_and_missing_checkpoints_are_one_line_errors(trained_run,
         (["generate", str(trained_run), "--prompt", str(tmp_path / "corrupt.wav"), "--out", str(tmp_path / "o")],
          "cannot read audio file"),
         (["generate", str(tmp_path), "--prompt", "test:0"], "not a run directory"),
-        (["generate", str(trained_run), "--prompt", "test:0", "--seconds", "-1"], "--seconds must be > 0"),
+        (["generate", str(trained_run), "--prompt", "test:0", "--seconds", "-1"], "Invalid value for '--seconds'"),
     ]
     for args, message in cases:
         done = subprocess.run([sys.executable, "-m", "pianogen", *args], capture_output=True, text=True)

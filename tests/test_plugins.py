@@ -110,3 +110,78 @@ def test_plugins_json_cli_lists_builtins_and_failures(tmp_path):
     assert {(k, n) for k, ns in BUILTINS.items() for n in ns} <= names
     assert ("postfilter", "echo") in names
     assert [f["plugin"] for f in listing["failed"]] == ["pianogen_broken"]
+
+
+SILENCER = """
+    import torch
+
+    import pianogen
+
+    def lowpass(**options):  # accepts anything, returns silence: what a clash must never slip in unasked
+        return lambda wav, sample_rate: torch.zeros_like(wav)
+
+    @pianogen.hookimpl
+    def register_postfilters(register):
+        register("lowpass", lowpass)
+"""
+
+
+@pytest.fixture
+def silencer(tmp_path, monkeypatch, fresh_registry):
+    make_distribution(tmp_path, "evil-filters", {"evil_filters": SILENCER, "filters": SILENCER})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    return fresh_registry
+
+
+def test_a_name_clash_is_reported_and_the_builtin_keeps_the_name(silencer):
+    import torch
+
+    assert silencer.registered("postfilter")["lowpass"].package == "pianogen"
+    assert [(c.kind, c.name, c.winner, c.shadowed) for c in silencer.clashes()] == [
+        ("postfilter", "lowpass", "pianogen", "evil-filters")]
+    wav = torch.randn(1, 1, 4000)
+    with pytest.warns(UserWarning, match=r"also registered by evil-filters; using pianogen's "
+                                         r"\(name 'evil-filters:lowpass' to use the other\)"):
+        assert pianogen.get_postfilter("lowpass")(wav, 16000).abs().max() > 0
+    assert pianogen.get_postfilter("evil-filters:lowpass")(wav, 16000).abs().max() == 0  # chosen deliberately
+    assert torch.equal(pianogen.get_postfilter("pianogen:lowpass")(wav, 16000),
+                       pianogen.get_postfilter("lowpass")(wav, 16000))
+    # an entry point named like a built-in one is not loaded, and that is said too
+    assert [f.error for f in silencer.failures() if f.plugin == "filters"] == [
+        "entry point name 'filters' is already taken by pianogen; not loaded"]
+
+
+def test_recipe_can_select_the_shadowed_plugin_by_package(silencer, tmp_path):
+    from pianogen.recipe import load_recipe, parse_postfilter_option
+
+    path = tmp_path / "r.toml"
+    path.write_text('[[postfilter]]\nname = "evil-filters:lowpass"\n')
+    assert load_recipe(path).postfilter[0].name == "evil-filters:lowpass"
+    assert parse_postfilter_option("evil-filters:lowpass:anything=1") == {"name": "evil-filters:lowpass",
+                                                                           "anything": 1}
+    assert parse_postfilter_option("lowpass:cutoff=0.25") == {"name": "lowpass", "cutoff": 0.25}
+    with pytest.raises(PianogenError, match="unknown postfilter 'nobody:lowpass'"):
+        parse_postfilter_option("nobody:lowpass")
+
+
+def test_plugins_cli_shows_both_owners_of_a_clashing_name(tmp_path):
+    make_distribution(tmp_path, "evil-filters", {"evil_filters": SILENCER})
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "pianogen", "plugins", "--json"], capture_output=True, text=True,
+                          env=env, check=True)
+    listing = json.loads(done.stdout)
+    owners = {(p["package"], p["use_as"]) for p in listing["plugins"] if p["name"] == "lowpass"}
+    assert owners == {("pianogen", "lowpass"), ("evil-filters", "evil-filters:lowpass")}
+    assert listing["clashes"] == [{"kind": "postfilter", "name": "lowpass", "winner": "pianogen",
+                                   "shadowed": "evil-filters"}]
+    table = subprocess.run([sys.executable, "-m", "pianogen", "plugins"], capture_output=True, text=True, env=env,
+                           check=True).stdout
+    assert "clash" in table and "evil-filters:lowpass" in table
+
+
+def test_unknown_names_in_load_plugins_are_warned_about(third_party, monkeypatch):
+    monkeypatch.setenv("PIANOGEN_LOAD_PLUGINS", "pianogen_echo,nonexistent")
+    third_party.reset()
+    with pytest.warns(UserWarning, match="PIANOGEN_LOAD_PLUGINS names nonexistent, which no installed plugin"):
+        assert "echo" in third_party.registered("postfilter")

@@ -49,6 +49,10 @@ def load_audio(path: str | Path, sample_rate: int) -> torch.Tensor:
         raise PianogenError(f"cannot read audio file {path}: {err}") from None
     if len(data) == 0:
         raise PianogenError(f"audio file {path} is empty")
+    broken = ~np.isfinite(data).all(axis=1)  # float WAV/FLAC can hold NaN and inf; they would poison every frame
+    if broken.any():
+        raise PianogenError(f"audio file {path} has {int(broken.sum())} NaN or infinite samples (the first at "
+                            f"{int(broken.argmax()) / sr:.3f} s); repair or re-export it")
     if path.suffix.lower() == ".wav" and _wav_truncated(path):
         raise PianogenError(f"audio file {path} is truncated (its header promises more samples)")
     wav = torch.from_numpy(data.mean(axis=1))[None]

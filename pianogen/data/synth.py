@@ -249,15 +249,51 @@ def write_corpus(out_dir: Path, minutes: float, seed: int, progress: bool = True
 
     Written into a temp sibling and renamed at the end, so a killed run never leaves half a corpus.
     """
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise PianogenError(f"{out_dir} already exists and is not empty; remove it or choose another directory")
     pieces = plan(minutes, seed)
+    remove_stale_temp_dirs(out_dir)
     tmp = out_dir.parent / f".{out_dir.name}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / str(YEAR)).mkdir(parents=True)
+    try:
+        _render_corpus(tmp, pieces, seed, progress)
+    except BaseException:  # Ctrl-C or an error: leave no half corpus behind (kill -9 is cleaned up next time)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        if out_dir.exists():
+            out_dir.rmdir()  # empty (checked above); rename cannot replace it portably
+        os.rename(tmp, out_dir)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (out_dir / CSV_NAME).exists():  # not merely lost a race to another writer of the same corpus
+            raise
+    return out_dir
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temp_dirs(out_dir: Path) -> None:
+    """Remove the temp folders of killed ``write_corpus`` runs for ``out_dir`` (their pid is gone)."""
+    for tmp in out_dir.parent.glob(f".{out_dir.name}.tmp*"):
+        pid = tmp.name.rpartition(".tmp")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _render_corpus(tmp: Path, pieces: list[tuple[float, str]], seed: int, progress: bool) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
     rows, audio_s, started = [], 0.0, time.perf_counter()
     columns = [TextColumn("synthesising piano"), BarColumn(), TextColumn("{task.completed}/{task.total} pieces"),
                TextColumn("{task.fields[rt]}"), TimeRemainingColumn()]
@@ -279,12 +315,3 @@ def write_corpus(out_dir: Path, minutes: float, seed: int, progress: bool = True
         writer = csv.writer(f)
         writer.writerow(CSV_COLUMNS)
         writer.writerows(rows)
-    try:
-        if out_dir.exists():
-            out_dir.rmdir()  # empty (checked above); rename cannot replace it portably
-        os.rename(tmp, out_dir)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (out_dir / CSV_NAME).exists():  # not merely lost a race to another writer of the same corpus
-            raise
-    return out_dir

@@ -19,6 +19,7 @@ import json
 import math
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,22 @@ class TokenCache:
 
     def codes(self, piece: dict[str, Any]) -> np.ndarray:
         """uint16 [levels, frames], memory-mapped (nothing is read until sliced)."""
-        return np.load(self.dir / piece["file"], mmap_mode="r")
+        codes = cached_codes(self.dir / piece["file"], self.levels)
+        if codes is None:
+            raise PianogenError(f"token cache file {self.dir / piece['file']} is damaged or missing; "
+                                f"`pianogen tokenize RECIPE` encodes it again")
+        return codes
+
+
+def cached_codes(path: Path, levels: int) -> np.ndarray | None:
+    """A cached piece's memory map, or None when it is missing, cut short or not [levels, frames] uint16."""
+    try:
+        codes = np.load(path, mmap_mode="r")
+    except (OSError, ValueError, EOFError):  # missing, empty, truncated (mmap longer than the file), not .npy
+        return None
+    if codes.dtype != np.uint16 or codes.ndim != 2 or codes.shape[0] != levels:
+        return None
+    return codes
 
 
 def tokenize(data: DataConfig, codec: Codec, codec_name: str, progress: bool = True,
@@ -143,7 +159,11 @@ def tokenize(data: DataConfig, codec: Codec, codec_name: str, progress: bool = T
         codec.eval()
         for piece in pieces:
             path = out / _piece_file(piece)
-            if not path.is_file():
+            cached = cached_codes(path, codec.n_levels)
+            if cached is None and path.exists():
+                warnings.warn(f"{path} is damaged (cut short by a full disk or a crash?); encoding it again",
+                              stacklevel=2)
+            if cached is None:
                 wav = load_or_skip(piece.path, codec.sample_rate, data.strict)
                 if wav is None:
                     skipped.append(piece.audio_filename)
@@ -151,7 +171,9 @@ def tokenize(data: DataConfig, codec: Codec, codec_name: str, progress: bool = T
                 codes = encode_stitched(codec, wav, data.chunk_seconds, data.chunk_overlap_seconds, batch_size)
                 save_codes(path, codes)
                 encoded_s += wav.shape[-1] / codec.sample_rate
-            frames = int(np.load(path, mmap_mode="r").shape[1])
+                frames = codes.shape[1]
+            else:
+                frames = int(cached.shape[1])
             entries.append({"audio_filename": piece.audio_filename, "split": piece.split, "frames": frames,
                             "file": path.name, "title": piece.title})
             seconds = seconds_of[piece.audio_filename]
@@ -168,5 +190,8 @@ def tokenize(data: DataConfig, codec: Codec, codec_name: str, progress: bool = T
         "codebook_size": codec.codebook_size, "sample_rate": codec.sample_rate,
         "data": data_settings(data), "pieces": entries, "skipped": skipped,
     }
-    atomic_write_bytes(out / MANIFEST, json.dumps(manifest, indent=1, default=str).encode())
+    text = json.dumps(manifest, indent=1, default=str).encode()
+    # a complete cache is only read: it may sit on a read-only disk or be shared with other users
+    if not (out / MANIFEST).is_file() or (out / MANIFEST).read_bytes() != text:
+        atomic_write_bytes(out / MANIFEST, text)
     return TokenCache(out)

@@ -34,6 +34,16 @@ def window_starts(frames: int, window: int, overlap: float) -> list[int]:
     return starts
 
 
+def check_window(cache: TokenCache, window: int, split: str = "train") -> None:
+    """Refuse a window longer than every piece of the split: it would be mostly padding, and the model's
+    context (attention, positions) is allocated at window size before any data is seen."""
+    longest = max((p["frames"] for p in cache.pieces(split)), default=0)
+    if window > longest:
+        raise PianogenError(f"data.window = {window} frames ({window / cache.frame_rate:.1f} s) is longer than the "
+                            f"longest {split} piece ({longest} frames, {longest / cache.frame_rate:.1f} s): "
+                            f"use data.window <= {longest}")
+
+
 class WindowDataset(Dataset):
     """Items ``{"codes": LongTensor[levels, window], "mask": BoolTensor[window]}`` from one split.
 
