@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from pianogen import checkpoint, pipeline
 from pianogen.errors import PianogenError
+from pianogen.fetch.run_codec import record_codec
 from pianogen.interfaces import LossContext
 from pianogen.paths import atomic_write_bytes
 from pianogen.recipe import Recipe, dump_toml
@@ -240,6 +241,7 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True,
     if ddp.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(run_dir / "recipe.toml", dump_toml(recipe.raw).encode())
+        record_codec(run_dir, recipe)  # by content hash, so eval/generate elsewhere find the same codec
         if resume:  # forget what was logged after the checkpoint: those steps run again
             kept = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= step]
             atomic_write_bytes(metrics_path, "".join(f"{line}\n" for line in kept).encode())
