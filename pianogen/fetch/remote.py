@@ -122,8 +122,8 @@ class _TeeReader:
         return b"".join(chunks)
 
     def _remote(self, n: int) -> bytes:
-        try:
-            block = self.raw.read(n)
+        try:  # read1: what has arrived, so a kill loses at most what was not yet written to the part
+            block = self.raw.read1(n) if hasattr(self.raw, "read1") else self.raw.read(n)
         except (urllib3.exceptions.HTTPError, OSError) as err:
             raise network_error(self.url, err, self.hint) from None
         try:
