@@ -80,7 +80,8 @@ def get_maestro(root: Path | None = None, years: Iterable[int] = DEFAULT_YEARS, 
         with byte_progress(progress) as bar:
             task = bar.add_task(f"MAESTRO {', '.join(map(str, plan.years))}", total=plan.disk_bytes)
             for info, target in plan.todo:
-                _extract(archive, info, target, url, lambda n: bar.advance(task, n), bar.console.log)
+                _extract(archive, info, target, url, lambda n: bar.advance(task, n),
+                         bar.console.log if progress else log)
         if not plan.csv_done:
             _write(root / csv_name(version), csv_bytes)
         shutil.rmtree(root / PARTIAL, ignore_errors=True)

@@ -95,8 +95,11 @@ def _hub_download(repo: str, filename: str) -> Path:
     """huggingface_hub's own download (and its progress bar): cached under $PIANOGEN_HOME/hub, resumed."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.utils import logging as hf_logging
 
     endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its retries (with backoff) would print a warning each; we print one line
     try:
         return Path(hf_hub_download(repo, filename, cache_dir=home() / "hub", endpoint=endpoint))
     except LocalEntryNotFoundError:
@@ -108,4 +111,6 @@ def _hub_download(repo: str, filename: str) -> Path:
                             f"{str(err).splitlines()[0]}") from None
     except OSError as err:
         raise write_error(home() / "hub", err) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
