@@ -4,7 +4,8 @@ It serves ``files`` (URL path -> bytes) with HEAD and GET, honours ``Range: byte
 ``-n`` (unless ``ranges`` is off), counts the body bytes it sends per path, and records every
 request. Paths of the form ``/{repo}/resolve/{revision}/{file}`` also carry the headers
 huggingface_hub reads (ETag, X-Repo-Commit). Faults: ``stall_after`` bytes of one response, the
-server stops sending and waits (``stalled`` is set) until ``release`` is set; ``corrupt_once``
+server stops sending and waits (``stalled`` is set) until ``release`` is set; after ``drop_after``
+bytes of one response it closes the connection; ``corrupt_once``
 absolute offsets are flipped in the first response that covers them.
 """
 
@@ -26,6 +27,7 @@ class LocalServer:
         self.served: dict[str, int] = defaultdict(int)
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
         self.stall_after: int | None = None
+        self.drop_after: int | None = None
         self.stalled, self.release = threading.Event(), threading.Event()
         self.corrupt_once: set[int] = set()
         self.lock = threading.Lock()
@@ -123,6 +125,10 @@ def _handler(server: LocalServer):
                         server.stall_after = None
                         server.stalled.set()
                         server.release.wait(60)
+                        return
+                    if server.drop_after is not None and sent >= server.drop_after and end < len(data) - 1:
+                        server.drop_after = None
+                        self.close_connection = True  # short of its Content-Length: a dropped connection
                         return
                     piece = bytes(chunk[sent:sent + 16384])
                     self.wfile.write(piece)

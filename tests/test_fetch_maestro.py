@@ -126,6 +126,18 @@ def test_killed_mid_member_then_resumed_from_the_byte_it_reached(archive, tmp_pa
     assert {k: v for k, v in got.items() if k.endswith(".wav")} == audio_of(audio, 2018)
 
 
+def test_a_dropped_connection_is_resumed_within_the_run(archive, tmp_path):
+    data, audio = archive
+    first = sorted(audio_of(audio, 2018))[0]
+    start, end = span(data, first)
+    with LocalServer({ZIP: data}) as server:
+        server.drop_after = 300_000
+        get_maestro(tmp_path / "m", [2018], url=server.url + ZIP, progress=False)
+        asked = sorted(a for a, _ in server.ranges_asked(ZIP) if start <= a < end)
+    assert asked[0] == start and len(asked) == 2 and asked[1] >= start + 300_000
+    assert (tmp_path / "m" / first).read_bytes() == audio[first]
+
+
 def test_a_corrupted_transfer_is_fetched_again(archive, tmp_path):
     data, audio = archive
     name = sorted(audio_of(audio, 2018))[1]

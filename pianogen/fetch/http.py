@@ -22,13 +22,17 @@ def local_path(url: str) -> Path | None:
     return None if "://" in url else Path(url).expanduser()
 
 
-def network_error(url: str, err: BaseException, hint: str = "") -> PianogenError:
+class NetworkError(PianogenError):
+    """The server could not be reached or stopped answering: worth retrying, unlike a full disk."""
+
+
+def network_error(url: str, err: BaseException, hint: str = "") -> NetworkError:
     """One line for any failure to reach or read ``url``; ``hint`` says how to point at a mirror."""
     text = str(err)
     # requests nests the cause several levels deep; the errno sentence is what the user can act on
     found = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
     reason = found[1].strip() if found else (text.splitlines()[0][:200] if text else type(err).__name__)
-    return PianogenError(f"cannot download {url}: {reason}{hint}")
+    return NetworkError(f"cannot download {url}: {reason}{hint}")
 
 
 def write_error(path: Path, err: OSError) -> PianogenError:

@@ -14,6 +14,7 @@ import csv
 import io
 import os
 import shutil
+import time
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable
@@ -21,13 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pianogen.errors import PianogenError
-from pianogen.fetch.http import CHUNK, byte_progress, local_path, make_dirs, write_error
+from pianogen.fetch.http import CHUNK, NetworkError, byte_progress, local_path, make_dirs, write_error
 from pianogen.paths import atomic_write_bytes, home
 
 URLS = {"3.0.0": "https://storage.googleapis.com/magentadata/datasets/maestro/v3.0.0/maestro-v3.0.0.zip"}
 URL_ENV = "PIANOGEN_MAESTRO_URL"
 DEFAULT_YEARS = (2018,)  # the report's subset
 PARTIAL = ".partial"
+RETRIES = 3  # per member, after a dropped connection or a timeout (backing off 1, 2, 4 s)
 _HINT = f"; check the network, or point --url (or ${URL_ENV}) at a mirror or a local copy of the zip"
 
 
@@ -79,9 +81,17 @@ def get_maestro(root: Path | None = None, years: Iterable[int] = DEFAULT_YEARS, 
         _fetcher(archive).persist = True
         with byte_progress(progress) as bar:
             task = bar.add_task(f"MAESTRO {', '.join(map(str, plan.years))}", total=plan.disk_bytes)
+            note = bar.console.log if progress else log
             for info, target in plan.todo:
-                _extract(archive, info, target, url, lambda n: bar.advance(task, n),
-                         bar.console.log if progress else log)
+                for attempt in range(RETRIES + 1):
+                    try:
+                        _extract(archive, info, target, url, lambda n: bar.advance(task, n), note)
+                        break
+                    except NetworkError as err:  # the kept bytes make the next attempt a resume
+                        if attempt == RETRIES:
+                            raise
+                        note(f"{err}; resuming in {2 ** attempt} s")
+                        time.sleep(2 ** attempt)
         if not plan.csv_done:
             _write(root / csv_name(version), csv_bytes)
         shutil.rmtree(root / PARTIAL, ignore_errors=True)
@@ -169,20 +179,19 @@ def _extract(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, url:
             os.replace(tmp, target)
             _fetcher(archive).discard(info)
             return
-        except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+        except BaseException as err:
             tmp.unlink(missing_ok=True)
-            _fetcher(archive).discard(info)  # the raw bytes kept for resuming are the bad ones
-            advance(-written)
-            if attempt == 2:
-                raise PianogenError(f"{info.filename} in {url} is corrupt twice in a row ({err}); "
-                                    f"nothing was kept for it") from None
-            log(f"{info.filename}: {err}; fetching it again")
-        except PianogenError:
-            tmp.unlink(missing_ok=True)
-            raise
-        except OSError as err:  # network errors arrive as PianogenError, so this is the local disk
-            tmp.unlink(missing_ok=True)
-            raise write_error(target, err) from None
+            advance(-written)  # a retry or a rerun decompresses this member from its start
+            if isinstance(err, (zipfile.BadZipFile, zlib.error, EOFError)):
+                _fetcher(archive).discard(info)  # the raw bytes kept for resuming are the bad ones
+                if attempt == 2:
+                    raise PianogenError(f"{info.filename} in {url} is corrupt twice in a row ({err}); "
+                                        f"nothing was kept for it") from None
+                log(f"{info.filename}: {err}; fetching it again")
+            elif isinstance(err, OSError):  # network errors arrive as PianogenError: this is the local disk
+                raise write_error(target, err) from None
+            else:
+                raise
 
 
 class _LocalFetcher:
