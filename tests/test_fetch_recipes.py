@@ -81,9 +81,7 @@ def test_train_fetch_from_nothing_then_the_run_travels(served, tmp_path, monkeyp
     # another machine: no file with that content anywhere -> one line naming it and how to get it
     hidden = tmp_path / "elsewhere.safetensors"
     shutil.move(codec_path, hidden)
-    (moved / "codecs").mkdir(parents=True)
-    shutil.copyfile(tmp_path / "tiny.toml", moved / "codecs" / codec_path.name)  # same name, other content
-    with pytest.raises(PianogenError, match=rf"was trained with codec file {codec_path.name} \(sha256 "
+    with pytest.raises(PianogenError, match=rf"trained with codec soundstream from {codec_path.name} \(sha256 "
                                             rf"{record['sha256'][:16]}\.\.\..*or run `pianogen codec get soundstream`"):
         load_run(tmp_path / "run")
 
@@ -91,3 +89,9 @@ def test_train_fetch_from_nothing_then_the_run_travels(served, tmp_path, monkeyp
     shutil.copyfile(hidden, tmp_path / "run" / codec_path.name)
     recipe, *_ = load_run(tmp_path / "run")
     assert recipe.codec.options["checkpoint"] == str(tmp_path / "run" / codec_path.name)
+
+    # other weights under the recipe's own path are refused, not swapped for the found copy
+    (moved / "codecs").mkdir(parents=True)
+    shutil.copyfile(tmp_path / "tiny.toml", moved / "codecs" / codec_path.name)
+    with pytest.raises(PianogenError, match=rf"{moved / 'codecs' / codec_path.name} holds other weights"):
+        load_run(tmp_path / "run")

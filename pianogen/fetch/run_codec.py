@@ -37,24 +37,31 @@ def record_codec(run_dir: Path, recipe: "Recipe") -> None:
 
 
 def locate_codec(run_dir: Path, recipe: "Recipe") -> "Recipe":
-    """The run's recipe pointed at a file with the recorded content; a one-line error naming it if none has."""
+    """The run's recipe pointed at a file with the recorded content; a one-line error naming it if none has.
+
+    Only a missing file is looked for elsewhere: a file at the recipe's path with other content (a
+    deliberate edit, or another codec under the same name) is refused, never silently replaced."""
     if not (run_dir / RECORD).is_file():
         return recipe  # runs trained before codec.json existed load as before
     record = json.loads((run_dir / RECORD).read_text())
     expected = codec_file(recipe.codec.name, recipe.codec.options)
-    candidates = [expected, Path(record["path"]), home() / "codecs" / record["file"], run_dir / record["file"]]
-    seen: list[Path] = []
-    for candidate in candidates:
-        if candidate is None or candidate in seen:
-            continue
-        seen.append(candidate)
-        if (candidate.is_file() and candidate.stat().st_size == record["bytes"]
-                and sha256_of(candidate) == record["sha256"]):
-            if candidate != expected:
-                recipe.codec.options["checkpoint"] = str(candidate)
-                recipe.codec.train_recipe = ""  # found: nothing to train
-            return recipe
+    needed = (f"{run_dir} was trained with codec {record['name']} from {record['file']} "
+              f"(sha256 {record['sha256'][:16]}..., {record['bytes']:,} bytes)")
     how = f", or run `{record['get']}`" if record.get("get") else ""
-    raise PianogenError(f"{run_dir} was trained with codec file {record['file']} (sha256 {record['sha256'][:16]}..., "
-                        f"{record['bytes']:,} bytes), found at none of {', '.join(map(str, seen))}: copy it to "
-                        f"{expected or seen[0]}{how}")
+    if expected is not None and expected.is_file():
+        if _same(expected, record):
+            return recipe
+        raise PianogenError(f"{needed}, but {expected} holds other weights (sha256 {sha256_of(expected)[:16]}...); "
+                            f"put that file there{how}")
+    candidates = [Path(record["path"]), home() / "codecs" / record["file"], run_dir / record["file"]]
+    for candidate in candidates:
+        if _same(candidate, record):
+            recipe.codec.options["checkpoint"] = str(candidate)
+            recipe.codec.train_recipe = ""  # found: nothing to train
+            return recipe
+    looked = ", ".join(str(p) for p in dict.fromkeys([expected, *candidates]) if p is not None)
+    raise PianogenError(f"{needed}, found at none of {looked}: copy it to {expected or candidates[1]}{how}")
+
+
+def _same(path: Path, record: dict) -> bool:
+    return path.is_file() and path.stat().st_size == record["bytes"] and sha256_of(path) == record["sha256"]
