@@ -124,6 +124,7 @@ def test_killed_mid_member_then_resumed_from_the_byte_it_reached(archive, tmp_pa
     assert resumed and min(resumed) >= start + 200_000  # continued, not restarted
     got = complete_files(root)
     assert {k: v for k, v in got.items() if k.endswith(".wav")} == audio_of(audio, 2018)
+    assert sorted(p.name for p in root.rglob(".*")) == []  # the killed run's temp and partial files are gone
 
 
 def test_a_dropped_connection_is_resumed_within_the_run(archive, tmp_path):

@@ -165,6 +165,8 @@ def _extract(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, url:
              advance: Callable[[int], None], log: Callable[[str], None]) -> None:
     """One member -> ``target`` through a temp file; a corrupt member is fetched once more, then reported."""
     make_dirs(target.parent)
+    for stale in target.parent.glob(f".{target.name}.tmp*"):  # left by a killed run
+        stale.unlink(missing_ok=True)
     tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
     for attempt in (1, 2):
         written = 0
