@@ -134,7 +134,7 @@ def tokenize(recipe: str, overrides: tuple[str, ...]) -> None:
 
 @cli.group()
 def codec() -> None:
-    """Codecs: train one on piano audio, import a reference checkpoint."""
+    """Codecs: fetch the report's weights, import a reference checkpoint, train one on piano audio."""
 
 
 @codec.command(name="train")
