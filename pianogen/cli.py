@@ -131,6 +131,34 @@ def data_synth(out_dir: Path, minutes: float, seed: int) -> None:
     click.echo(str(write_corpus(out_dir, minutes=minutes, seed=seed)))
 
 
+@data.command(name="get")
+@click.argument("dataset", type=click.Choice(["maestro"]))
+@click.option("--version", "version", type=click.Choice(["3.0.0"]), default="3.0.0", show_default=True)
+@click.option("--years", "years", multiple=True, metavar="YEAR[,YEAR...]|all",
+              help="Years whose audio to fetch (repeatable)  [default: 2018, the report's]")
+@click.option("--root", type=click.Path(path_type=Path), default=None,
+              help="Where to put it  [default: $PIANOGEN_HOME/data/maestro-v3.0.0]")
+@click.option("--url", default=None, help="A mirror URL or a local path of the zip  [$PIANOGEN_MAESTRO_URL, "
+                                          "else the official one]")
+@click.option("--dry-run", is_flag=True, help="Print the files and bytes a fetch would download, fetch nothing.")
+def data_get(dataset: str, version: str, years: tuple[str, ...], root: Path | None, url: str | None,
+             dry_run: bool) -> None:
+    """Fetch MAESTRO's CSV and only the chosen years' audio (HTTP ranges on the official zip; resumable)."""
+    from pianogen.fetch.maestro import DEFAULT_YEARS, get_maestro
+
+    get_maestro(root, _parse_years(years) if years else DEFAULT_YEARS, version, url, dry_run=dry_run,
+                log=click.echo)
+
+
+def _parse_years(texts: tuple[str, ...]) -> list[int]:
+    items = [item.strip() for text in texts for item in text.split(",") if item.strip()]
+    if "all" in items:
+        return []
+    if not all(item.isdigit() for item in items):
+        raise PianogenError(f"--years takes years like 2018 or 2017,2018 (or 'all'), got {', '.join(texts)}")
+    return [int(item) for item in items]
+
+
 @cli.command()
 @click.argument("recipe")
 @overrides_argument
@@ -146,7 +174,7 @@ def tokenize(recipe: str, overrides: tuple[str, ...]) -> None:
 
 @cli.group()
 def codec() -> None:
-    """Codecs: train one on piano audio, import a reference checkpoint."""
+    """Codecs: fetch the report's weights, import a reference checkpoint, train one on piano audio."""
 
 
 @codec.command(name="train")
@@ -173,16 +201,33 @@ def codec_import(kind: str, checkpoint: Path, out: Path) -> None:
     click.echo(str(out))
 
 
+@codec.command(name="get")
+@click.argument("name", type=click.Choice(["soundstream", "encodec"]))
+@click.argument("source", required=False)
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Where to write it  [default: under $PIANOGEN_HOME/codecs/]")
+def codec_get(name: str, source: str | None, out: Path | None) -> None:
+    """The report's SoundStream (model hub, imported to safetensors) or EnCodec 24 kHz (checksum-verified);
+    SOURCE, a local file, does the same offline."""
+    from pianogen.fetch.weights import get_codec_weights
+
+    click.echo(str(get_codec_weights(name, source, out)))
+
+
 @cli.command()
 @click.argument("recipe")
 @overrides_argument
 @click.option("--resume", is_flag=True, help="Continue exactly where the last checkpoint left off.")
-def train(recipe: str, overrides: tuple[str, ...], resume: bool) -> None:
+@click.option("--fetch", is_flag=True, help="First fetch the MAESTRO audio and codec weights the recipe lacks.")
+def train(recipe: str, overrides: tuple[str, ...], resume: bool, fetch: bool) -> None:
     """Train a token model (tokenizes the corpus first when needed)."""
     from pianogen import load_recipe
+    from pianogen.fetch.needs import ensure
     from pianogen.train import train as run_training
 
-    run_dir = run_training(load_recipe(recipe, overrides), resume=resume)
+    loaded = load_recipe(recipe, overrides)
+    ensure(loaded, fetch=fetch)  # one line with the exact fetch command when data or weights are missing
+    run_dir = run_training(loaded, resume=resume)
     click.echo(str(run_dir))
 
 

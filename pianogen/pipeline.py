@@ -82,6 +82,7 @@ def load_run(run_dir: "str | Path", tag: str = "best", device: torch.device | st
              ) -> "tuple[Recipe, Codec, TokenModel, dict]":
     """A trained run: its frozen recipe, codec, token model (eval mode, ``tag`` weights) and checkpoint meta."""
     from pianogen import checkpoint
+    from pianogen.fetch.run_codec import locate_codec
 
     run_dir = Path(run_dir)
     if not (run_dir / "recipe.toml").is_file():
@@ -89,7 +90,7 @@ def load_run(run_dir: "str | Path", tag: str = "best", device: torch.device | st
     found = checkpoint.find(run_dir / "checkpoints", tag)
     if found is None:
         raise PianogenError(f"{run_dir} has no '{tag}' checkpoint under checkpoints/; train (or resume) it first")
-    recipe = pianogen.load_recipe(run_dir / "recipe.toml")
+    recipe = locate_codec(run_dir, pianogen.load_recipe(run_dir / "recipe.toml"))
     meta = checkpoint.load_meta(found)
     codec = build_codec(recipe, device, progress=False)
     if meta["codec_name"] != recipe.codec.name or meta["codec"] != codec.identity():

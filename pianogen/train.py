@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Sampler
 from pianogen import checkpoint, pipeline
 from pianogen import resume as resuming
 from pianogen.errors import PianogenError
+from pianogen.fetch.run_codec import record_codec
 from pianogen.interfaces import LossContext
 from pianogen.paths import atomic_write_bytes
 from pianogen.recipe import Recipe, dump_toml, recorded_raw
@@ -266,6 +267,7 @@ def _train(recipe: Recipe, resume: bool, progress: bool, on_step: Callable[[int]
     if ddp.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(run_dir / "recipe.toml", dump_toml(recorded_raw(recipe)).encode())
+        record_codec(run_dir, recipe)  # by content hash, so eval/generate elsewhere find the same codec
         if resume:  # forget what was logged after the checkpoint (and a line cut by a kill): those steps run again
             atomic_write_bytes(metrics_path, resuming.metrics_up_to(metrics_path, step))
         else:

@@ -18,7 +18,7 @@ from pianogen.data.audio import AUDIO_SUFFIXES
 from pianogen.data.synth import CSV_COLUMNS, CSV_NAME, write_corpus
 from pianogen.errors import PianogenError
 from pianogen.interfaces import DataSource, Piece
-from pianogen.paths import home
+from pianogen.paths import expand, home
 from pianogen.recipe import DataConfig
 
 SPLITS = ("train", "validation", "test")
@@ -33,7 +33,8 @@ class MaestroSource(DataSource):
     def pieces(self) -> list[Piece]:
         path = self.root / CSV_NAME
         if not path.is_file():
-            raise PianogenError(f"no {CSV_NAME} under {self.root} (set data.root to the MAESTRO v3 folder)")
+            raise PianogenError(f"no {CSV_NAME} under {self.root} (set data.root to the MAESTRO v3 folder, or fetch "
+                                f"it: pianogen data get maestro --years {_years(self.years)} --root {self.root})")
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
             lacking = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
@@ -56,6 +57,10 @@ class MaestroSource(DataSource):
         if not pieces:
             raise PianogenError(f"no audio in {path} for years {sorted(self.years) or 'all'}")
         return pieces
+
+
+def _years(years: set[int]) -> str:
+    return ",".join(map(str, sorted(years))) or "all"
 
 
 class FolderSource(DataSource):
@@ -90,13 +95,13 @@ def synthetic_root(root: str, minutes: float, seed: int) -> Path:
 def maestro(root: str = "", years: list[int] = (), skip_missing: bool = False) -> MaestroSource:
     if not root:
         raise PianogenError("data.root must name the MAESTRO v3 folder for source 'maestro'")
-    return MaestroSource(Path(root), years, skip_missing)
+    return MaestroSource(expand(root), years, skip_missing)
 
 
 def folder(root: str = "", split_ratios: list[float] = (0.8, 0.1, 0.1)) -> FolderSource:
     if not root:
         raise PianogenError("data.root must name a folder of audio files for source 'folder'")
-    return FolderSource(Path(root), split_ratios)
+    return FolderSource(expand(root), split_ratios)
 
 
 def synthetic(root: str = "", minutes: float = 6.0, seed: int = 0, years: list[int] = (),

@@ -30,7 +30,7 @@ from pianogen.data.audio import audio_seconds, load_or_skip
 from pianogen.data.sources import open_source, source_config
 from pianogen.errors import PianogenError
 from pianogen.interfaces import Codec, Piece
-from pianogen.paths import atomic_write_bytes, home
+from pianogen.paths import atomic_write_bytes, expand, home
 from pianogen.recipe import DataConfig
 
 MANIFEST = "manifest.json"
@@ -45,7 +45,7 @@ def data_settings(data: DataConfig) -> dict[str, Any]:
     """The data settings that decide a cache's pieces and tokens (root made absolute)."""
     settings = {k: v for k, v in source_config(data).items() if k not in NOT_KEYED}
     if settings.get("root"):
-        settings["root"] = str(Path(settings["root"]).expanduser().resolve())
+        settings["root"] = str(expand(settings["root"]).resolve())
     return {"source": data.source, **settings, "chunk_seconds": data.chunk_seconds,
             "chunk_overlap_seconds": data.chunk_overlap_seconds}
 

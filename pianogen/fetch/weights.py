@@ -1,0 +1,116 @@
+"""``pianogen codec get soundstream|encodec``: the report's codec weights, fetched once and verified.
+
+SoundStream: the checkpoint the reference ``soundstream`` package's ``from_pretrained`` loads
+(hub repo ``haydenshively/SoundStream``), through huggingface_hub (its cache, ETag check and
+resume; ``HF_ENDPOINT`` points at a mirror), imported to safetensors under ``$PIANOGEN_HOME/codecs/``.
+EnCodec: the official 24 kHz file, checked against the sha256 prefix its name carries.
+A local file given instead does the same offline.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+from pianogen.errors import PianogenError
+from pianogen.fetch.http import download, local_path, make_dirs, sha256_of, write_error
+from pianogen.paths import home
+
+SOUNDSTREAM_REPO = "haydenshively/SoundStream"  # soundstream 0.0.1: from_pretrained(repo_id=..., filename=...)
+SOUNDSTREAM_FILE = "soundstream_variant_naturalspeech2.pt"
+ENCODEC_URL_ENV = "PIANOGEN_ENCODEC_URL"
+CODECS = ("soundstream", "encodec")
+
+
+def default_path(name: str) -> Path:
+    """Where ``codec get NAME`` puts the weights and the built-in recipes look for them."""
+    from pianogen_encodec.model import WEIGHTS_FILE
+
+    files = {"soundstream": SOUNDSTREAM_FILE.replace(".pt", ".safetensors"), "encodec": WEIGHTS_FILE}
+    return home() / "codecs" / files[name]
+
+
+def get_codec_weights(name: str, source: str | None = None, out: Path | None = None, progress: bool = True) -> Path:
+    """Fetch (or take ``source``, a local file) codec ``name``'s weights to ``out``; returns the path."""
+    if name not in CODECS:
+        raise PianogenError(f"no weights to get for codec '{name}'; known: {', '.join(CODECS)}")
+    if source is None and (Path(out) if out else default_path(name)).is_file():
+        return Path(out) if out else default_path(name)  # written only once complete and verified
+    return (get_soundstream if name == "soundstream" else get_encodec)(source, out, progress)
+
+
+def get_soundstream(source: str | None = None, out: Path | None = None, progress: bool = True) -> Path:
+    from pianogen_soundstream.convert import import_reference
+
+    out = Path(out) if out else default_path("soundstream")
+    checkpoint = _local(source) if source else _hub_download(SOUNDSTREAM_REPO, SOUNDSTREAM_FILE)
+    make_dirs(out.parent)
+    try:
+        import_reference(checkpoint, out)
+    except OSError as err:
+        raise write_error(out, err) from None
+    return out
+
+
+def get_encodec(source: str | None = None, out: Path | None = None, progress: bool = True) -> Path:
+    from pianogen_encodec.model import WEIGHTS_URL
+
+    url = source or os.environ.get(ENCODEC_URL_ENV) or WEIGHTS_URL
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    prefix = re.search(r"-([0-9a-f]{8,64})\.\w+$", name)
+    if prefix is None:
+        raise PianogenError(f"{name} does not carry a sha256 prefix in its name (like encodec_24khz-d7cc33bc.th), "
+                            f"so it cannot be verified")
+    out = Path(out) if out else (default_path("encodec") if url == WEIGHTS_URL else home() / "codecs" / name)
+    path = local_path(url)
+    if path is None:
+        return download(url, out, prefix[1], f"; check the network, or set ${ENCODEC_URL_ENV} to a mirror or "
+                                             f"pass a local copy of {name}", progress)
+    path = _local(str(path))
+    found = sha256_of(path)
+    if not found.startswith(prefix[1]):
+        raise PianogenError(f"{path}: sha256 {found[:12]}... does not start with {prefix[1]} as its name promises")
+    if path.resolve() != out.resolve():
+        make_dirs(out.parent)
+        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+        try:
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, out)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise write_error(out, err) from None
+    return out
+
+
+def _local(source: str) -> Path:
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise PianogenError(f"weights file not found: {path}")
+    return path
+
+
+def _hub_download(repo: str, filename: str) -> Path:
+    """huggingface_hub's own download (and its progress bar): cached under $PIANOGEN_HOME/hub, resumed."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.utils import logging as hf_logging
+
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its retries (with backoff) would print a warning each; we print one line
+    try:
+        return Path(hf_hub_download(repo, filename, cache_dir=home() / "hub", endpoint=endpoint))
+    except LocalEntryNotFoundError:
+        raise PianogenError(f"cannot download {filename} from {endpoint}/{repo}: the hub is unreachable and it is "
+                            f"not cached; check the network, set HF_ENDPOINT to a mirror, or pass a local copy: "
+                            f"pianogen codec get soundstream PATH/{filename}") from None
+    except HfHubHTTPError as err:
+        raise PianogenError(f"cannot download {filename} from {endpoint}/{repo}: "
+                            f"{str(err).splitlines()[0]}") from None
+    except OSError as err:
+        raise write_error(home() / "hub", err) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
