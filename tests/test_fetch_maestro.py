@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,16 @@ def test_a_local_zip_and_an_unknown_year(archive, tmp_path):
     assert wavs == audio_of(audio, 2017) | audio_of(audio, 2019)
     with pytest.raises(PianogenError, match=r"no year\(s\) \[2004\]; it has 2017, 2018, 2019"):
         get_maestro(tmp_path / "m", [2004], url=str(path), progress=False)
+
+
+def test_a_csv_naming_files_outside_the_folder_is_refused(tmp_path):
+    path = tmp_path / "evil.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("maestro-v3.0.0/maestro-v3.0.0.csv", "year,audio_filename\n2018,../../evil.wav\n")
+        z.writestr("maestro-v3.0.0/../../evil.wav", b"x")
+    with pytest.raises(PianogenError, match=r"names \.\./\.\./evil.wav, outside the MAESTRO folder"):
+        get_maestro(tmp_path / "a" / "m", [2018], url=str(path), progress=False)
+    assert not list(tmp_path.rglob("evil.wav"))
 
 
 def test_killed_mid_member_then_resumed_from_the_byte_it_reached(archive, tmp_path):
