@@ -212,6 +212,15 @@ def test_full_disk_is_one_line_and_leaves_nothing_looking_complete(archive, tmp_
     assert {k: v for k, v in complete_files(root).items() if k.endswith(".wav")} == audio_of(audio, 2018)
 
 
-def test_years_option_parsing(tmp_path):
+def test_years_option_parsing(archive, tmp_path):
+    data, audio = archive
+    path = tmp_path / "maestro-v3.0.0.zip"
+    path.write_bytes(data)
+    for years in (["2017", "2019"], ["2017,2019"], ["2019", "--years", "2017"]):
+        done = cli("data", "get", "maestro", "--years", *years, "--root", str(tmp_path / "m"), "--url", str(path),
+                   "--dry-run")
+        out, err = done.communicate(timeout=120)
+        assert done.returncode == 0, err
+        assert "6 files to fetch" in out and "2018/" not in out
     line = one_line_error(cli("data", "get", "maestro", "--years", "twenty", "--root", str(tmp_path)))
     assert "--years takes years like 2018" in line
