@@ -212,6 +212,26 @@ def test_full_disk_is_one_line_and_leaves_nothing_looking_complete(archive, tmp_
     assert {k: v for k, v in complete_files(root).items() if k.endswith(".wav")} == audio_of(audio, 2018)
 
 
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 1 MB file system (tmpfs), where this machine lets us mount one."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs privileges this machine does not give")
+    yield where
+    subprocess.run(["umount", str(where)], check=True)
+
+
+def test_a_disk_too_small_is_one_line_before_any_audio_is_fetched(archive, tiny_disk):
+    data, _ = archive
+    with LocalServer({ZIP: data}) as server:
+        with pytest.raises(PianogenError, match=r"has 1\.0 MB free but the fetch needs 3\.\d MB"):
+            get_maestro(tiny_disk / "m", [2018], url=server.url + ZIP, progress=False)
+        assert server.served[ZIP] < 70_000  # the directory and the CSV only
+    assert complete_files(tiny_disk) == {}
+
+
 def test_years_option_parsing(archive, tmp_path):
     data, audio = archive
     path = tmp_path / "maestro-v3.0.0.zip"
