@@ -133,19 +133,21 @@ def data_synth(out_dir: Path, minutes: float, seed: int) -> None:
 
 @data.command(name="get")
 @click.argument("dataset", type=click.Choice(["maestro"]))
+@click.argument("more_years", nargs=-1, metavar="")  # so `--years 2017 2018` works as well as 2017,2018
 @click.option("--version", "version", type=click.Choice(["3.0.0"]), default="3.0.0", show_default=True)
 @click.option("--years", "years", multiple=True, metavar="YEAR[,YEAR...]|all",
-              help="Years whose audio to fetch (repeatable)  [default: 2018, the report's]")
+              help="Years whose audio to fetch: 2018, 2017,2018 or 2017 2018  [default: 2018, the report's]")
 @click.option("--root", type=click.Path(path_type=Path), default=None,
               help="Where to put it  [default: $PIANOGEN_HOME/data/maestro-v3.0.0]")
 @click.option("--url", default=None, help="A mirror URL or a local path of the zip  [$PIANOGEN_MAESTRO_URL, "
                                           "else the official one]")
 @click.option("--dry-run", is_flag=True, help="Print the files and bytes a fetch would download, fetch nothing.")
-def data_get(dataset: str, version: str, years: tuple[str, ...], root: Path | None, url: str | None,
-             dry_run: bool) -> None:
+def data_get(dataset: str, more_years: tuple[str, ...], version: str, years: tuple[str, ...], root: Path | None,
+             url: str | None, dry_run: bool) -> None:
     """Fetch MAESTRO's CSV and only the chosen years' audio (HTTP ranges on the official zip; resumable)."""
     from pianogen.fetch.maestro import DEFAULT_YEARS, get_maestro
 
+    years = years + more_years
     get_maestro(root, _parse_years(years) if years else DEFAULT_YEARS, version, url, dry_run=dry_run,
                 log=click.echo)
 

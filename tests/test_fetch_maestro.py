@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,16 @@ def test_a_local_zip_and_an_unknown_year(archive, tmp_path):
     assert wavs == audio_of(audio, 2017) | audio_of(audio, 2019)
     with pytest.raises(PianogenError, match=r"no year\(s\) \[2004\]; it has 2017, 2018, 2019"):
         get_maestro(tmp_path / "m", [2004], url=str(path), progress=False)
+
+
+def test_a_csv_naming_files_outside_the_folder_is_refused(tmp_path):
+    path = tmp_path / "evil.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("maestro-v3.0.0/maestro-v3.0.0.csv", "year,audio_filename\n2018,../../evil.wav\n")
+        z.writestr("maestro-v3.0.0/../../evil.wav", b"x")
+    with pytest.raises(PianogenError, match=r"names \.\./\.\./evil.wav, outside the MAESTRO folder"):
+        get_maestro(tmp_path / "a" / "m", [2018], url=str(path), progress=False)
+    assert not list(tmp_path.rglob("evil.wav"))
 
 
 def test_killed_mid_member_then_resumed_from_the_byte_it_reached(archive, tmp_path):
@@ -201,6 +212,35 @@ def test_full_disk_is_one_line_and_leaves_nothing_looking_complete(archive, tmp_
     assert {k: v for k, v in complete_files(root).items() if k.endswith(".wav")} == audio_of(audio, 2018)
 
 
-def test_years_option_parsing(tmp_path):
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 1 MB file system (tmpfs), where this machine lets us mount one."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs privileges this machine does not give")
+    yield where
+    subprocess.run(["umount", str(where)], check=True)
+
+
+def test_a_disk_too_small_is_one_line_before_any_audio_is_fetched(archive, tiny_disk):
+    data, _ = archive
+    with LocalServer({ZIP: data}) as server:
+        with pytest.raises(PianogenError, match=r"has 1\.0 MB free but the fetch needs 3\.\d MB"):
+            get_maestro(tiny_disk / "m", [2018], url=server.url + ZIP, progress=False)
+        assert server.served[ZIP] < 70_000  # the directory and the CSV only
+    assert complete_files(tiny_disk) == {}
+
+
+def test_years_option_parsing(archive, tmp_path):
+    data, audio = archive
+    path = tmp_path / "maestro-v3.0.0.zip"
+    path.write_bytes(data)
+    for years in (["2017", "2019"], ["2017,2019"], ["2019", "--years", "2017"]):
+        done = cli("data", "get", "maestro", "--years", *years, "--root", str(tmp_path / "m"), "--url", str(path),
+                   "--dry-run")
+        out, err = done.communicate(timeout=120)
+        assert done.returncode == 0, err
+        assert "6 files to fetch" in out and "2018/" not in out
     line = one_line_error(cli("data", "get", "maestro", "--years", "twenty", "--root", str(tmp_path)))
     assert "--years takes years like 2018" in line

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import shlex
 import warnings
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,9 @@ class MaestroSource(DataSource):
     def pieces(self) -> list[Piece]:
         path = self.root / CSV_NAME
         if not path.is_file():
-            raise PianogenError(f"no {CSV_NAME} under {self.root} (set data.root to the MAESTRO v3 folder, or fetch "
-                                f"it: pianogen data get maestro --years {_years(self.years)} --root {self.root})")
+            fetch = f"pianogen data get maestro --years {_years(self.years)} --root {shlex.quote(str(self.root))}"
+            raise PianogenError(f"no {CSV_NAME} under {self.root} (set data.root to the MAESTRO v3 folder, "
+                                f"or fetch it: {fetch})")
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
             lacking = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]

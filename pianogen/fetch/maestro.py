@@ -70,10 +70,11 @@ def get_maestro(root: Path | None = None, years: Iterable[int] = DEFAULT_YEARS, 
     url = url or os.environ.get(URL_ENV) or URLS[version]
     root = Path(root).expanduser() if root else default_root(version)
     with _open_archive(url, root) as archive:
-        plan, csv_info, csv_bytes = _plan(archive, root, url, sorted(set(years)), version)
+        plan, csv_bytes = _plan(archive, root, url, sorted(set(years)), version)
         if dry_run:
+            log(f"{'bytes to download':>17}  file")
             for info, target in plan.todo:
-                log(f"{info.compress_size:>14,d}  {target.relative_to(root)}")
+                log(f"{info.compress_size:>17,d}  {target.relative_to(root)}")
             log(f"{len(plan.todo)} files to fetch ({len(plan.done)} already there): {_gb(plan.download_bytes)} "
                 f"to download, {_gb(plan.disk_bytes)} on disk under {root}")
             return plan
@@ -104,7 +105,7 @@ def _gb(n: int) -> str:
 
 
 def _plan(archive: zipfile.ZipFile, root: Path, url: str, years: list[int], version: str
-          ) -> tuple[Plan, zipfile.ZipInfo, bytes]:
+          ) -> tuple[Plan, bytes]:
     name = csv_name(version)
     found = [i for i in archive.infolist() if i.filename.rsplit("/", 1)[-1] == name]
     if not found:
@@ -113,8 +114,13 @@ def _plan(archive: zipfile.ZipFile, root: Path, url: str, years: list[int], vers
     prefix = csv_info.filename[: -len(name)]
     plan = Plan(root, url, years, csv_done=_complete(root / name, csv_info))
     csv_bytes = (root / name).read_bytes() if plan.csv_done else _read_member(archive, csv_info, url)
-    rows = list(csv.DictReader(io.StringIO(csv_bytes.decode("utf-8"))))
-    known = sorted({int(r["year"]) for r in rows})
+    rows = list(csv.DictReader(io.StringIO(csv_bytes.decode("utf-8", errors="replace"))))
+    if not rows or not {"year", "audio_filename"} <= set(rows[0]):
+        raise PianogenError(f"{name} in {url} has no year and audio_filename columns")
+    try:
+        known = sorted({int(r["year"]) for r in rows})
+    except (TypeError, ValueError):
+        raise PianogenError(f"{name} in {url} has a year that is not a number") from None
     years = plan.years = years or known
     if set(years) - set(known):
         raise PianogenError(f"MAESTRO v{version} has no year(s) {sorted(set(years) - set(known)) or '[]'}; "
@@ -122,6 +128,8 @@ def _plan(archive: zipfile.ZipFile, root: Path, url: str, years: list[int], vers
     for row in rows:
         if int(row["year"]) not in years:
             continue
+        if ".." in Path(row["audio_filename"]).parts or Path(row["audio_filename"]).is_absolute():
+            raise PianogenError(f"{name} in {url} names {row['audio_filename']}, outside the MAESTRO folder")
         try:
             info = archive.getinfo(prefix + row["audio_filename"])
         except KeyError:
@@ -131,7 +139,7 @@ def _plan(archive: zipfile.ZipFile, root: Path, url: str, years: list[int], vers
             plan.done.append(target)
         else:
             plan.todo.append((info, target))
-    return plan, csv_info, csv_bytes
+    return plan, csv_bytes
 
 
 def _complete(path: Path, info: zipfile.ZipInfo) -> bool:
