@@ -17,8 +17,9 @@ from pianogen.metrics import mel_l1
 _EPS = 1e-10
 CHROMA_FMIN, CHROMA_FMAX = 55.0, 4200.0  # A1 .. about C8: the piano's fundamentals that carry pitch class
 SILENCE_DB = -40.0  # a frame this far below the prompt's RMS counts as near-silent
-NOISE_FLATNESS = 0.5  # a frame whose spectral flatness exceeds this counts as noise-like
+NOISE_FLATNESS = 0.5  # a frame whose whitened spectral flatness exceeds this counts as noise-like
 FRAME_SECONDS = 0.1  # analysis frame of RMS and flatness
+WELCH_SECONDS = 0.032  # whitened flatness: Welch segments of about this length (512 samples at 16 kHz)
 
 
 def _mono(wav: torch.Tensor) -> torch.Tensor:
@@ -81,13 +82,48 @@ def spectral_flatness(wav: torch.Tensor, sample_rate: int, n_fft: int = 256) -> 
     return power.log().mean(dim=1).exp() / power.mean(dim=1)
 
 
+def whitened_flatness(wav: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """Spectral flatness of each analysis frame after whitening, FloatTensor[N]: near 1 for noise of
+    any colour (white, pink, brown), near 0 for tones.
+
+    Plain flatness only catches white noise: pink and brown noise have tilted spectra (flatness 0.34
+    and 0.002) though they hold no pitch. Each frame's Welch power spectrum is divided by its smooth
+    trend, a quadratic in log frequency fitted to log power by least squares (a power law and its
+    bend where window leakage takes over), and the flatness is taken of what remains: a noise's
+    spectrum is all trend, a tone's is peaks above it. Segments of about WELCH_SECONDS (a power of two).
+    """
+    n_fft = 2 ** round(math.log2(WELCH_SECONDS * sample_rate))
+    frames = _frames(wav, sample_rate)  # [N, L]
+    window = torch.hann_window(n_fft, device=frames.device)
+    spec = torch.stft(frames, n_fft, n_fft // 2, window=window, center=False, return_complex=True)
+    log_power = (spec.abs().pow(2).mean(dim=-1)[:, 1:] + _EPS).log()  # [N, F], DC dropped
+    log_f = torch.fft.rfftfreq(n_fft, 1 / sample_rate)[1:].to(frames.device).log()
+    x = (log_f - log_f.mean()) / log_f.std()  # centred for a well-conditioned fit
+    basis = torch.stack([torch.ones_like(x), x, x * x], dim=1)  # [F, 3]
+    trend = basis @ torch.linalg.lstsq(basis, log_power.T).solution  # [F, N]
+    residual = log_power - trend.T
+    return residual.mean(dim=1).exp() / residual.exp().mean(dim=1)
+
+
 def bad_frame_fraction(wav: torch.Tensor, sample_rate: int, reference_rms: float) -> float:
     """Fraction of analysis frames that are near-silent (RMS SILENCE_DB below ``reference_rms``) or
-    noise-like (flatness above NOISE_FLATNESS): the failure modes of a drifting continuation."""
+    noise-like (whitened flatness above NOISE_FLATNESS, any colour of noise): the failure modes of a
+    drifting continuation."""
     silent = frame_rms(wav, sample_rate) < reference_rms * 10 ** (SILENCE_DB / 20)
-    noisy = spectral_flatness(wav, sample_rate) > NOISE_FLATNESS
+    noisy = whitened_flatness(wav, sample_rate) > NOISE_FLATNESS
     bad = silent | noisy
     return float(bad.float().mean()) if bad.numel() else math.nan
+
+
+def coloured_noise(n_samples: int, exponent: float, rms: float, seed: int) -> torch.Tensor:
+    """Gaussian noise FloatTensor[n_samples] with power spectrum ~ 1 / f**exponent (0 white, 1 pink,
+    2 brown) scaled to ``rms``: a floor that any drift metric has to beat."""
+    generator = torch.Generator().manual_seed(seed)
+    spectrum = torch.fft.rfft(torch.randn(n_samples, generator=generator))
+    f = torch.fft.rfftfreq(n_samples)
+    f[0] = f[1] if n_samples > 2 else 1.0  # no infinite DC
+    x = torch.fft.irfft(spectrum * f.pow(-exponent / 2), n_samples)
+    return rms * x / x.pow(2).mean().sqrt().clamp_min(_EPS)
 
 
 def drift_curves(signals: dict[str, torch.Tensor], boundary: int, references: dict[str, list[str]],

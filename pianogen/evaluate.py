@@ -5,7 +5,9 @@ Three parts, each with a floor or reference to read it against:
   next to two reference models fitted on the training tokens (``unigram``, ``repeat``);
 - codec: how well the run's codec reconstructs the split's audio from its first 1, 2, 4, 8, all levels;
 - continuation: prompts from the split continued by the model and compared, second by second, with
-  the true continuation (codec-resynthesised and raw): the drift curve of pianogen.drift.
+  the true continuation (codec-resynthesised and raw): the drift curve of pianogen.drift. Every drift
+  number has its floors beside it: the same metric for another piece of the corpus and for white and
+  pink noise put in place of the continuation (white noise scores chroma ~0.5 against a C-major prompt).
 """
 
 from __future__ import annotations
@@ -21,18 +23,26 @@ import numpy as np
 import torch
 
 from pianogen import pipeline
-from pianogen.drift import drift_curves
+from pianogen.drift import coloured_noise, drift_curves
 from pianogen.errors import PianogenError
 from pianogen.generate import counting_progress
 
 LN2 = math.log(2)
 CODEC_LEVELS: tuple[int | str, ...] = (1, 2, 4, 8, "all")
+FLOORS = {  # after the (original) prompt, in place of the continuation
+    "other_piece": "floor: another piece of the corpus (original audio)",
+    "white_noise": "floor: white noise at the prompt's RMS",
+    "pink_noise": "floor: pink noise at the prompt's RMS",
+}
+NOISE_EXPONENTS = {"white_noise": 0.0, "pink_noise": 1.0}
 SIGNALS = {
     "generated": "the model's continuation, decoded by the run's codec",
     "resynth": "the true continuation, codec-resynthesised from the levels the model predicts",
     "raw": "the true continuation, the original audio",
+    **FLOORS,
 }
-REFERENCES = {"generated": ["resynth", "raw"], "resynth": ["raw"]}  # who each signal is compared with
+# who each signal is compared with by Mel L1 and spectral convergence
+REFERENCES = {"generated": ["resynth", "raw"], "resynth": ["raw"], **{name: ["resynth", "raw"] for name in FLOORS}}
 
 
 @dataclass
@@ -172,6 +182,21 @@ def _load_segment(path: Path, sample_rate: int, start: int, length: int) -> torc
     return torch.nn.functional.pad(wav, (0, length - wav.numel()))
 
 
+def other_piece(cache: Any, split: str, piece: dict[str, Any], start: int, frames: int
+                ) -> tuple[dict[str, Any], int] | None:
+    """(piece, start frame) of ``frames`` frames from another piece than ``piece``: the split's next piece
+    (cyclically), else one of the training or validation split; None when the corpus has no other piece
+    that long. The segment starts where the true continuation does when the piece is long enough."""
+    same = cache.pieces(split)
+    at = next((i for i, p in enumerate(same) if p["audio_filename"] == piece["audio_filename"]), 0)
+    candidates = same[at + 1:] + same[:at] + [p for s in ("train", "validation", "test") if s != split
+                                              for p in cache.pieces(s)]
+    for candidate in candidates:
+        if candidate["audio_filename"] != piece["audio_filename"] and candidate["frames"] - 1 >= frames:
+            return candidate, min(start, candidate["frames"] - 1 - frames)
+    return None
+
+
 def continuation_metrics(recipe: Any, codec: Any, model: Any, cache: Any, split: str, n_prompts: int,
                          prompt_seconds: float, seconds: float, seed: int, device: torch.device,
                          progress: bool) -> tuple[dict[str, Any], list[dict[str, torch.Tensor]]]:
@@ -201,10 +226,21 @@ def continuation_metrics(recipe: Any, codec: Any, model: Any, cache: Any, split:
                    "resynth": codec.decode(codes).float().cpu()}
     paths = _piece_paths(recipe)
     boundary, total = prompt_frames * hop, (prompt_frames + frames) * hop
+    others = [other_piece(cache, split, piece, start + prompt_frames, frames) for piece, start in chosen]
+    floors = [name for name in FLOORS if name != "other_piece" or all(others)]
     audio, curves = [], []
     for i, (piece, start) in enumerate(chosen):
+        raw = _load_segment(paths[piece["audio_filename"]], sr, start * hop, total)
+        prompt_audio, rms = raw[:boundary], float(raw[:boundary].pow(2).mean().sqrt())
         signals = {"generated": decoded["generated"][i, 0, :total], "resynth": decoded["resynth"][i, 0, :total],
-                   "raw": _load_segment(paths[piece["audio_filename"]], sr, start * hop, total)}
+                   "raw": raw}
+        for name in floors:
+            if name == "other_piece":
+                other, other_start = others[i]
+                tail = _load_segment(paths[other["audio_filename"]], sr, other_start * hop, total - boundary)
+            else:
+                tail = coloured_noise(total - boundary, NOISE_EXPONENTS[name], rms, seed + i)
+            signals[name] = torch.cat([prompt_audio, tail])
         audio.append(signals)
         curves.append(drift_curves(signals, boundary, REFERENCES, sr))
     mean = {name: {metric: np.mean([c[name][metric] for c in curves], axis=0).tolist() for metric in metrics}
@@ -215,7 +251,10 @@ def continuation_metrics(recipe: Any, codec: Any, model: Any, cache: Any, split:
         "seconds": frames / codec.frame_rate, "bin_seconds": 1.0, "postfilters": "none (raw decoder output)",
         "sampling": {"temperature": g.temperature, "top_k": g.top_k, "top_p": g.top_p, "seed": seed},
         "prompts": [{"audio_filename": p["audio_filename"], "start_s": s / codec.frame_rate} for p, s in chosen],
-        "signals": SIGNALS, "seconds_after_prompt": [float(b + 1) for b in range(n_bins)], **mean,
+        "signals": {name: SIGNALS[name] for name in curves[0]}, "floors": floors,
+        "other_pieces": [None if o is None else {"audio_filename": o[0]["audio_filename"],
+                                                 "start_s": o[1] / codec.frame_rate} for o in others],
+        "seconds_after_prompt": [float(b + 1) for b in range(n_bins)], **mean,
     }
     return block, audio
 
@@ -289,17 +328,25 @@ def report_markdown(r: dict[str, Any]) -> str:
     lines += [f"## Continuation drift ({c['n_prompts']} prompts of {c['prompt_seconds']:g} s, "
               f"{c['seconds']:g} s continued, sampling {c['sampling']}, no post-filter)", ""]
     lines += [f"- `{name}`: {text}" for name, text in c["signals"].items()] + [""]
-    lines += ["Mel L1 / spectral convergence (SC): lower = closer to the true continuation. Chroma: cosine to the "
-              "prompt's chroma (staying in key). Bad: fraction of near-silent or noise-like 0.1 s frames.", ""]
-    g, s, w = c["generated"], c["resynth"], c["raw"]
-    rows = [[t, g["mel_l1_vs_resynth"][b], g["spectral_convergence_vs_resynth"][b], g["mel_l1_vs_raw"][b],
-             s["mel_l1_vs_raw"][b], g["chroma_similarity"][b], s["chroma_similarity"][b], w["chroma_similarity"][b],
-             g["bad_frame_fraction"][b], w["bad_frame_fraction"][b]]
-            for b, t in enumerate(c["seconds_after_prompt"])]
-    lines += _table(["second", "gen Mel L1 vs resynth", "gen SC vs resynth", "gen Mel L1 vs raw",
-                     "resynth Mel L1 vs raw", "gen chroma", "resynth chroma", "raw chroma", "gen bad",
-                     "raw bad"], rows)
+    lines += ["Floors (the last columns): the same metric with another piece of the corpus, or noise at the "
+              "prompt's loudness, in place of the continuation. A number only means something next to them.", ""]
+    for title, metric in DRIFT_TABLES:
+        names = [name for name in c["signals"] if metric in c[name]]
+        lines += [f"### {title}", ""]
+        lines += _table(["second", *(name.replace("_", " ") for name in names)],
+                        [[t, *(c[name][metric][b] for name in names)]
+                         for b, t in enumerate(c["seconds_after_prompt"])])
     return "\n".join(lines)
+
+
+DRIFT_TABLES = [  # (title, metric): each a table by second, a column per signal that has the metric
+    ("Chroma similarity to the prompt's chroma (higher = staying in key)", "chroma_similarity"),
+    ("Bad-frame fraction: near-silent or noise-like 0.1 s frames (lower)", "bad_frame_fraction"),
+    ("Mel L1 vs the true continuation, original audio (lower = closer)", "mel_l1_vs_raw"),
+    ("Mel L1 vs the true continuation, codec-resynthesised (lower = closer)", "mel_l1_vs_resynth"),
+    ("Spectral convergence vs the codec-resynthesised true continuation (lower = closer)",
+     "spectral_convergence_vs_resynth"),
+]
 
 
 def plot_drift(c: dict[str, Any], out: Path) -> None:
@@ -311,10 +358,11 @@ def plot_drift(c: dict[str, Any], out: Path) -> None:
                                                                      "bad_frame_fraction")]
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.5))
     for ax, (title, key) in zip(axes, panels):
-        for name in SIGNALS:
+        for name in c["signals"]:
             for metric, values in c[name].items():
                 if metric.startswith(key):
-                    ax.plot(x, values, marker="o", label=f"{name} {metric.removeprefix(key)}".strip())
+                    ax.plot(x, values, marker="o", linestyle="--" if name in FLOORS else "-",
+                            label=f"{name} {metric.removeprefix(key)}".strip())
         ax.set(title=title, xlabel="seconds after prompt")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

@@ -58,15 +58,21 @@ def test_continuation_drift_curve_by_second(evaluated):
     c = evaluated[0]["continuation"]
     assert c["n_prompts"] == 2 and len(c["prompts"]) == 2
     assert c["seconds_after_prompt"] == [1.0, 2.0]
-    assert set(c["signals"]) == {"generated", "resynth", "raw"}
-    assert set(c["generated"]) == {"mel_l1_vs_resynth", "spectral_convergence_vs_resynth", "mel_l1_vs_raw",
-                                   "spectral_convergence_vs_raw", "chroma_similarity", "bad_frame_fraction"}
+    floors = {"other_piece", "white_noise", "pink_noise"}
+    assert set(c["signals"]) == {"generated", "resynth", "raw"} | floors and set(c["floors"]) == floors
+    compared = {"mel_l1_vs_resynth", "spectral_convergence_vs_resynth", "mel_l1_vs_raw",
+                "spectral_convergence_vs_raw", "chroma_similarity", "bad_frame_fraction"}
+    assert all(set(c[name]) == compared for name in ("generated", *floors))  # every number has its floors
     assert set(c["raw"]) == {"chroma_similarity", "bad_frame_fraction"}
     for signal in c["signals"]:
         for values in c[signal].values():
             assert len(values) == 2 and finite(values)
+    # the test split holds one piece: the other piece comes from the training split
+    assert all(o["audio_filename"] != p["audio_filename"] for o, p in zip(c["other_pieces"], c["prompts"]))
     assert all(0 <= v <= 1 for v in c["raw"]["bad_frame_fraction"])
     assert all(v > 0.5 for v in c["raw"]["chroma_similarity"])  # the true music stays in its key
+    assert c["white_noise"]["bad_frame_fraction"] == c["pink_noise"]["bad_frame_fraction"] == [1.0, 1.0]
+    assert all(v == 0.0 for v in c["other_piece"]["bad_frame_fraction"])  # music is never a bad frame
 
 
 def test_report_files(evaluated):
@@ -74,6 +80,8 @@ def test_report_files(evaluated):
     assert json.loads((out / "eval.json").read_text()) == json.loads(json.dumps(report))
     text = (out / "report.md").read_text()
     assert "unigram NLL" in text and "SI-SDR" in text and "Continuation drift" in text
+    chroma_table = text.split("### Chroma similarity")[1].split("###")[0]
+    assert "| second | generated | resynth | raw | other piece | white noise | pink noise |" in chroma_table
     for name in ("drift.png", "mel_0_generated.png", "mel_0_resynth.png", "mel_1_generated.png"):
         assert (out / name).stat().st_size > 1000, name
 

@@ -62,6 +62,41 @@ def test_bad_frame_fraction_flags_noise_and_silence_but_not_music():
     assert drift.bad_frame_fraction(half, SR, rms) == pytest.approx(0.5)
 
 
+@pytest.mark.parametrize("exponent", [0.0, 1.0, 2.0])
+def test_coloured_noise_has_the_slope_it_is_named_for(exponent):
+    """White, pink, brown: the log-log slope of the averaged power spectrum is -exponent."""
+    x = drift.coloured_noise(4 * SR, exponent, rms=0.1, seed=0)
+    assert float(x.pow(2).mean().sqrt()) == pytest.approx(0.1, rel=1e-4)
+    power = torch.stft(x, 4096, 1024, window=torch.hann_window(4096), return_complex=True).abs().pow(2).mean(1)
+    f = torch.fft.rfftfreq(4096, 1 / SR)
+    band = (f > 50) & (f < 2000)  # below the window's leakage floor for brown noise
+    slope = torch.linalg.lstsq(torch.stack([torch.ones(int(band.sum())), f[band].log()], 1),
+                               power[band].log()[:, None]).solution[1, 0]
+    assert float(slope) == pytest.approx(-exponent, abs=0.1)
+
+
+@pytest.mark.parametrize("sample_rate", [8000, 16000, 24000])
+def test_bad_frames_are_noise_of_every_colour_and_held_silence_never_piano(sample_rate):
+    """Plain flatness caught white noise only (pink: 0 % of frames, brown: 0 %); whitened flatness
+    flags all three, held silence is flagged as near-silent, and synthetic piano is never flagged."""
+    import torchaudio
+
+    from pianogen.data import synth
+
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        piano = torch.as_tensor(synth.render(synth.compose(rng, 6.0), rng)).float().reshape(-1)
+        piano = torchaudio.functional.resample(piano, synth.SAMPLE_RATE, sample_rate)
+        rms = float(piano.pow(2).mean().sqrt())
+        assert drift.bad_frame_fraction(piano, sample_rate, rms) == 0.0
+        for exponent in (0.0, 1.0, 2.0):
+            noise = drift.coloured_noise(2 * sample_rate, exponent, rms, seed=int(exponent))
+            assert drift.bad_frame_fraction(noise, sample_rate, rms) == 1.0, exponent
+        held = torch.cat([piano[:sample_rate], torch.zeros(3 * sample_rate)])  # one second, then silence
+        assert drift.bad_frame_fraction(held, sample_rate, rms) == pytest.approx(0.75, abs=0.05)
+        assert drift.whitened_flatness(piano, sample_rate).max() < 0.25  # far from NOISE_FLATNESS 0.5
+
+
 def test_drift_curves_score_each_second_after_the_prompt():
     prompt, same, other = tones(C_MAJOR, 1.0), tones(C_MAJOR, 3.0), tones(F_SHARP_MAJOR, 3.0)
     signals = {"generated": torch.cat([prompt, other]), "raw": torch.cat([prompt, same])}

@@ -160,12 +160,49 @@ def test_sliding_keeps_the_most_recent_half():
     assert torch.equal(out[:, :, 3], model(full[:, :, 0:8])[:, :, -1].argmax(-1))
 
 
-def test_delay_generation_keeps_the_prompt_alignment():
-    """With argmax, the first generated frame equals the argmax of forward() on the prompt at its last frame."""
-    model = tiny("delay", 3, block_size=32)
-    prompt = codes(2, 3, 6)
-    first = model.generate(prompt, 1, make_sampler(0.0))[:, 0, 0]
-    assert torch.equal(first, model(prompt)[:, 0, -1].argmax(-1))  # level 0 needs nothing of frame T0
+def test_delay_pattern_opens_with_the_special_step_as_in_audiocraft():
+    """Level 0 of frame 0 is predicted from the special step alone: its logits do not depend on any code."""
+    model = tiny("delay", 3)
+    a, b = codes(1, 3, 6, seed=1), codes(1, 3, 6, seed=2)
+    steps = model.step_logits  # [B, K, N, V]; step 0 is S
+    from pianogen_transformers.delay import delay, with_special_step
+
+    first = [steps(with_special_step(delay(x, model.pad), model.pad))[:, 0, 0] for x in (a, b)]
+    torch.testing.assert_close(first[0], first[1])
+
+
+@pytest.mark.parametrize("K,block", [(3, 8), (4, 8), (2, 6)])
+def test_delay_generation_sees_training_windows_on_every_level(K, block):
+    """Every logit generation samples from, on every level, before and after the context slides, equals
+    forward() on the training window of frames its context holds (argmax, so the frames are fixed).
+
+    The context follows the documented rule: at most block_size steps, keeping max(block_size // 2, K + 1)
+    when it slides; a context starting at step s holds the window of frames s, s + 1, ..."""
+    model = tiny("delay", K, block_size=block)
+    T0, n = 5, 25
+    prompt = codes(2, K, T0)
+    sample, seen = recording(make_sampler(0.0))
+    full = torch.cat([prompt, model.generate(prompt, n, sample)], dim=2)
+    end, start, slides, checked = T0 + 1, 0, 0, set()
+    max_ctx, keep = block, max(block // 2, K + 1)
+    for logits in seen:
+        for k in range(K):
+            frame = end - 1 - k  # the step after the context holds level k of this frame
+            if T0 <= frame < T0 + n:
+                window = full[:, :, start:end - 1]  # frames start .. end - 2: what positions < end - start hold
+                expected = model(window)[:, k, frame - 1 - start]
+                torch.testing.assert_close(logits[:, k], expected, atol=1e-5, rtol=1e-5)
+                assert torch.equal(full[:, k, frame], expected.argmax(-1))
+                checked.add((frame, k))
+        end += 1
+        if end - start > max_ctx:
+            start, slides = end - keep, slides + 1
+    assert slides >= 2 and len(checked) == n * K  # every generated code, on every level
+
+
+def test_delay_generation_needs_room_to_slide():
+    with pytest.raises(PianogenError, match="block_size > K \\+ 1"):
+        tiny("delay", 4, block_size=5).generate(codes(1, 4, 3), 4, make_sampler(0.0))
 
 
 def test_generate_restores_training_mode():
@@ -201,7 +238,7 @@ def test_flops_and_mfu_match_flop_counter_mode(name, K):
 
     model = tiny(name, K, bias=False)
     B, T = 2, 12
-    steps = T + K - 1 if name == "delay" else T  # the delay model runs T + K - 1 delayed steps
+    steps = T + K if name == "delay" else T  # the delay model runs its special step and T + K - 1 delayed steps
     with FlopCounterMode(display=False) as counter, sdpa_kernel(SDPBackend.MATH):
         model(codes(B, K, T)).float().logsumexp(-1).sum().backward()
     counted = counter.get_total_flops()

@@ -185,8 +185,9 @@ def generate_steps(
     B, K, N0 = prompt.shape
     if N0 < 1:
         raise PianogenError("the prompt must hold at least one frame")
-    max_ctx = model.trunk.max_len
-    keep = max_ctx // 2
+    # a model may read fewer steps than its positions (delay: the positions training scores on all levels)
+    max_ctx = getattr(model, "context_steps", model.trunk.max_len)
+    keep = getattr(model, "keep_steps", max_ctx // 2)
     seq = torch.cat([prompt, prompt.new_zeros(B, K, n_steps)], dim=2)  # every step so far [B, K, N0 + n_steps]
     end, start = N0, max(0, N0 - max_ctx)  # context = seq[:, :, start:end]
     was_training = model.training
