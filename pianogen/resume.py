@@ -2,8 +2,8 @@
 
 A resumed run must follow the trajectory the run recorded, so its settings are compared with the
 run's saved recipe.toml before anything is loaded or written; only settings that cannot change the
-result (where it runs, how often it logs or saves, how it generates afterwards) may differ. A finished run is not extended: its
-learning-rate schedule was laid out for the recorded number of steps.
+result (where it runs, how often it logs or saves, how it generates afterwards) may differ. A
+finished run is not extended: its learning-rate schedule was laid out for the recorded number of steps.
 """
 
 from __future__ import annotations

@@ -190,10 +190,11 @@ def test_resume_trims_a_cut_metrics_line_and_works_from_another_directory(tmp_pa
     assert not (elsewhere / "runs").exists()
 
 
-def _wait_for(path: Path, timeout: float = 120.0) -> None:
+def _wait_for_owner(lock: Path, timeout: float = 120.0) -> None:
+    """Until the lock file names its owner (it is created empty, then filled)."""
     deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
+    while not (lock.read_text() if lock.exists() else "").endswith("}"):
+        assert time.monotonic() < deadline, f"{lock} never named its owner"
         time.sleep(0.05)
 
 
@@ -204,7 +205,7 @@ def test_a_second_training_of_a_run_dir_is_refused(tmp_path, tiny_codec_path, ti
     first = subprocess.Popen([sys.executable, "-m", "pianogen", "train", str(recipe)], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(tmp_path / "run/.lock")
+        _wait_for_owner(tmp_path / "run/.lock")
         second = run_cli("train", recipe)
         assert_one_line_error(second, f"{tmp_path / 'run'} is in use by another training (pid {first.pid} on ")
     finally:

@@ -160,7 +160,8 @@ def test_recipe_can_select_the_shadowed_plugin_by_package(silencer, tmp_path):
     assert load_recipe(path).postfilter[0].name == "evil-filters:lowpass"
     assert parse_postfilter_option("evil-filters:lowpass:anything=1") == {"name": "evil-filters:lowpass",
                                                                            "anything": 1}
-    assert parse_postfilter_option("lowpass:cutoff=0.25") == {"name": "lowpass", "cutoff": 0.25}
+    with pytest.warns(UserWarning, match="'lowpass' is also registered by evil-filters"):
+        assert parse_postfilter_option("lowpass:cutoff=0.25") == {"name": "lowpass", "cutoff": 0.25}
     with pytest.raises(PianogenError, match="unknown postfilter 'nobody:lowpass'"):
         parse_postfilter_option("nobody:lowpass")
 
