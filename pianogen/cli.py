@@ -148,10 +148,20 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool) -> None:
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--prompt", required=True, help="Audio file (any rate, mono or stereo), or SPLIT:N of the run's corpus.")
+@click.option("--prompt", default=None,
+              help="Your recording (any format soundfile reads, any rate, any channels), or SPLIT:N of the run's corpus.")
+@click.option("--from", "window_start", type=float, default=None,
+              help="Prompt window start, seconds (negative = from the end) [the end minus --prompt-seconds].")
+@click.option("--to", "window_end", type=float, default=None,
+              help="Prompt window end = where the take continues, seconds (negative = from the end) [the end].")
+@click.option("--extend", type=click.Path(path_type=Path), default=None,
+              help="Continue OUT/take_<i>.wav of an earlier generation from its saved codes (instead of --prompt).")
 @click.option("--seconds", type=float, default=None, help="Continuation length [recipe: generate.seconds].")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output directory [RUN_DIR/generated].")
-@click.option("--prompt-seconds", type=float, default=None, help="Seconds of the prompt used [recipe].")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output directory [RUN_DIR/generated/<prompt>-NNN; with --extend, beside the take].")
+@click.option("--prompt-seconds", type=float, default=None, help="Prompt length in seconds [recipe].")
+@click.option("--crossfade", type=float, default=0.05, show_default=True,
+              help="Seconds of equal-power crossfade into the continuation, ending where the prompt ends.")
 @click.option("--temperature", type=click.FloatRange(min=0), default=None, help="0 = argmax [recipe].")
 @click.option("--top-k", type=click.IntRange(min=0), default=None, help="0 = off [recipe].")
 @click.option("--top-p", type=click.FloatRange(0, 1), default=None, help="0 = off; wins over top-k [recipe].")
@@ -166,18 +176,26 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool) -> None:
 @click.option("--compile", "compile_decode", is_flag=True,
               help="torch.compile the one-frame decode (CUDA graphs on CUDA; on CPU it is slower).")
 @click.option("--device", default="auto", show_default=True)
-def generate(run_dir: Path, prompt: str, seconds: float | None, out: Path | None, prompt_seconds: float | None,
-             temperature: float | None, top_k: int | None, top_p: float | None, seed: int, num: int,
-             checkpoint: str, postfilters: tuple[str, ...], precision: str, compile_decode: bool,
+def generate(run_dir: Path, prompt: str | None, window_start: float | None, window_end: float | None,
+             extend: Path | None, seconds: float | None, out: Path | None, prompt_seconds: float | None,
+             crossfade: float, temperature: float | None, top_k: int | None, top_p: float | None, seed: int,
+             num: int, checkpoint: str, postfilters: tuple[str, ...], precision: str, compile_decode: bool,
              device: str) -> None:
-    """Continue a piano prompt with a trained run; writes WAVs, Mel PNGs and generation.json."""
+    """Continue your recording (or an earlier take) with a trained run.
+
+    Writes take_<i>.wav (your recording up to the prompt's end, then the continuation, at its own rate
+    and channels), continuation_<i>.wav, full_<i>.wav (codec re-synthesis), codes_<i>.safetensors,
+    mel_<i>.png and generation.json.
+    """
     from pianogen import load_recipe
-    from pianogen.generate import GenerationRequest
+    from pianogen.generate import GenerationRequest, next_free_dir
     from pianogen.generate import generate as run_generation
     from pianogen.recipe import parse_override
 
     if not (run_dir / "recipe.toml").is_file():
         raise PianogenError(f"{run_dir} is not a run directory (no recipe.toml); train one with pianogen train")
+    if (prompt is None) == (extend is None):
+        raise PianogenError("give either --prompt (a recording to continue) or --extend (a take to continue)")
     defaults = load_recipe(run_dir / "recipe.toml").generate
     specs = None
     if postfilters:
@@ -190,18 +208,23 @@ def generate(run_dir: Path, prompt: str, seconds: float | None, out: Path | None
                     (key,), value = parse_override(item)
                     spec[key] = value
                 specs.append(spec)
+    if out is None:  # a fresh folder each time: an earlier take is never overwritten
+        out = (next_free_dir(extend.parent, f"{extend.stem}-extended") if extend else
+               next_free_dir(run_dir / "generated", Path(prompt).stem.replace(":", "_")))
     request = GenerationRequest(
-        prompt=prompt, seconds=defaults.seconds if seconds is None else seconds,
-        out=out or run_dir / "generated",
+        prompt=prompt or "", seconds=defaults.seconds if seconds is None else seconds, out=out,
         prompt_seconds=defaults.prompt_seconds if prompt_seconds is None else prompt_seconds,
         temperature=defaults.temperature if temperature is None else temperature,
         top_k=defaults.top_k if top_k is None else top_k, top_p=defaults.top_p if top_p is None else top_p,
         seed=seed, num=num, checkpoint=checkpoint, postfilters=specs, precision=precision,
-        compile=compile_decode)
+        compile=compile_decode, start=window_start, end=window_end, extend=str(extend) if extend else None,
+        crossfade=crossfade)
     report = run_generation(run_dir, request, device=device)
     for note in report["notes"]:
         click.echo(f"note: {note}", err=True)
-    click.echo(f"{request.out}  ({report['frames']} frames, {report['realtime_factor']:.2f}x real time)")
+    start_s, end_s = report["prompt_window_s"]
+    click.echo(f"{request.out}  (prompt {start_s:.2f}-{end_s:.2f} s, {report['frames']} frames, "
+               f"{report['realtime_factor']:.2f}x real time)")
 
 
 @cli.command(name="eval")
