@@ -227,6 +227,21 @@ def generate(run_dir: Path, prompt: str | None, window_start: float | None, wind
                f"{report['realtime_factor']:.2f}x real time)")
 
 
+@cli.command()
+@click.argument("runs", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (keep it local).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--verbose", is_flag=True, help="Log every request.")
+def serve(runs: Path, host: str, port: int, device: str, verbose: bool) -> None:
+    """A web page to continue your recording: RUNS is a run directory or a folder of them."""
+    from pianogen.pipeline import pick_device
+    from pianogen.serve import serve as run_server
+
+    pick_device(device)  # a bad --device is a one-line error now, not on the first generation
+    run_server(runs, host, port, device, verbose)
+
+
 @cli.command(name="eval")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--split", type=click.Choice(["train", "validation", "test"]), default="test", show_default=True)
