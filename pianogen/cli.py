@@ -149,7 +149,7 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool) -> None:
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--prompt", default=None,
-              help="Your recording (any format soundfile reads, any rate, any channels), or SPLIT:N of the run's corpus.")
+              help="Your recording (any format soundfile reads, any rate and channels), or SPLIT:N of the corpus.")
 @click.option("--from", "window_start", type=float, default=None,
               help="Prompt window start, seconds (negative = from the end) [the end minus --prompt-seconds].")
 @click.option("--to", "window_end", type=float, default=None,

@@ -19,7 +19,6 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -157,7 +156,8 @@ class Studio:
 
     def status(self, job: Job) -> dict[str, Any]:
         with self.lock:
-            ahead = sum(1 for j in self.jobs.values() if j.state in ("queued", "running") and j.submitted < job.submitted)
+            ahead = sum(1 for j in self.jobs.values()
+                        if j.state in ("queued", "running") and j.submitted < job.submitted)
         base = f"/files/{job.id}/"
         result = {"id": job.id, "run": job.run, "state": job.state, "stage": job.stage, "done": job.done,
                   "total": job.total, "ahead": ahead if job.state == "queued" else 0, "eta_s": job.eta_s(),
@@ -190,7 +190,7 @@ class Handler(BaseHTTPRequestHandler):
     server: "StudioServer"
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         if self.server.verbose:
             super().log_message(format, *args)
 
@@ -208,7 +208,7 @@ class Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, value: Any) -> None:
         self._send(status, json.dumps(value).encode(), "application/json")
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         studio = self.server.studio
         parts = urlsplit(self.path).path.strip("/").split("/")
         if parts == [""]:
@@ -241,7 +241,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         self._send(200, data, kind, {"Accept-Ranges": "bytes"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         url = urlsplit(self.path)
         if url.path != "/api/jobs":
             self._json(404, {"error": f"nothing here: {self.path}"})

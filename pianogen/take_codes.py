@@ -56,6 +56,7 @@ def load_take_codes(path: Path, codec: Any, levels: int) -> torch.Tensor:
     if metadata.get("codec") != _identity(codec) or metadata.get("levels") != str(levels):
         raise PianogenError(f"{path} was sampled with codec {metadata.get('codec')} at {metadata.get('levels')} "
                             f"levels, but this run's codec is {_identity(codec)} at {levels} levels")
-    if codes.dim() != 2 or codes.shape[0] != levels or codes.shape[-1] < 1 or codes.min() < 0 or codes.max() >= codec.codebook_size:
+    if (codes.dim() != 2 or codes.shape[0] != levels or codes.shape[-1] < 1 or codes.min() < 0
+            or codes.max() >= codec.codebook_size):
         raise PianogenError(f"{path} does not hold codes of this codec (shape {tuple(codes.shape)})")
     return codes
