@@ -55,7 +55,7 @@ class Job:
     id: str
     run: str
     request: GenerationRequest
-    upload: str  # the file as uploaded, kept in the job's folder
+    upload: str | None  # the file as uploaded, kept in the job's folder (None: an extension)
     state: str = "queued"  # queued | running | done | error
     stage: str = "queued"
     done: int = 0
@@ -81,7 +81,7 @@ class Job:
 
     def files(self) -> set[str]:
         """The only names served for this job."""
-        return {self.upload, *(self.report["files"] if self.report else [])}
+        return {name for name in (self.upload, *(self.report["files"] if self.report else [])) if name}
 
 
 class Studio:
@@ -105,14 +105,12 @@ class Studio:
                                                          "top_p": g.top_p}})
         return described
 
-    def submit(self, run: str, filename: str, body: bytes, fields: dict[str, str]) -> Job:
-        """Check everything the page sent, keep the upload, queue the job; PianogenError says what is wrong."""
+    def settings(self, run: str, fields: dict[str, str]) -> dict[str, Any]:
+        """GenerationRequest fields from the form: the run's recipe defaults, then what the page sent."""
         from pianogen import load_recipe
 
         if run not in self.runs:
             raise PianogenError(f"unknown run '{run}'; this server offers {', '.join(self.runs)}")
-        if not body:
-            raise PianogenError("the upload is empty: choose or record a take first")
         g = load_recipe(self.runs[run] / "recipe.toml").generate
         settings: dict[str, Any] = {"seconds": g.seconds, "prompt_seconds": g.prompt_seconds,
                                     "temperature": g.temperature, "top_k": g.top_k, "top_p": g.top_p}
@@ -133,13 +131,27 @@ class Studio:
                     raise PianogenError(f"{name} must be a number of seconds, got '{text}'") from None
         if settings.get("num", 1) > MAX_TAKES:
             raise PianogenError(f"at most {MAX_TAKES} takes at a time")
+        return {**settings, **window}
+
+    def enqueue(self, run: str, request: GenerationRequest, upload: str | None) -> Job:
+        job = Job(secrets.token_hex(6), run, request, upload)
+        with self.lock:
+            self.jobs[job.id] = job
+        self.pending.put(job)
+        return job
+
+    def submit(self, run: str, filename: str, body: bytes, fields: dict[str, str]) -> Job:
+        """Check everything the page sent, keep the upload, queue the job; PianogenError says what is wrong."""
+        settings = self.settings(run, fields)
+        if not body:
+            raise PianogenError("the upload is empty: choose or record a take first")
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(filename).name).strip("._") or "take.wav"
         with self.lock:
             out = next_free_dir(self.runs[run] / "generated", Path(safe).stem)
             out.mkdir(parents=True)
         upload = out / f"upload_{safe}"
         upload.write_bytes(body)
-        request = GenerationRequest(prompt=str(upload), out=out, **settings, **window)
+        request = GenerationRequest(prompt=str(upload), out=out, **settings)
         try:
             check_request(request)
             recording = read_recording(upload)
@@ -148,11 +160,27 @@ class Studio:
             upload.unlink()
             out.rmdir()
             raise PianogenError(str(err).replace(str(upload), filename)) from None
-        job = Job(secrets.token_hex(6), run, request, upload.name)
+        return self.enqueue(run, request, upload.name)
+
+    def extend(self, source: str, fields: dict[str, str]) -> Job:
+        """Continue ``<job id>/take_<i>.wav`` of a finished job, from its saved codes, into a new folder."""
+        job_id, _, name = source.partition("/")
+        job = self.jobs.get(job_id)
+        if job is None or job.state != "done" or not name.startswith("take_") or name not in job.files():
+            raise PianogenError(f"no finished take '{source}' to extend")
+        take = Path(job.request.out) / name
+        if any(key in fields for key in ("from", "to")):
+            raise PianogenError("an extension continues the take from its end: leave From and To empty")
         with self.lock:
-            self.jobs[job.id] = job
-        self.pending.put(job)
-        return job
+            out = next_free_dir(take.parent, f"{take.stem}-extended")
+            out.mkdir(parents=True)
+        request = GenerationRequest(prompt="", extend=str(take), out=out, **self.settings(job.run, fields))
+        try:
+            check_request(request)
+        except PianogenError:
+            out.rmdir()
+            raise
+        return self.enqueue(job.run, request, None)
 
     def status(self, job: Job) -> dict[str, Any]:
         with self.lock:
@@ -161,7 +189,8 @@ class Studio:
         base = f"/files/{job.id}/"
         result = {"id": job.id, "run": job.run, "state": job.state, "stage": job.stage, "done": job.done,
                   "total": job.total, "ahead": ahead if job.state == "queued" else 0, "eta_s": job.eta_s(),
-                  "error": job.error, "upload": base + job.upload, "submitted": job.submitted,
+                  "error": job.error, "upload": job.upload and base + job.upload, "submitted": job.submitted,
+                  "extends": job.request.extend and Path(job.request.extend).name,
                   "started": job.started, "finished": job.finished}
         if job.report:
             result.update(notes=job.report["notes"], prompt_window_s=job.report["prompt_window_s"],
@@ -226,20 +255,22 @@ class Handler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
     def _file(self, path: Path) -> None:
-        """A job's file, with single byte ranges so the audio player can seek."""
-        data = path.read_bytes()
+        """A job's file, with single byte ranges so the audio player can seek (reading only that range)."""
+        size = path.stat().st_size
         kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         match = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", ""))
-        if match and (match.group(1) or match.group(2)):
-            first = int(match.group(1)) if match.group(1) else max(0, len(data) - int(match.group(2)))
-            last = min(int(match.group(2)), len(data) - 1) if match.group(1) and match.group(2) else len(data) - 1
-            if first >= len(data) or first > last:
-                self._send(416, b"", kind, {"Content-Range": f"bytes */{len(data)}"})
-                return
-            self._send(206, data[first:last + 1], kind,
-                       {"Content-Range": f"bytes {first}-{last}/{len(data)}", "Accept-Ranges": "bytes"})
+        if not (match and (match.group(1) or match.group(2))):
+            self._send(200, path.read_bytes(), kind, {"Accept-Ranges": "bytes"})
             return
-        self._send(200, data, kind, {"Accept-Ranges": "bytes"})
+        first = int(match.group(1)) if match.group(1) else max(0, size - int(match.group(2)))
+        last = min(int(match.group(2)), size - 1) if match.group(1) and match.group(2) else size - 1
+        if first >= size or first > last:
+            self._send(416, b"", kind, {"Content-Range": f"bytes */{size}"})
+            return
+        with open(path, "rb") as f:
+            f.seek(first)
+            part = f.read(last + 1 - first)
+        self._send(206, part, kind, {"Content-Range": f"bytes {first}-{last}/{size}", "Accept-Ranges": "bytes"})
 
     def do_POST(self) -> None:
         url = urlsplit(self.path)
@@ -254,8 +285,12 @@ class Handler(BaseHTTPRequestHandler):
             return
         body = self.rfile.read(length)
         fields = {key: values[-1] for key, values in parse_qs(url.query).items()}
+        studio = self.server.studio
         try:
-            job = self.server.studio.submit(fields.pop("run", ""), fields.pop("filename", "take.wav"), body, fields)
+            if "extend" in fields:
+                job = studio.extend(fields.pop("extend"), fields)
+            else:
+                job = studio.submit(fields.pop("run", ""), fields.pop("filename", "take.wav"), body, fields)
         except PianogenError as err:
             self._json(400, {"error": str(err)})
             return

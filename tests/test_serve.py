@@ -90,6 +90,16 @@ def test_api_queues_one_generation_at_a_time_and_serves_only_its_files(server, t
     status, part = get(server + first["takes"][0]["take"], {"Range": "bytes=4-11"})
     assert status == 206 and part == data[4:12]
 
+    status, extension = post(f"{server}/api/jobs?extend={first['id']}/take_0.wav&seconds=0.25&seed=1", b"")
+    assert status == 202, extension
+    extension = wait_done(server, extension["id"])
+    assert extension["state"] == "done" and extension["extends"] == "take_0.wav", extension["error"]
+    assert extension["prompt_window_s"][1] == pytest.approx(2.0, abs=1e-4)  # from where the take ended
+    (tmp_path / "longer.wav").write_bytes(get(server + extension["takes"][0]["take"])[1])
+    longer = sf.read(tmp_path / "longer.wav", dtype="int16")[0]
+    assert abs(len(longer) - 2.25 * rate) <= 1 and np.array_equal(longer[: len(take) - fade], take[:-fade])
+    assert post(f"{server}/api/jobs?extend={first['id']}/mine.wav", b"")[0] == 400  # not a take
+
     for path in ("/files/{id}/../recipe.toml", "/files/{id}/recipe.toml", "/files/nope/take_0.wav", "/etc/passwd"):
         assert get(server + path.format(id=first["id"]))[0] == 404, path
 
@@ -105,6 +115,22 @@ def test_bad_uploads_get_one_clear_message(server, tmp_path, query, body, messag
     stereo_take(tmp_path / "mine.wav")
     status, answer = post(f"{server}/api/jobs?{query}", (tmp_path / "mine.wav").read_bytes() if body is None else body)
     assert status == 400 and message in answer["error"], answer
+
+
+def test_runs_dir_offers_every_trained_run(trained_run, tmp_path):
+    from pianogen.errors import PianogenError
+    from pianogen.serve import find_runs
+
+    for name in ("solo", "duet"):
+        shutil.copytree(trained_run, tmp_path / "runs" / name, ignore=shutil.ignore_patterns("generated"))
+    (tmp_path / "runs" / "notes").mkdir()
+    assert list(find_runs(tmp_path / "runs")) == ["duet", "solo"]
+    assert list(find_runs(tmp_path / "runs" / "solo")) == ["solo"]
+    with pytest.raises(PianogenError, match="holds no trained run"):
+        find_runs(tmp_path / "runs" / "notes")
+    done = subprocess.run([sys.executable, "-m", "pianogen", "serve", str(tmp_path / "runs" / "notes")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "no trained run" in done.stderr
 
 
 def test_page_in_headless_chromium(server, trained_run, tmp_path):
@@ -124,6 +150,8 @@ def test_page_in_headless_chromium(server, trained_run, tmp_path):
             "--autoplay-policy=no-user-gesture-required"])
         try:
             page = browser.new_page(viewport={"width": 1000, "height": 900})
+            script_errors = []
+            page.on("pageerror", lambda err: script_errors.append(str(err)))
             page.goto(server)
             expect(page.locator("#seconds")).to_have_value("0.5")  # the run's recipe defaults arrived
 
@@ -146,6 +174,17 @@ def test_page_in_headless_chromium(server, trained_run, tmp_path):
             page.locator("details").first.evaluate("d => d.open = true")
             page.screenshot(path=str(tmp_path / "serve.png"), full_page=True)
 
+            page.fill("#seconds", "0.5")
+            page.locator("button.extend").nth(1).click()  # extend take 1 by half a second
+            page.wait_for_function("document.querySelector('#error').textContent || document.querySelector('#takes p')"
+                                   ".textContent.startsWith('Extending')", timeout=300_000)
+            assert page.inner_text("#error") == "" and not script_errors, script_errors
+            expect(page.locator("#takes p")).to_contain_text("Extending take_1.wav")
+            extended = page.locator("audio.take-audio")
+            expect(extended).to_have_count(2)
+            page.wait_for_function("a => a.readyState >= 1", arg=extended.first.element_handle(), timeout=60_000)
+            assert abs(extended.first.evaluate("a => a.duration") - 3.0) < 0.01
+
             page.click("#record")
             page.wait_for_timeout(1200)
             page.click("#stop")
@@ -153,6 +192,7 @@ def test_page_in_headless_chromium(server, trained_run, tmp_path):
             preview = page.locator("#preview")
             page.wait_for_function("a => a.readyState >= 1", arg=preview.element_handle(), timeout=30_000)
             assert preview.evaluate("a => a.duration") > 0.5
+            assert not script_errors, script_errors
         finally:
             browser.close()
     assert (tmp_path / "serve.png").stat().st_size > 10_000
