@@ -30,8 +30,9 @@ from pianogen.takes import prompt_window, read_recording
 
 PAGE = Path(__file__).with_name("web") / "index.html"
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # about 45 minutes of 48 kHz 24-bit stereo WAV
-SAMPLING = {"seconds": float, "prompt_seconds": float, "temperature": float, "top_k": int, "top_p": float,
-            "num": int, "seed": int}  # form fields -> GenerationRequest fields
+FORM = {"seconds": ("seconds", float), "prompt_seconds": ("prompt_seconds", float), "from": ("start", float),
+        "to": ("end", float), "temperature": ("temperature", float), "top_k": ("top_k", int),
+        "top_p": ("top_p", float), "num": ("num", int), "seed": ("seed", int)}  # form field -> request field
 MAX_TAKES = 16  # one batch; more would only make the page wait longer
 
 
@@ -114,24 +115,16 @@ class Studio:
         g = load_recipe(self.runs[run] / "recipe.toml").generate
         settings: dict[str, Any] = {"seconds": g.seconds, "prompt_seconds": g.prompt_seconds,
                                     "temperature": g.temperature, "top_k": g.top_k, "top_p": g.top_p}
-        for name, kind in SAMPLING.items():
+        for name, (key, kind) in FORM.items():
             text = fields.get(name, "").strip()
             if text:
                 try:
-                    settings[name] = kind(text)
+                    settings[key] = kind(text)
                 except ValueError:
                     raise PianogenError(f"{name.replace('_', ' ')} must be a number, got '{text}'") from None
-        window = {}
-        for name, key in (("from", "start"), ("to", "end")):
-            text = fields.get(name, "").strip()
-            if text:
-                try:
-                    window[key] = float(text)
-                except ValueError:
-                    raise PianogenError(f"{name} must be a number of seconds, got '{text}'") from None
         if settings.get("num", 1) > MAX_TAKES:
             raise PianogenError(f"at most {MAX_TAKES} takes at a time")
-        return {**settings, **window}
+        return settings
 
     def enqueue(self, run: str, request: GenerationRequest, upload: str | None) -> Job:
         job = Job(secrets.token_hex(6), run, request, upload)

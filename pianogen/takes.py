@@ -19,7 +19,7 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from pianogen.data.audio import _wav_truncated as wav_truncated
+from pianogen.data.audio import read_file
 from pianogen.errors import PianogenError
 from pianogen.paths import atomic_write_bytes
 
@@ -51,20 +51,9 @@ class Recording:
 
 def read_recording(path: str | Path) -> Recording:
     """Any file soundfile reads, in its own rate, channels and (for WAV output) subtype."""
-    path = Path(path)
-    try:
-        with sf.SoundFile(str(path)) as f:
-            subtype = f.subtype
-            dtype = "float64" if subtype in EXACT_IN_FLOAT64 else "float32"
-            data, sample_rate = f.read(dtype=dtype, always_2d=True), f.samplerate
-    except (sf.LibsndfileError, RuntimeError, OSError) as err:
-        raise PianogenError(f"cannot read audio file {path}: {err}") from None
-    if len(data) == 0:
-        raise PianogenError(f"audio file {path} is empty")
-    if path.suffix.lower() == ".wav" and wav_truncated(path):
-        raise PianogenError(f"audio file {path} is truncated (its header promises more samples)")
+    data, sample_rate, subtype = read_file(path, dtype_for={kind: "float64" for kind in EXACT_IN_FLOAT64})
     return Recording(torch.from_numpy(np.ascontiguousarray(data.T)), sample_rate,
-                     subtype if subtype in KEPT_SUBTYPES else "PCM_16", path)
+                     subtype if subtype in KEPT_SUBTYPES else "PCM_16", Path(path))
 
 
 def write_recording(path: Path, recording: Recording) -> None:
