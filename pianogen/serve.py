@@ -1,7 +1,7 @@
 """``pianogen serve``: a local web page where a pianist uploads or records a take and hears it continued.
 
 The standard library's ThreadingHTTPServer and one static page (``web/index.html``), not Gradio: Gradio
-would add ~100 MB of dependencies (FastAPI, uvicorn, pandas, its front-end bundle) to a package whose
+would add FastAPI, uvicorn, pandas and its front-end bundle to every install of a package whose
 users install it for the model, and it changes its API often; this page needs four JSON endpoints and
 file downloads. One worker thread runs the generations, one at a time, in the order they were asked
 for; the page polls a job for its stage, progress and time remaining. Only files a job wrote are served.
