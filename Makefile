@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIANOGEN := $(VENV)/bin/pianogen
 DEMO_RUN ?= runs/demo
 
-.PHONY: install demo test lint bench clean
+.PHONY: install browser demo test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -21,7 +21,15 @@ demo: install
 	$(PIANOGEN) generate $(DEMO_RUN) --prompt test:0 --prompt-seconds 4 --seconds 6 --num 2 --out $(DEMO_RUN)/generated
 	$(PIANOGEN) eval $(DEMO_RUN) --out $(DEMO_RUN)/eval
 
-test: install
+# The serve page's test drives Debian's chromium through Playwright (browsers cannot be downloaded here);
+# as root (CI) a missing chromium is installed, elsewhere the test says how and skips unless CI is set.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "chromium is missing: the browser test needs it (sudo apt-get install chromium)"; fi
+
+test: install browser
 	$(PY) -m pytest
 
 lint: install

@@ -235,11 +235,20 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool, fetch: bool) ->
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--prompt", required=True, help="Audio file (any rate, mono or stereo), or SPLIT:N of the run's corpus.")
+@click.option("--prompt", default=None,
+              help="Your recording (any format soundfile reads, any rate and channels), or SPLIT:N of the corpus.")
+@click.option("--from", "window_start", type=Finite(), default=None,
+              help="Prompt window start, seconds (negative = from the end) [the end minus --prompt-seconds].")
+@click.option("--to", "window_end", type=Finite(), default=None,
+              help="Prompt window end = where the take continues, seconds (negative = from the end) [the end].")
+@click.option("--extend", type=click.Path(path_type=Path), default=None,
+              help="Continue OUT/take_<i>.wav of an earlier generation from its saved codes (instead of --prompt).")
 @click.option("--seconds", type=SECONDS, default=None, help="Continuation length [recipe: generate.seconds].")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Output directory [RUN_DIR/generated].",
-              callback=output_dir)
-@click.option("--prompt-seconds", type=SECONDS, default=None, help="Seconds of the prompt used [recipe].")
+@click.option("--out", type=click.Path(path_type=Path), default=None, callback=output_dir,
+              help="Output directory [RUN_DIR/generated/<prompt>-NNN; with --extend, beside the take].")
+@click.option("--prompt-seconds", type=SECONDS, default=None, help="Prompt length in seconds [recipe].")
+@click.option("--crossfade", type=Finite(0, 1), default=0.05, show_default=True,
+              help="Seconds of equal-power crossfade into the continuation, ending where the prompt ends.")
 @click.option("--temperature", type=Finite(min=0), default=None, help="0 = argmax [recipe].")
 @click.option("--top-k", type=click.IntRange(min=0), default=None, help="0 = off [recipe].")
 @click.option("--top-p", type=Finite(0, 1), default=None, help="0 = off; wins over top-k [recipe].")
@@ -254,34 +263,62 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool, fetch: bool) ->
 @click.option("--compile", "compile_decode", is_flag=True,
               help="torch.compile the one-frame decode (CUDA graphs on CUDA; on CPU it is slower).")
 @click.option("--device", default="auto", show_default=True)
-def generate(run_dir: Path, prompt: str, seconds: float | None, out: Path | None, prompt_seconds: float | None,
-             temperature: float | None, top_k: int | None, top_p: float | None, seed: int, num: int,
-             checkpoint: str, postfilters: tuple[str, ...], precision: str, compile_decode: bool,
+def generate(run_dir: Path, prompt: str | None, window_start: float | None, window_end: float | None,
+             extend: Path | None, seconds: float | None, out: Path | None, prompt_seconds: float | None,
+             crossfade: float, temperature: float | None, top_k: int | None, top_p: float | None, seed: int,
+             num: int, checkpoint: str, postfilters: tuple[str, ...], precision: str, compile_decode: bool,
              device: str) -> None:
-    """Continue a piano prompt with a trained run; writes WAVs, Mel PNGs and generation.json."""
+    """Continue your recording (or an earlier take) with a trained run.
+
+    Writes take_<i>.wav (your recording up to the prompt's end, then the continuation, at its own rate
+    and channels), continuation_<i>.wav, full_<i>.wav (codec re-synthesis), codes_<i>.safetensors,
+    mel_<i>.png and generation.json.
+    """
     from pianogen import load_recipe
-    from pianogen.generate import GenerationRequest
+    from pianogen.generate import GenerationRequest, next_free_dir
     from pianogen.generate import generate as run_generation
     from pianogen.recipe import parse_postfilter_option
 
     if not (run_dir / "recipe.toml").is_file():
         raise PianogenError(f"{run_dir} is not a run directory (no recipe.toml); train one with pianogen train")
+    if (prompt is None) == (extend is None):
+        raise PianogenError("give either --prompt (a recording to continue) or --extend (a take to continue)")
     defaults = load_recipe(run_dir / "recipe.toml").generate
     specs = None
     if postfilters:
         specs = [spec for spec in map(parse_postfilter_option, postfilters) if spec is not None]
+    if out is None:  # a fresh folder each time: an earlier take is never overwritten
+        out = (next_free_dir(extend.parent, f"{extend.stem}-extended") if extend else
+               next_free_dir(run_dir / "generated", Path(prompt).stem.replace(":", "_")))
     request = GenerationRequest(
-        prompt=prompt, seconds=defaults.seconds if seconds is None else seconds,
-        out=out or run_dir / "generated",
+        prompt=prompt or "", seconds=defaults.seconds if seconds is None else seconds, out=out,
         prompt_seconds=defaults.prompt_seconds if prompt_seconds is None else prompt_seconds,
         temperature=defaults.temperature if temperature is None else temperature,
         top_k=defaults.top_k if top_k is None else top_k, top_p=defaults.top_p if top_p is None else top_p,
         seed=seed, num=num, checkpoint=checkpoint, postfilters=specs, precision=precision,
-        compile=compile_decode)
+        compile=compile_decode, start=window_start, end=window_end, extend=str(extend) if extend else None,
+        crossfade=crossfade)
     report = run_generation(run_dir, request, device=device)
     for note in report["notes"]:
         click.echo(f"note: {note}", err=True)
-    click.echo(f"{request.out}  ({report['frames']} frames, {report['realtime_factor']:.2f}x real time)")
+    start_s, end_s = report["prompt_window_s"]
+    click.echo(f"{request.out}  (prompt {start_s:.2f}-{end_s:.2f} s, {report['frames']} frames, "
+               f"{report['realtime_factor']:.2f}x real time)")
+
+
+@cli.command()
+@click.argument("runs", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (keep it local).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--verbose", is_flag=True, help="Log every request.")
+def serve(runs: Path, host: str, port: int, device: str, verbose: bool) -> None:
+    """A web page to continue your recording: RUNS is a run directory or a folder of them."""
+    from pianogen.pipeline import pick_device
+    from pianogen.serve import serve as run_server
+
+    pick_device(device)  # a bad --device is a one-line error now, not on the first generation
+    run_server(runs, host, port, device, verbose)
 
 
 @cli.command(name="eval")

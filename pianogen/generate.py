@@ -1,9 +1,19 @@
-"""Continue a piano prompt: encode, prefill the KV cache, sample frame by frame, decode, filter, write."""
+"""Continue a pianist's take: prompt window, encode, prefill the KV cache, sample, decode, splice, write.
+
+The prompt is, by default, the last ``prompt_seconds`` of the recording, so the continuation starts
+where the pianist stopped. Each continuation is written three ways: ``take_<i>.wav`` (the original up
+to the prompt's end, then the continuation, at the original's rate and channels), ``continuation_<i>.wav``
+(codec rate) and ``full_<i>.wav`` (the codec's re-synthesis of prompt + continuation). Its codes are
+saved as ``codes_<i>.safetensors`` so ``extend`` can continue the take without re-encoding it.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,21 +22,27 @@ import torch
 
 import pianogen
 from pianogen import pipeline
-from pianogen.data.audio import load_audio, save_audio
+from pianogen.data.audio import save_audio
 from pianogen.errors import PianogenError
+from pianogen.paths import atomic_write_bytes
 from pianogen.plots import plot_mel
 from pianogen.sampling import make_sampler
+from pianogen.take_codes import codes_path_for, load_take_codes, save_take_codes
+from pianogen.takes import Recording, prompt_window, read_recording, splice, write_recording
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
+# listener(stage, done, total): stages "encode", "sample" (done = frames), "decode", "write" (done = takes)
+Listener = Callable[[str, int, int], None]
+
 
 @dataclass
 class GenerationRequest:
-    prompt: str  # a WAV/FLAC/... path, or "<split>:<n>" for piece n of the run's corpus split
+    prompt: str  # a WAV/FLAC/... path, or "<split>:<n>" for piece n of the run's corpus split ("" with extend)
     seconds: float  # continuation length
     out: Path  # output directory
-    prompt_seconds: float = 5.0  # seconds of the prompt used, from its start (all of it when shorter)
+    prompt_seconds: float = 5.0  # prompt length, ending where the window ends (all of the file when shorter)
     temperature: float = 1.0  # 0 = argmax
     top_k: int = 250  # 0 = off
     top_p: float = 0.0  # 0 = off; wins over top_k
@@ -37,6 +53,32 @@ class GenerationRequest:
     use_cache: bool = True  # False recomputes the whole context every step (for benchmarks)
     precision: str = "fp32"  # fp32 | bf16: weights and KV cache in bfloat16, half the memory traffic per frame
     compile: bool = False  # torch.compile the one-frame decode (CUDA graphs on CUDA); slower on CPU
+    start: float | None = None  # --from: prompt window start in seconds (negative = from the end)
+    end: float | None = None  # --to: prompt window end in seconds (negative = from the end); None = the end
+    extend: str | None = None  # a take_<i>.wav this module wrote: continue it from its saved codes
+    crossfade: float = 0.05  # seconds of equal-power crossfade ending where the prompt ends
+
+
+def check_request(request: GenerationRequest) -> None:
+    """Every number finite and in range, and one thing to continue: the CLI and the web page share these."""
+    def finite(flag: str, value: float, low: float, high: float, low_open: bool = False) -> None:
+        if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
+            bound = f"> {low:g}" if low_open else f">= {low:g}"
+            raise PianogenError(f"{flag} must be {bound} and <= {high:g}, got {value}")
+
+    finite("--seconds", request.seconds, 0, 24 * 3600, low_open=True)
+    finite("--prompt-seconds", request.prompt_seconds, 0, 24 * 3600, low_open=True)
+    finite("--crossfade", request.crossfade, 0, 1)
+    finite("--temperature", request.temperature, 0, 100)
+    finite("--top-p", request.top_p, 0, 1)
+    if request.num < 1:
+        raise PianogenError(f"--num must be >= 1, got {request.num}")
+    if request.top_k < 0:
+        raise PianogenError(f"--top-k must be >= 0 (0 = off), got {request.top_k}")
+    if bool(request.extend) == bool(request.prompt):
+        raise PianogenError("give either --prompt (a recording to continue) or --extend (a take to continue)")
+    if request.extend and (request.start is not None or request.end is not None):
+        raise PianogenError("--from/--to choose a window of a recording; --extend continues a take from its end")
 
 
 def resolve_prompt(recipe: "pianogen.recipe.Recipe", prompt: str) -> Path:
@@ -51,6 +93,15 @@ def resolve_prompt(recipe: "pianogen.recipe.Recipe", prompt: str) -> Path:
             raise PianogenError(f"prompt {prompt}: the {split} split has {len(pieces)} pieces")
         return pieces[int(index)].path
     raise PianogenError(f"prompt not found: {prompt} (a path to an audio file, or e.g. test:0)")
+
+
+def next_free_dir(parent: Path, stem: str) -> Path:
+    """``parent/<stem>-001``, ``-002``, ...: the first that does not exist, so no earlier take is overwritten."""
+    safe = re.sub(r"[^A-Za-z0-9._+-]+", "_", stem).strip("._") or "take"
+    n = 1
+    while (parent / f"{safe}-{n:03d}").exists():
+        n += 1
+    return parent / f"{safe}-{n:03d}"
 
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -73,14 +124,22 @@ def counting_progress(enabled: bool, transient: bool = False) -> "Progress":
 
 
 def continue_codes(model: torch.nn.Module, prompt_codes: torch.Tensor, n_frames: int, request: GenerationRequest,
-                   progress: bool = True) -> torch.Tensor:
-    """prompt_codes LongTensor[B, K, T0] -> LongTensor[B, K, n_frames], with a rich progress bar."""
+                   progress: bool = True, on_frame: Callable[[int], None] | None = None) -> torch.Tensor:
+    """prompt_codes LongTensor[B, K, T0] -> LongTensor[B, K, n_frames], with a rich progress bar;
+    ``on_frame(frames_done)`` is told too (the web page's progress)."""
     sample = make_sampler(request.temperature, request.top_k, request.top_p, request.seed)
+
     with counting_progress(progress) as bar:
         task = bar.add_task("sampling", total=n_frames)
+
+        def frame_done(i: int) -> None:
+            bar.update(task, completed=i + 1)
+            if on_frame is not None:
+                on_frame(i + 1)
+
         with torch.inference_mode():
             return model.generate(prompt_codes, n_frames, sample, use_cache=request.use_cache,
-                                  on_frame=lambda i: bar.update(task, completed=i + 1), compile=request.compile)
+                                  on_frame=frame_done, compile=request.compile)
 
 
 def _clock(device: torch.device) -> float:
@@ -90,62 +149,152 @@ def _clock(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def generate(run_dir: str | Path, request: GenerationRequest, device: str = "auto", progress: bool = True
-             ) -> dict[str, Any]:
-    """Write prompt+continuation WAVs, continuation WAVs, Mel PNGs and generation.json; return the JSON."""
-    if request.seconds <= 0:
-        raise PianogenError(f"--seconds must be > 0, got {request.seconds}")
-    if request.num < 1:
-        raise PianogenError(f"--num must be >= 1, got {request.num}")
+@dataclass
+class Source:
+    """What is continued: the recording the takes start with and the prompt codes taken from it."""
+
+    recording: Recording  # the pianist's file (or the take being extended), as it is on disk
+    cut: int  # samples of it kept before the continuation (the prompt's end)
+    prompt_start: int  # where the prompt begins in it: the loudness reference is [prompt_start, cut)
+    prompt_codes: torch.Tensor  # LongTensor[1, K, T0]
+    history: torch.Tensor  # LongTensor[K, H]: codes saved before the continuation's (ends with the prompt's)
+    window_s: tuple[float, float]  # the prompt window in seconds of the recording
+    notes: list[str]
+
+
+def source_from_recording(path: Path, request: GenerationRequest, codec: Any, levels: int,
+                          device: torch.device) -> Source:
+    """The prompt window of a recording, trimmed at its start to whole codec frames, encoded."""
+    import torchaudio
+
+    original = read_recording(path)
+    start_s, end_s, notes = prompt_window(original.seconds, request.prompt_seconds, request.start, request.end)
+    rate = original.sample_rate
+    cut, first = round(end_s * rate), math.floor(start_s * rate)
+    mono = original.samples[:, first:cut].mean(dim=0).float()
+    wav = torchaudio.functional.resample(mono, rate, codec.sample_rate) if rate != codec.sample_rate else mono
+    frames = wav.shape[-1] // codec.hop_length
+    if frames < 1:
+        raise PianogenError(f"the prompt window [{start_s:.3f}, {end_s:.3f}] s is shorter than one codec frame "
+                            f"({1 / codec.frame_rate * 1000:.1f} ms)")
+    wav = wav[wav.shape[-1] - frames * codec.hop_length:]  # whole frames, ending exactly at the window's end
+    with torch.inference_mode():
+        codes = codec.encode(wav[None, None].to(device))[:, :levels]
+    prompt_start = cut - round(frames * codec.hop_length * rate / codec.sample_rate)
+    return Source(original, cut, max(0, prompt_start), codes, codes[0].cpu(),
+                  (max(0, prompt_start) / rate, cut / rate), notes)
+
+
+def source_from_take(take: Path, request: GenerationRequest, codec: Any, levels: int,
+                     device: torch.device) -> Source:
+    """A take this module wrote, continued from its end with its saved codes (no re-encoding)."""
+    history = load_take_codes(codes_path_for(take), codec, levels)
+    recording = read_recording(take)
+    frames = min(history.shape[-1], max(1, round(request.prompt_seconds * codec.frame_rate)))
+    notes = []
+    if frames < round(request.prompt_seconds * codec.frame_rate):
+        notes.append(f"the take's codes hold {frames / codec.frame_rate:.2f} s, shorter than the "
+                     f"{request.prompt_seconds} s prompt asked: using all of them")
+    cut = recording.samples.shape[-1]
+    prompt_start = max(0, cut - round(frames * codec.hop_length * recording.sample_rate / codec.sample_rate))
+    prompt_codes = history[:, -frames:][None].to(device)
+    rate = recording.sample_rate
+    return Source(recording, cut, prompt_start, prompt_codes, history, (prompt_start / rate, cut / rate), notes)
+
+
+def decode_codes(codec: Any, codes: torch.Tensor, filters: list[Any]) -> torch.Tensor:
+    """codes LongTensor[B, K, T] -> post-filtered audio FloatTensor[B, 1, T * hop] at the codec's rate."""
+    with torch.inference_mode():
+        audio = codec.decode(codes).float()
+        for post in filters:
+            audio = post(audio, codec.sample_rate)
+    return audio
+
+
+def refuse_overwriting_inputs(out: Path, num: int, inputs: list[Path]) -> None:
+    """Nothing the user gave is lost: no output file may be one of the inputs."""
+    names = [f"{kind}_{i}.{ext}" for i in range(num) for kind, ext in
+             (("take", "wav"), ("full", "wav"), ("continuation", "wav"), ("mel", "png"), ("codes", "safetensors"))]
+    taken = {p.resolve() for p in inputs}
+    for name in [*names, "generation.json"]:
+        if (out / name).resolve() in taken:
+            raise PianogenError(f"--out {out} would overwrite {out / name}, which is being continued; "
+                                f"choose another --out")
+
+
+def generate(run_dir: str | Path, request: GenerationRequest, device: str = "auto", progress: bool = True,
+             listener: Listener | None = None) -> dict[str, Any]:
+    """Write the takes, continuations, re-syntheses, codes, Mel PNGs and generation.json; return the JSON."""
+    check_request(request)
+    tell = listener or (lambda stage, done, total: None)
     torch_device = pipeline.pick_device(device)
     recipe, codec, model, meta = pipeline.load_run(run_dir, request.checkpoint, torch_device)
     model = in_precision(model, request.precision)
-    prompt_path = resolve_prompt(recipe, request.prompt)
-    wav = load_audio(prompt_path, codec.sample_rate)
-    notes = []
-    available = wav.shape[-1] / codec.sample_rate
-    if available < request.prompt_seconds:
-        notes.append(f"prompt is {available:.2f} s, shorter than the {request.prompt_seconds} s asked: using all of it")
-    wav = wav[:, : round(request.prompt_seconds * codec.sample_rate)]
+    levels = recipe.codec.levels
     filter_specs = request.postfilters if request.postfilters is not None else [
         {"name": spec.name, **spec.options} for spec in recipe.postfilter]
     filters = [pianogen.get_postfilter(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
                for spec in filter_specs]
+    out = Path(request.out)
 
     start = _clock(torch_device)
-    with torch.inference_mode():
-        prompt_codes = codec.encode(wav[None].to(torch_device))[:, : recipe.codec.levels]
-    prompt_codes = prompt_codes.expand(request.num, -1, -1).contiguous()
+    tell("encode", 0, 1)
+    if request.extend:
+        prompt_path = Path(request.extend)
+        refuse_overwriting_inputs(out, request.num, [prompt_path, codes_path_for(prompt_path)])
+        source = source_from_take(prompt_path, request, codec, levels, torch_device)
+    else:
+        prompt_path = resolve_prompt(recipe, request.prompt)
+        refuse_overwriting_inputs(out, request.num, [prompt_path])
+        source = source_from_recording(prompt_path, request, codec, levels, torch_device)
+    prompt_codes = source.prompt_codes.expand(request.num, -1, -1).contiguous()
     n_frames = max(1, round(request.seconds * codec.frame_rate))
     encoded = _clock(torch_device)
-    new_codes = continue_codes(model, prompt_codes, n_frames, request, progress)
+    new_codes = continue_codes(model, prompt_codes, n_frames, request, progress,
+                               on_frame=lambda done: tell("sample", done, n_frames))
     sampled = _clock(torch_device)
-    with torch.inference_mode():
-        audio = codec.decode(torch.cat([prompt_codes, new_codes], dim=-1)).float()
-        for post in filters:
-            audio = post(audio, codec.sample_rate)
+    tell("decode", 0, 1)
+    audio = decode_codes(codec, torch.cat([prompt_codes, new_codes], dim=-1), filters)
     decoded = _clock(torch_device)
 
-    out = Path(request.out)
     out.mkdir(parents=True, exist_ok=True)
     boundary = prompt_codes.shape[-1] * codec.hop_length
-    files = []
+    files, takes = [], []
     for i in range(request.num):
+        tell("write", i, request.num)
         full, continuation = audio[i, 0].cpu(), audio[i, 0, boundary:].cpu()
         save_audio(out / f"full_{i}.wav", full, codec.sample_rate)
         save_audio(out / f"continuation_{i}.wav", continuation, codec.sample_rate)
-        plot_mel(full, codec.sample_rate, out / f"mel_{i}.png", boundary_s=boundary / codec.sample_rate,
-                 title=f"{prompt_path.name}: prompt | continuation {i}")
-        files += [f"full_{i}.wav", f"continuation_{i}.wav", f"mel_{i}.png"]
+        joined = splice(source.recording, source.cut, source.prompt_start, full, codec.sample_rate, boundary,
+                        request.crossfade)
+        write_recording(out / f"take_{i}.wav", joined.take)
+        save_take_codes(out / f"codes_{i}.safetensors", torch.cat([source.history, new_codes[i].cpu()], dim=-1),
+                        codec, levels, take=f"take_{i}.wav")
+        rate = joined.take.sample_rate
+        plot_mel(joined.take.samples[:, source.prompt_start:].mean(dim=0), rate, out / f"mel_{i}.png",
+                 boundary_s=(source.cut - source.prompt_start) / rate,
+                 title=f"take {i}: {prompt_path.name} from {source.prompt_start / rate:.1f} s | continuation")
+        names = {"take": f"take_{i}.wav", "continuation": f"continuation_{i}.wav", "resynthesis": f"full_{i}.wav",
+                 "mel": f"mel_{i}.png", "codes": f"codes_{i}.safetensors"}
+        files += list(names.values())
+        takes.append({**names, "seconds": joined.take.seconds, "prompt_lufs": joined.prompt_lufs,
+                      "continuation_lufs": joined.continuation_lufs, "gain_db": joined.gain_db,
+                      "crossfade_s": joined.crossfade_s})
+    tell("write", request.num, request.num)
     seconds_out = n_frames / codec.frame_rate
     report = {
         "run_dir": str(run_dir), "prompt_file": str(prompt_path), "prompt_frames": prompt_codes.shape[-1],
+        "prompt_window_s": list(source.window_s), "extends": str(prompt_path) if request.extend else None,
         "frames": n_frames, "sample_rate": codec.sample_rate, "checkpoint_step": meta["step"],
+        "take_sample_rate": source.recording.sample_rate, "take_channels": source.recording.channels,
+        "take_subtype": source.recording.subtype,
         "settings": {k: v for k, v in asdict(request).items() if k != "out"},
-        "postfilters": filter_specs, "notes": notes, "files": files, "device": str(torch_device),
+        "postfilters": filter_specs, "notes": source.notes, "files": files, "takes": takes,
+        "device": str(torch_device),
         "timings_s": {"encode": encoded - start, "sample": sampled - encoded, "decode": decoded - sampled},
         "frames_per_s": n_frames * request.num / (sampled - encoded),
         "realtime_factor": seconds_out * request.num / (decoded - encoded),
     }
-    (out / "generation.json").write_text(json.dumps(report, indent=2))
+    files.append("generation.json")
+    atomic_write_bytes(out / "generation.json", json.dumps(report, indent=2).encode())
     return report

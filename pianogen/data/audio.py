@@ -39,12 +39,14 @@ def _wav_truncated(path: Path) -> bool:
             f.seek(n + (n & 1), io.SEEK_CUR)
 
 
-def load_audio(path: str | Path, sample_rate: int) -> torch.Tensor:
-    """Read ``path`` -> FloatTensor[1, S] at ``sample_rate``: channels averaged, resampled with torchaudio."""
+def read_file(path: str | Path, dtype_for: dict[str, str] | None = None) -> tuple[np.ndarray, int, str]:
+    """Every sample of ``path`` -> (float array [S, C], sample rate, libsndfile subtype); float32 unless
+    ``dtype_for[subtype]`` asks for another. Unreadable, empty or truncated files are a PianogenError."""
     path = Path(path)
     try:
         with sf.SoundFile(str(path)) as f:
-            data, sr = f.read(dtype="float32", always_2d=True), f.samplerate
+            dtype = (dtype_for or {}).get(f.subtype, "float32")
+            data, sr, subtype = f.read(dtype=dtype, always_2d=True), f.samplerate, f.subtype
     except (sf.LibsndfileError, RuntimeError, OSError) as err:
         raise PianogenError(f"cannot read audio file {path}: {err}") from None
     if len(data) == 0:
@@ -55,6 +57,12 @@ def load_audio(path: str | Path, sample_rate: int) -> torch.Tensor:
                             f"{int(broken.argmax()) / sr:.3f} s); repair or re-export it")
     if path.suffix.lower() == ".wav" and _wav_truncated(path):
         raise PianogenError(f"audio file {path} is truncated (its header promises more samples)")
+    return data, sr, subtype
+
+
+def load_audio(path: str | Path, sample_rate: int) -> torch.Tensor:
+    """Read ``path`` -> FloatTensor[1, S] at ``sample_rate``: channels averaged, resampled with torchaudio."""
+    data, sr, _ = read_file(path)
     wav = torch.from_numpy(data.mean(axis=1))[None]
     if sr != sample_rate:
         wav = torchaudio.functional.resample(wav, sr, sample_rate)

@@ -1,0 +1,164 @@
+"""A pianist's take, continued: the prompt window, and the continuation spliced onto the original.
+
+The original recording is read and written back at its own sample rate, channel count and sample
+format, so every sample before the join is the pianist's own, bit for bit. The continuation
+(codec rate, mono) is resampled, copied to every channel, brought to the prompt's loudness
+(ITU-R BS.1770 via ``torchaudio.functional.loudness``) and joined with an equal-power crossfade
+that ends exactly where the prompt ends.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+
+from pianogen.data.audio import read_file
+from pianogen.errors import PianogenError
+from pianogen.paths import atomic_write_bytes
+
+# WAV subtypes a take keeps from its original; anything else (mp3, ogg, ...) is written as 16-bit PCM
+KEPT_SUBTYPES = {"PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"}
+EXACT_IN_FLOAT64 = {"PCM_32", "DOUBLE"}  # float32 holds 24 bits: these need float64 to come back unchanged
+LOUDNESS_BLOCK_S = 0.4  # BS.1770's gating block: shorter audio has no loudness
+MAX_GAIN_DB = 24.0  # a near-silent continuation is not blown up into loud noise
+PEAK_CEILING = 0.99  # loudness matching never pushes the continuation into clipping
+
+
+@dataclass
+class Recording:
+    """Audio as the file holds it: float samples [C, S] at ``sample_rate``, and the file's subtype."""
+
+    samples: torch.Tensor
+    sample_rate: int
+    subtype: str
+    path: Path | None = None
+
+    @property
+    def seconds(self) -> float:
+        return self.samples.shape[-1] / self.sample_rate
+
+    @property
+    def channels(self) -> int:
+        return self.samples.shape[0]
+
+
+def read_recording(path: str | Path) -> Recording:
+    """Any file soundfile reads, in its own rate, channels and (for WAV output) subtype."""
+    data, sample_rate, subtype = read_file(path, dtype_for={kind: "float64" for kind in EXACT_IN_FLOAT64})
+    return Recording(torch.from_numpy(np.ascontiguousarray(data.T)), sample_rate,
+                     subtype if subtype in KEPT_SUBTYPES else "PCM_16", Path(path))
+
+
+def write_recording(path: Path, recording: Recording) -> None:
+    """WAV in the recording's subtype, atomically (temp file + rename). PCM is clipped to [-1, 1]: libsndfile
+    would wrap an over-range float around instead."""
+    data = recording.samples.cpu().numpy().T
+    if recording.subtype.startswith("PCM"):
+        data = np.clip(data, -1.0, 1.0)
+    buf = io.BytesIO()
+    sf.write(buf, data, recording.sample_rate, format="WAV", subtype=recording.subtype)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def prompt_window(duration: float, prompt_seconds: float, start: float | None = None, end: float | None = None
+                  ) -> tuple[float, float, list[str]]:
+    """The prompt's (start, end) in seconds of a ``duration``-second recording, and notes for the user.
+
+    Negative times count from the end. No bound given: the last ``prompt_seconds``. One bound: a window
+    of ``prompt_seconds`` from it (cut at the recording's edges). Both: exactly that window.
+    """
+    for flag, value in (("--from", start), ("--to", end)):
+        if value is not None and not math.isfinite(value):
+            raise PianogenError(f"{flag} must be a finite number of seconds, got {value}")
+
+    def absolute(t: float) -> float:
+        return duration + t if t < 0 else t
+
+    if start is None and end is None:
+        lo, hi = duration - prompt_seconds, duration
+    elif start is None:
+        hi = absolute(end)
+        lo = hi - prompt_seconds
+    elif end is None:
+        lo = absolute(start)
+        hi = min(lo + prompt_seconds, duration)
+    else:
+        lo, hi = absolute(start), absolute(end)
+    if hi > duration + 1e-6 or lo >= hi or hi <= 0:
+        asked = " ".join(f"{flag} {value:g}" for flag, value in (("--from", start), ("--to", end)) if value is not None)
+        raise PianogenError(f"the prompt window {asked or f'of {prompt_seconds:g} s'} is [{lo:.2f}, {hi:.2f}] s, "
+                            f"which is not inside the {duration:.2f} s recording")
+    notes = []
+    if lo < 0:
+        notes.append(f"prompt is {hi:.2f} s, shorter than the {prompt_seconds} s asked: using all of it")
+        lo = 0.0
+    return lo, min(hi, duration), notes
+
+
+def equal_power_crossfade(outgoing: torch.Tensor, incoming: torch.Tensor) -> torch.Tensor:
+    """[C, F] + [C, F] -> [C, F]: cos/sin gains whose squares sum to 1, so uncorrelated signals keep
+    their power through the join."""
+    n = outgoing.shape[-1]
+    phase = (torch.arange(n, dtype=torch.float64) + 0.5) / n * (math.pi / 2)
+    return outgoing * torch.cos(phase).to(outgoing.dtype) + incoming * torch.sin(phase).to(incoming.dtype)
+
+
+def loudness_lufs(samples: torch.Tensor, sample_rate: int) -> float | None:
+    """BS.1770 integrated loudness of [C, S] in LUFS; None when it has none (shorter than one 0.4 s block,
+    or silent below the -70 LUFS gate). More than 5 channels are measured as their mono mix."""
+    if samples.shape[-1] < round(LOUDNESS_BLOCK_S * sample_rate):
+        return None
+    if samples.shape[0] > 5:
+        samples = samples.mean(dim=0, keepdim=True)
+    value = float(torchaudio.functional.loudness(samples.double(), sample_rate))
+    return value if math.isfinite(value) else None
+
+
+@dataclass
+class Splice:
+    """Where and how a continuation joins the original: the take plus what was measured for the report."""
+
+    take: Recording
+    prompt_lufs: float | None
+    continuation_lufs: float | None
+    gain_db: float
+    crossfade_s: float
+
+
+def splice(original: Recording, cut: int, prompt_start: int, generated: torch.Tensor, generated_rate: int,
+           join: int, crossfade_s: float) -> Splice:
+    """The take: ``original[:, :cut]`` then the continuation, at the original's rate and channels.
+
+    ``generated`` [S'] (mono, ``generated_rate``) is the codec's rendering of the prompt followed by the
+    continuation; the continuation starts at sample ``join`` of it, which lines up with sample ``cut`` of
+    the original. The crossfade runs over the last ``crossfade_s`` before the cut, from the original to
+    the codec's own rendering of those samples, so the continuation grows out of the sound it was
+    sampled from. The continuation's loudness is matched to ``original[:, prompt_start:cut]``.
+    """
+    rate, dtype = original.sample_rate, original.samples.dtype
+    incoming = generated.detach().cpu().double()
+    if generated_rate != rate:
+        incoming = torchaudio.functional.resample(incoming, generated_rate, rate)
+        join = round(join * rate / generated_rate)
+    incoming = incoming.to(dtype).expand(original.channels, -1)
+    prompt_lufs = loudness_lufs(original.samples[:, prompt_start:cut], rate)
+    continuation_lufs = loudness_lufs(incoming[:, join:], rate)
+    gain_db = 0.0
+    if prompt_lufs is not None and continuation_lufs is not None:
+        gain_db = max(-MAX_GAIN_DB, min(MAX_GAIN_DB, prompt_lufs - continuation_lufs))
+    fade = max(0, min(round(crossfade_s * rate), cut, join))
+    peak = float(incoming[:, join - fade:].abs().max()) if incoming.shape[-1] > join - fade else 0.0
+    if peak > 0:
+        gain_db = min(gain_db, 20 * math.log10(PEAK_CEILING / peak))
+    incoming = incoming * 10 ** (gain_db / 20)
+    joined = equal_power_crossfade(original.samples[:, cut - fade:cut], incoming[:, join - fade:join])
+    samples = torch.cat([original.samples[:, :cut - fade], joined, incoming[:, join:]], dim=-1)
+    take = Recording(samples.contiguous(), rate, original.subtype)
+    return Splice(take, prompt_lufs, continuation_lufs, gain_db, fade / rate)
