@@ -161,8 +161,8 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool) -> None:
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--postfilter", "postfilters", multiple=True, metavar="NAME[:KEY=VALUE,...]",
               help="Replace the recipe's post-filters (repeatable; 'none' for none).")
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
-              help="Token-model weights and KV cache; bf16 halves the memory read per frame.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "int8"]), default="fp32", show_default=True,
+              help="Token-model weights: bf16 halves the memory read per frame, int8 (CPU) quarters it.")
 @click.option("--compile", "compile_decode", is_flag=True,
               help="torch.compile the one-frame decode (CUDA graphs on CUDA; on CPU it is slower).")
 @click.option("--device", default="auto", show_default=True)

@@ -15,6 +15,7 @@ from pianogen import pipeline
 from pianogen.data.audio import load_audio, save_audio
 from pianogen.errors import PianogenError
 from pianogen.plots import plot_mel
+from pianogen.precision import PRECISIONS, in_precision  # noqa: F401 (re-exported: the API's old home)
 from pianogen.sampling import make_sampler
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class GenerationRequest:
     checkpoint: str = "best"  # best | last
     postfilters: list[dict[str, Any]] | None = None  # [{"name": ..., **options}]; None = the recipe's
     use_cache: bool = True  # False recomputes the whole context every step (for benchmarks)
-    precision: str = "fp32"  # fp32 | bf16: weights and KV cache in bfloat16, half the memory traffic per frame
+    precision: str = "fp32"  # fp32 | bf16 | int8 (CPU): fewer bytes read per frame, see pianogen.precision
     compile: bool = False  # torch.compile the one-frame decode (CUDA graphs on CUDA); slower on CPU
 
 
@@ -51,17 +52,6 @@ def resolve_prompt(recipe: "pianogen.recipe.Recipe", prompt: str) -> Path:
             raise PianogenError(f"prompt {prompt}: the {split} split has {len(pieces)} pieces")
         return pieces[int(index)].path
     raise PianogenError(f"prompt not found: {prompt} (a path to an audio file, or e.g. test:0)")
-
-
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def in_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
-    """The token model with its weights (and so its KV cache) in ``precision``. Decoding one frame is
-    bound by reading every weight, so bf16 halves the time on CPUs as on GPUs; logits are sampled in fp32."""
-    if precision not in PRECISIONS:
-        raise PianogenError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
-    return model.to(PRECISIONS[precision])
 
 
 def counting_progress(enabled: bool, transient: bool = False) -> "Progress":
