@@ -42,7 +42,7 @@ class PlainDecoder(nn.Module):
         cache = [(k, k.clone()) for k, _ in cache]
         logits, out = self(prompt, 0, cache), []
         for i in range(n_frames):
-            probs, codes = torch.softmax(logits.float(), -1).topk(top_k, dim=-1)
+            probs, codes = torch.softmax(logits.float(), -1).topk(min(top_k, logits.shape[-1]), dim=-1)
             step = codes.gather(-1, torch.multinomial(probs.view(B * K, -1), 1, generator=generator).view(B, K, 1))
             out.append(step)
             logits = self(step, T0 + i, cache)

@@ -10,7 +10,7 @@ import sys
 import torch
 
 import pianogen
-from pianogen.bench import codec_speed, generation_speed, summary_rows, training_speed
+from pianogen.bench import codec_speed, decode_vs_plain, generation_speed, summary_rows, training_speed
 
 
 def tiny_model():
@@ -24,6 +24,16 @@ def test_generation_speed_compares_cache_with_recomputation():
     assert result["frames_per_s"] > 0 and result["no_cache_frames_per_s"] > 0
     assert math.isclose(result["cache_speedup"], result["frames_per_s"] / result["no_cache_frames_per_s"])
     assert math.isclose(result["realtime_factor"], result["frames_per_s"] / 80.0)
+
+
+def test_decode_vs_plain_times_both_decoders_per_precision():
+    result = decode_vs_plain(tiny_model(), prompt_frames=8, frames=12, frame_rate=80.0, device=torch.device("cpu"),
+                             repeats=3)
+    assert set(result["by_precision"]) == {"fp32", "bf16", "int8"}
+    for r in result["by_precision"].values():
+        assert len(r["runs"]["ours"]) == len(r["runs"]["plain"]) == 3
+        ratios = sorted(a / b for a, b in zip(r["runs"]["ours"], r["runs"]["plain"]))
+        assert math.isclose(r["ratio"], ratios[1]) and math.isclose(r["frames_per_s"], sorted(r["runs"]["ours"])[1])
 
 
 def test_training_and_codec_speed():
@@ -46,4 +56,6 @@ def test_bench_cli_json_has_the_design_keys():
                 "generate_realtime_factor", "codec_encode_realtime_factor", "codec_decode_realtime_factor",
                 "tokenize_realtime_factor"):
         assert math.isfinite(result[key]) and result[key] > 0, key
-    assert len(summary_rows(result)) == 8
+    by_precision = result["details"]["decode_vs_plain"]["by_precision"]
+    assert set(by_precision) == {"fp32", "bf16", "int8"} and all(r["ratio"] > 0 for r in by_precision.values())
+    assert len(summary_rows(result)) == 8 + 3  # one row more per precision: ours against the plain decoder

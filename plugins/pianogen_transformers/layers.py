@@ -93,8 +93,8 @@ class CausalSelfAttention(nn.Module):
                 y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask).to(q.dtype)
             else:
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        y = y.transpose(1, 2).contiguous().view(B, N, D)
-        return self.proj_dropout(self.proj(y))
+        y = self.proj(y.transpose(1, 2).contiguous().view(B, N, D))
+        return self.proj_dropout(y) if self.training else y  # a decoded step skips 13 no-op Dropout calls
 
 
 class Block(nn.Module):
@@ -111,7 +111,10 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, start: int | torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), start)
-        return x + self.mlp(self.ln_2(x))
+        if self.training:
+            return x + self.mlp(self.ln_2(x))
+        fc, act, out, _ = self.mlp  # no Dropout call in eval
+        return x + out(act(fc(self.ln_2(x))))
 
 
 class Transformer(nn.Module):
@@ -136,7 +139,8 @@ class Transformer(nn.Module):
             x = x + self.wpe(offset + torch.arange(N, device=x.device))
         else:  # a slice of the table: no index tensor to build at every decoded step
             x = x + self.wpe.weight[offset:offset + N]
-        x = self.drop(x)
+        if self.training:
+            x = self.drop(x)
         for block in self.blocks:
             x = block(x, start)
         return self.ln_f(x)
