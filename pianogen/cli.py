@@ -165,11 +165,12 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool) -> None:
               help="Token-model weights: bf16 halves the memory read per frame, int8 (CPU) quarters it.")
 @click.option("--compile", "compile_decode", is_flag=True,
               help="torch.compile the one-frame decode (CUDA graphs on CUDA; on CPU it is slower).")
+@click.option("--stream", is_flag=True, help="Write the continuation WAVs chunk by chunk while sampling (no post-filters).")
 @click.option("--device", default="auto", show_default=True)
 def generate(run_dir: Path, prompt: str, seconds: float | None, out: Path | None, prompt_seconds: float | None,
              temperature: float | None, top_k: int | None, top_p: float | None, seed: int, num: int,
              checkpoint: str, postfilters: tuple[str, ...], precision: str, compile_decode: bool,
-             device: str) -> None:
+             stream: bool, device: str) -> None:
     """Continue a piano prompt with a trained run; writes WAVs, Mel PNGs and generation.json."""
     from pianogen import load_recipe
     from pianogen.generate import GenerationRequest
@@ -198,7 +199,13 @@ def generate(run_dir: Path, prompt: str, seconds: float | None, out: Path | None
         top_k=defaults.top_k if top_k is None else top_k, top_p=defaults.top_p if top_p is None else top_p,
         seed=seed, num=num, checkpoint=checkpoint, postfilters=specs, precision=precision,
         compile=compile_decode)
-    report = run_generation(run_dir, request, device=device)
+    if stream:
+        from pianogen.stream import stream_generate
+
+        report = stream_generate(run_dir, request, device=device)
+        click.echo(f"first audio after {report['time_to_first_audio_s']:.2f} s", err=True)
+    else:
+        report = run_generation(run_dir, request, device=device)
     for note in report["notes"]:
         click.echo(f"note: {note}", err=True)
     click.echo(f"{request.out}  ({report['frames']} frames, {report['realtime_factor']:.2f}x real time)")
