@@ -224,9 +224,11 @@ def generate(run_dir: Path, prompt: str, seconds: float | None, out: Path | None
 @click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Continuation length scored [recipe: generate.seconds].")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "int8"]), default="fp32", show_default=True,
+              help="Also score the tokens at this precision beside fp32 (its NLL cost); continuations use it.")
 @click.option("--device", default="auto", show_default=True)
 def evaluate(run_dir: Path, split: str, out: Path | None, as_json: bool, prompts: int, prompt_seconds: float | None,
-             seconds: float | None, seed: int, device: str) -> None:
+             seconds: float | None, seed: int, precision: str, device: str) -> None:
     """Token, codec and continuation metrics of a trained run, each next to a floor to beat."""
     import json
 
@@ -234,7 +236,7 @@ def evaluate(run_dir: Path, split: str, out: Path | None, as_json: bool, prompts
 
     out = out or run_dir / "eval"
     report = run_evaluation(run_dir, split, out=out, n_prompts=prompts, prompt_seconds=prompt_seconds,
-                            seconds=seconds, seed=seed, device=device, progress=not as_json)
+                            seconds=seconds, seed=seed, device=device, progress=not as_json, precision=precision)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -244,6 +246,10 @@ def evaluate(run_dir: Path, split: str, out: Path | None, as_json: bool, prompts
                f"{_numbers(report['repeat_nll_per_level'], levels)}")
     click.echo(f"bits/s: model {report['bits_per_second']:.0f} | unigram {report['unigram_bits_per_second']:.0f} | "
                f"repeat {report['repeat_bits_per_second']:.0f}")
+    if "precision" in report:
+        p = report["precision"]
+        click.echo(f"NLL per level at {p['name']}: {_numbers(p['nll_per_level'], levels)} | fp32 "
+                   f"{_numbers(p['fp32_nll_per_level'], levels)} ({p['nll_change']:+.2%})")
     click.echo(f"report: {out / 'report.md'}")
 
 
