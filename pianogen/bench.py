@@ -196,6 +196,50 @@ def codec_speed(codec: Codec, seconds: float, device: torch.device) -> dict[str,
     return {"encode_realtime_factor": seconds / encode_s, "decode_realtime_factor": seconds / decode_s}
 
 
+def reference_soundstream(config: Any) -> torch.nn.Module | None:
+    """The reference package's SoundStream (``soundstream==0.0.1``, haydenshively) at ``config``'s size;
+    None when that package is not installed (it is in the ``dev`` extra)."""
+    try:
+        import warnings
+
+        with warnings.catch_warnings():  # vector-quantize-pytorch's deprecated autocast decorators
+            warnings.simplefilter("ignore")
+            from soundstream.soundstream import SoundStream as Reference
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    return Reference(n_q=config.n_levels, codebook_size=config.codebook_size, D=config.dim, C=config.channels,
+                     strides=tuple(config.strides))
+
+
+def codec_vs_reference(codec: Codec, seconds: float, device: torch.device, repeats: int = 3) -> dict[str, Any]:
+    """Encode and decode x real time of our SoundStream and of the reference package's model of the same
+    size on the same ``seconds`` of noise, interleaved ``repeats`` times (medians); {} without the package.
+    Ours encodes to codes and decodes from them; the reference's encode ends at its quantized latent and
+    its decode starts there (its own API), so it does a little less work than ours."""
+    import statistics
+
+    config = codec.config  # type: ignore[attr-defined]
+    reference = reference_soundstream(config) if len(config.strides) == 4 else None  # its encoder has 4 blocks
+    if reference is None:
+        return {}
+    codec, reference = codec.to(device).eval(), reference.to(device).eval()
+    wav = torch.randn(1, 1, round(seconds * codec.sample_rate), device=device) * 0.1
+    with torch.inference_mode():
+        codes = codec.encode(wav)
+        latent = reference(wav, mode="encode")  # the first call also runs the reference's k-means init
+        runs = {"encode": {"ours": lambda: codec.encode(wav), "reference": lambda: reference(wav, mode="encode")},
+                "decode": {"ours": lambda: codec.decode(codes), "reference": lambda: reference(latent, mode="decode")}}
+        speeds = {f"{what}_{who}": [] for what in runs for who in ("ours", "reference")}
+        for _ in range(repeats):
+            for what, pair in runs.items():
+                for who, run in pair.items():
+                    speeds[f"{what}_{who}"].append(seconds / timed(run, device, warmup=False))
+    result: dict[str, Any] = {k + "_realtime_factor": statistics.median(v) for k, v in speeds.items()}
+    result.update(seconds=seconds, repeats=repeats, runs=speeds)
+    return result
+
+
 def synthesis_realtime_factor(seconds: float, seed: int = 0) -> float:
     """Seconds of synthetic corpus (compose, render, WAV + MIDI written) per wall second."""
     from pianogen.data.synth import write_corpus
@@ -264,6 +308,7 @@ def run_bench(device: str = "auto", frames: int = 1000, prompt_frames: int = 250
     with console.status("codec and data speed"):
         details["codec_demo"] = codec_speed(small_codec, audio_seconds, torch_device)
         details["codec_reference"] = codec_speed(reference_codec, audio_seconds / 3, torch_device)
+        details["codec_vs_reference_package"] = codec_vs_reference(reference_codec, audio_seconds / 3, torch_device)
         details["synthesis_realtime_factor"] = synthesis_realtime_factor(audio_seconds)
         details["tokenize_demo_codec"] = tokenize_realtime_factor(small_codec, audio_seconds, torch_device)
         if torch_device.type == "cuda":  # the reference codec tokenizes at ~4x real time on a 2-core CPU
@@ -311,6 +356,12 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     for key in ("codec_demo", "codec_reference"):
         rows.append((f"{key.replace('_', ' ')} encode / decode", f"{d[key]['encode_realtime_factor']:.1f}x / "
                      f"{d[key]['decode_realtime_factor']:.1f}x real time"))
+    versus = d.get("codec_vs_reference_package") or {}
+    if versus:
+        rows.append((f"reference-size codec, ours vs the soundstream package, median of {versus['repeats']}",
+                     f"encode {versus['encode_ours_realtime_factor']:.1f}x vs {versus['encode_reference_realtime_factor']:.1f}x,"
+                     f" decode {versus['decode_ours_realtime_factor']:.1f}x vs {versus['decode_reference_realtime_factor']:.1f}x"
+                     " real time"))
     rows.append(("synthetic corpus", f"{d['synthesis_realtime_factor']:.1f}x real time"))
     rows.append(("tokenization, demo codec", f"{d['tokenize_demo_codec']:.1f}x real time"))
     if "tokenize_reference_codec" in d:
