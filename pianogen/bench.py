@@ -28,7 +28,7 @@ import torch
 
 import pianogen
 from pianogen.errors import PianogenError
-from pianogen.generate import in_precision
+from pianogen.precision import PRECISIONS, in_precision
 from pianogen.interfaces import Codec, TokenModel
 from pianogen.pipeline import pick_device
 from pianogen.sampling import make_sampler
@@ -173,6 +173,71 @@ def generation_speed(model: TokenModel, prompt_frames: int, frames: int, batch: 
             "cache_speedup": no_cache_s / cached_s, "realtime_factor": frames / cached_s / frame_rate}
 
 
+PLAIN_DECODER = Path(__file__).resolve().parents[1] / "benchmarks" / "plain_decoder.py"
+
+
+def plain_decoder_like(model: TokenModel) -> torch.nn.Module | None:
+    """benchmarks/plain_decoder.py's PlainDecoder at ``model``'s size (None outside a source checkout)."""
+    if not PLAIN_DECODER.is_file():
+        return None
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pianogen_plain_decoder", PLAIN_DECODER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    c = model.config  # type: ignore[attr-defined]
+    torch.manual_seed(0)
+    return module.PlainDecoder(c.n_levels, c.vocab_size, c.d_model, c.n_layers, c.n_heads, c.d_ff, model.block_size)
+
+
+def plain_in_precision(plain: torch.nn.Module, precision: str) -> torch.nn.Module:
+    """The anchor in ``precision`` by torch's stock means: .to(bfloat16), or torch.ao dynamic int8 Linear layers."""
+    if precision != "int8":
+        return plain.to(PRECISIONS[precision])
+    import warnings
+
+    with warnings.catch_warnings():  # torch.ao's eager quantization warns that it moves to torchao
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(plain, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def decode_vs_plain(model: TokenModel, prompt_frames: int, frames: int, frame_rate: float, device: torch.device,
+                    precisions: tuple[str, ...] = ("fp32", "bf16", "int8"), repeats: int = 3) -> dict[str, Any]:
+    """Batch-1 frames/s of ``model.generate`` against the plain eager decoder of the same size, per precision,
+    both sampling top-k 250: ``repeats`` runs of each, interleaved (A B A B ...) so that load on a shared
+    machine hits both alike; medians of the frames/s and of the per-pair ratios."""
+    import copy
+    import statistics
+
+    plain_fp32 = plain_decoder_like(model)
+    if plain_fp32 is None:
+        return {}
+    plain_fp32 = plain_fp32.to(device).eval()
+    codes = torch.randint(0, model.vocab_size, (1, model.n_levels, prompt_frames), device=device)
+    sample = make_sampler(temperature=1.0, top_k=250, seed=0)
+    generator = torch.Generator(device=device).manual_seed(0)
+    results: dict[str, Any] = {}
+    for precision in precisions:
+        if precision == "int8" and device.type != "cpu":
+            continue
+        ours = in_precision(copy.deepcopy(model).eval(), precision)
+        plain = plain_in_precision(copy.deepcopy(plain_fp32), precision)
+        runs = {"ours": lambda: ours.generate(codes, frames, sample),
+                "plain": lambda: plain.generate(codes, frames, generator=generator)}
+        speeds: dict[str, list[float]] = {"ours": [], "plain": []}
+        with torch.inference_mode():
+            for run in runs.values():
+                run()  # warm-up: allocator, kernels, the folded tables
+            for _ in range(repeats):
+                for name, run in runs.items():
+                    speeds[name].append(frames / timed(run, device, warmup=False))
+        ours_fps, plain_fps = statistics.median(speeds["ours"]), statistics.median(speeds["plain"])
+        results[precision] = {"frames_per_s": ours_fps, "plain_frames_per_s": plain_fps,
+                              "ratio": statistics.median(a / b for a, b in zip(speeds["ours"], speeds["plain"])),
+                              "realtime_factor": ours_fps / frame_rate, "runs": speeds}
+    return {"prompt_frames": prompt_frames, "frames": frames, "repeats": repeats, "by_precision": results}
+
+
 def codec_speed(codec: Codec, seconds: float, device: torch.device) -> dict[str, float]:
     """Encode and decode × real time on ``seconds`` of noise in one batch item."""
     codec = codec.to(device).eval()
@@ -182,6 +247,50 @@ def codec_speed(codec: Codec, seconds: float, device: torch.device) -> dict[str,
         codes = codec.encode(wav)
         decode_s = timed(lambda: codec.decode(codes), device)
     return {"encode_realtime_factor": seconds / encode_s, "decode_realtime_factor": seconds / decode_s}
+
+
+def reference_soundstream(config: Any) -> torch.nn.Module | None:
+    """The reference package's SoundStream (``soundstream==0.0.1``, haydenshively) at ``config``'s size;
+    None when that package is not installed (it is in the ``dev`` extra)."""
+    try:
+        import warnings
+
+        with warnings.catch_warnings():  # vector-quantize-pytorch's deprecated autocast decorators
+            warnings.simplefilter("ignore")
+            from soundstream.soundstream import SoundStream as Reference
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    return Reference(n_q=config.n_levels, codebook_size=config.codebook_size, D=config.dim, C=config.channels,
+                     strides=tuple(config.strides))
+
+
+def codec_vs_reference(codec: Codec, seconds: float, device: torch.device, repeats: int = 3) -> dict[str, Any]:
+    """Encode and decode x real time of our SoundStream and of the reference package's model of the same
+    size on the same ``seconds`` of noise, interleaved ``repeats`` times (medians); {} without the package.
+    Ours encodes to codes and decodes from them; the reference's encode ends at its quantized latent and
+    its decode starts there (its own API), so it does a little less work than ours."""
+    import statistics
+
+    config = codec.config  # type: ignore[attr-defined]
+    reference = reference_soundstream(config) if len(config.strides) == 4 else None  # its encoder has 4 blocks
+    if reference is None:
+        return {}
+    codec, reference = codec.to(device).eval(), reference.to(device).eval()
+    wav = torch.randn(1, 1, round(seconds * codec.sample_rate), device=device) * 0.1
+    with torch.inference_mode():
+        codes = codec.encode(wav)
+        latent = reference(wav, mode="encode")  # the first call also runs the reference's k-means init
+        runs = {"encode": {"ours": lambda: codec.encode(wav), "reference": lambda: reference(wav, mode="encode")},
+                "decode": {"ours": lambda: codec.decode(codes), "reference": lambda: reference(latent, mode="decode")}}
+        speeds = {f"{what}_{who}": [] for what in runs for who in ("ours", "reference")}
+        for _ in range(repeats):
+            for what, pair in runs.items():
+                for who, run in pair.items():
+                    speeds[f"{what}_{who}"].append(seconds / timed(run, device, warmup=False))
+    result: dict[str, Any] = {k + "_realtime_factor": statistics.median(v) for k, v in speeds.items()}
+    result.update(seconds=seconds, repeats=repeats, runs=speeds)
+    return result
 
 
 def synthesis_realtime_factor(seconds: float, seed: int = 0) -> float:
@@ -245,11 +354,14 @@ def run_bench(device: str = "auto", frames: int = 1000, prompt_frames: int = 250
         if torch_device.type == "cuda":  # CUDA graphs; on CPU compiled decoding is slower (full-buffer attention)
             details["generate_novel_compiled"] = generation_speed(
                 novel, prompt_frames, frames, batches[0], reference_codec.frame_rate, torch_device, compile=True)
+        details["decode_vs_plain"] = decode_vs_plain(novel, prompt_frames, frames, reference_codec.frame_rate,
+                                                     torch_device)
         details["generate_novel_bf16"] = generation_speed(in_precision(novel, "bf16"), prompt_frames, frames,
                                                           batches[0], reference_codec.frame_rate, torch_device)
     with console.status("codec and data speed"):
         details["codec_demo"] = codec_speed(small_codec, audio_seconds, torch_device)
         details["codec_reference"] = codec_speed(reference_codec, audio_seconds / 3, torch_device)
+        details["codec_vs_reference_package"] = codec_vs_reference(reference_codec, audio_seconds / 3, torch_device)
         details["synthesis_realtime_factor"] = synthesis_realtime_factor(audio_seconds)
         details["tokenize_demo_codec"] = tokenize_realtime_factor(small_codec, audio_seconds, torch_device)
         if torch_device.type == "cuda":  # the reference codec tokenizes at ~4x real time on a 2-core CPU
@@ -292,9 +404,20 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
                      f"{g['prompt_frames']}",
                      f"{g['frames_per_s']:.1f} frames/s per stream ({g['realtime_factor']:.2f}x real time at 80 "
                      f"frames/s); no cache {g['no_cache_frames_per_s']:.2f} frames/s; cache {g['cache_speedup']:.1f}x"))
+    plain = d.get("decode_vs_plain") or {}
+    for precision, r in plain.get("by_precision", {}).items():
+        rows.append((f"generate novel model {precision} vs plain eager decoder, batch 1, median of {plain['repeats']}",
+                     f"{r['frames_per_s']:.1f} vs {r['plain_frames_per_s']:.1f} frames/s: {r['ratio']:.2f}x "
+                     f"({r['realtime_factor']:.2f}x real time)"))
     for key in ("codec_demo", "codec_reference"):
         rows.append((f"{key.replace('_', ' ')} encode / decode", f"{d[key]['encode_realtime_factor']:.1f}x / "
                      f"{d[key]['decode_realtime_factor']:.1f}x real time"))
+    versus = d.get("codec_vs_reference_package") or {}
+    if versus:
+        rows.append((f"reference-size codec, ours vs the soundstream package, median of {versus['repeats']}",
+                     f"encode {versus['encode_ours_realtime_factor']:.1f}x vs {versus['encode_reference_realtime_factor']:.1f}x,"
+                     f" decode {versus['decode_ours_realtime_factor']:.1f}x vs {versus['decode_reference_realtime_factor']:.1f}x"
+                     " real time"))
     rows.append(("synthetic corpus", f"{d['synthesis_realtime_factor']:.1f}x real time"))
     rows.append(("tokenization, demo codec", f"{d['tokenize_demo_codec']:.1f}x real time"))
     if "tokenize_reference_codec" in d:

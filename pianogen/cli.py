@@ -258,16 +258,17 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool, fetch: bool) ->
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--postfilter", "postfilters", multiple=True, metavar="NAME[:KEY=VALUE,...]",
               help="Replace the recipe's post-filters (repeatable; 'none' for none).")
-@click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
-              help="Token-model weights and KV cache; bf16 halves the memory read per frame.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "int8"]), default="fp32", show_default=True,
+              help="Token-model weights: bf16 halves the memory read per frame, int8 (CPU) quarters it.")
 @click.option("--compile", "compile_decode", is_flag=True,
               help="torch.compile the one-frame decode (CUDA graphs on CUDA; on CPU it is slower).")
+@click.option("--stream", is_flag=True, help="Write the continuation WAVs chunk by chunk while sampling (no post-filters).")
 @click.option("--device", default="auto", show_default=True)
 def generate(run_dir: Path, prompt: str | None, window_start: float | None, window_end: float | None,
              extend: Path | None, seconds: float | None, out: Path | None, prompt_seconds: float | None,
              crossfade: float, temperature: float | None, top_k: int | None, top_p: float | None, seed: int,
              num: int, checkpoint: str, postfilters: tuple[str, ...], precision: str, compile_decode: bool,
-             device: str) -> None:
+             stream: bool, device: str) -> None:
     """Continue your recording (or an earlier take) with a trained run.
 
     Writes take_<i>.wav (your recording up to the prompt's end, then the continuation, at its own rate
@@ -298,7 +299,13 @@ def generate(run_dir: Path, prompt: str | None, window_start: float | None, wind
         seed=seed, num=num, checkpoint=checkpoint, postfilters=specs, precision=precision,
         compile=compile_decode, start=window_start, end=window_end, extend=str(extend) if extend else None,
         crossfade=crossfade)
-    report = run_generation(run_dir, request, device=device)
+    if stream:
+        from pianogen.stream import stream_generate
+
+        report = stream_generate(run_dir, request, device=device)
+        click.echo(f"first audio after {report['time_to_first_audio_s']:.2f} s", err=True)
+    else:
+        report = run_generation(run_dir, request, device=device)
     for note in report["notes"]:
         click.echo(f"note: {note}", err=True)
     start_s, end_s = report["prompt_window_s"]
@@ -334,9 +341,11 @@ def serve(runs: Path, host: str, port: int, device: str, verbose: bool) -> None:
 @click.option("--seconds", type=Finite(min=1, max=MAX_SECONDS), default=None,
               help="Continuation length scored, in 1 s drift bins [recipe: generate.seconds].")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "int8"]), default="fp32", show_default=True,
+              help="Also score the tokens at this precision beside fp32 (its NLL cost); continuations use it.")
 @click.option("--device", default="auto", show_default=True)
 def evaluate(run_dir: Path, split: str, out: Path | None, as_json: bool, prompts: int, prompt_seconds: float | None,
-             seconds: float | None, seed: int, device: str) -> None:
+             seconds: float | None, seed: int, precision: str, device: str) -> None:
     """Token, codec and continuation metrics of a trained run, each next to a floor to beat."""
     import json
 
@@ -344,7 +353,7 @@ def evaluate(run_dir: Path, split: str, out: Path | None, as_json: bool, prompts
 
     out = out or run_dir / "eval"
     report = run_evaluation(run_dir, split, out=out, n_prompts=prompts, prompt_seconds=prompt_seconds,
-                            seconds=seconds, seed=seed, device=device, progress=not as_json)
+                            seconds=seconds, seed=seed, device=device, progress=not as_json, precision=precision)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -354,6 +363,10 @@ def evaluate(run_dir: Path, split: str, out: Path | None, as_json: bool, prompts
                f"{_numbers(report['repeat_nll_per_level'], levels)}")
     click.echo(f"bits/s: model {report['bits_per_second']:.0f} | unigram {report['unigram_bits_per_second']:.0f} | "
                f"repeat {report['repeat_bits_per_second']:.0f}")
+    if "precision" in report:
+        p = report["precision"]
+        click.echo(f"NLL per level at {p['name']}: {_numbers(p['nll_per_level'], levels)} | fp32 "
+                   f"{_numbers(p['fp32_nll_per_level'], levels)} ({p['nll_change']:+.2%})")
     click.echo(f"report: {out / 'report.md'}")
 
 

@@ -26,6 +26,7 @@ from pianogen import pipeline
 from pianogen.drift import coloured_noise, drift_curves
 from pianogen.errors import PianogenError
 from pianogen.generate import counting_progress
+from pianogen.precision import PRECISIONS, in_precision
 
 LN2 = math.log(2)
 CODEC_LEVELS: tuple[int | str, ...] = (1, 2, 4, 8, "all")
@@ -261,8 +262,12 @@ def continuation_metrics(recipe: Any, codec: Any, model: Any, cache: Any, split:
 
 def evaluate(run_dir: str | Path, split: str = "test", out: str | Path | None = None, n_prompts: int = 4,
              prompt_seconds: float | None = None, seconds: float | None = None, codec_seconds: float = 4.0,
-             codec_pieces: int = 8, seed: int = 0, device: str = "auto", progress: bool = True) -> dict[str, Any]:
+             codec_pieces: int = 8, seed: int = 0, device: str = "auto", progress: bool = True,
+             precision: str = "fp32") -> dict[str, Any]:
     """Evaluate a run's ``best`` checkpoint on ``split``; with ``out``, also write eval.json, report.md and PNGs.
+
+    ``precision`` other than fp32: the tokens are scored at fp32 and at that precision (its NLL cost,
+    under ``precision``), and the continuations are sampled at that precision.
 
     prompt_seconds / seconds default to the recipe's [generate] values; the codec is scored on the
     first ``codec_seconds`` of up to ``codec_pieces`` pieces of the split.
@@ -271,6 +276,8 @@ def evaluate(run_dir: str | Path, split: str = "test", out: str | Path | None = 
         raise PianogenError(f"split must be train, validation or test, got '{split}'")
     if n_prompts < 1:
         raise PianogenError(f"n_prompts must be >= 1, got {n_prompts}")
+    if precision not in PRECISIONS:
+        raise PianogenError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     torch_device = pipeline.pick_device(device)
     recipe, codec, model, meta = pipeline.load_run(run_dir, "best", torch_device)
     cache = pipeline.build_token_cache(recipe, codec, progress=progress)
@@ -281,6 +288,14 @@ def evaluate(run_dir: str | Path, split: str = "test", out: str | Path | None = 
     refs = ReferenceModels.fit((cache.codes(p) for p in cache.pieces("train")), levels, codec.codebook_size)
     tokens = token_metrics(model, cache, split, levels, recipe.data.window, refs, torch_device,
                            recipe.train.batch_size, progress)
+    precision_block = None
+    if precision != "fp32":
+        model = in_precision(model, precision)
+        scored = token_metrics(model, cache, split, levels, recipe.data.window, refs, torch_device,
+                               recipe.train.batch_size, progress)
+        precision_block = {"name": precision, "nll_per_level": scored["nll_per_level"],
+                           "fp32_nll_per_level": tokens["nll_per_level"],
+                           "nll_change": sum(scored["nll_per_level"]) / sum(tokens["nll_per_level"]) - 1}
     paths = _piece_paths(recipe)
     n_codec = round(codec_seconds * codec.sample_rate)
     wavs = [_load_segment(paths[p["audio_filename"]], codec.sample_rate, 0, n_codec)
@@ -294,6 +309,8 @@ def evaluate(run_dir: str | Path, split: str = "test", out: str | Path | None = 
         "levels": levels, "frame_rate": codec.frame_rate, **tokens,
         "codec": codec_metrics(codec, wavs, levels), "continuation": continuation,
     }
+    if precision_block is not None:
+        report["precision"] = precision_block
     if out is not None:
         write_report(report, audio, Path(out), codec.sample_rate)
     return report
@@ -321,6 +338,11 @@ def report_markdown(r: dict[str, Any]) -> str:
                  "", "", "", ""])
     lines += _table(["", "model NLL", "unigram NLL", "repeat NLL", "model ppl", "model acc", "unigram acc",
                      "repeat acc"], rows)
+    if "precision" in r:
+        p = r["precision"]
+        lines += [f"At precision `{p['name']}` (continuations below sampled at it): NLL per level "
+                  + ", ".join(f"{v:.4f}" for v in p["nll_per_level"]) + f" against fp32's "
+                  + ", ".join(f"{v:.4f}" for v in p["fp32_nll_per_level"]) + f": {p['nll_change']:+.2%} in total.", ""]
     codec = r["codec"]
     lines += [f"## Codec ({codec['seconds']:.1f} s of `{r['split']}` audio; first k levels)", ""]
     lines += _table(["levels", "Mel L1 (lower)", "MR-STFT (lower)", "SI-SDR dB (higher)"],

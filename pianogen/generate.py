@@ -26,6 +26,7 @@ from pianogen.data.audio import save_audio
 from pianogen.errors import PianogenError
 from pianogen.paths import atomic_write_bytes
 from pianogen.plots import plot_mel
+from pianogen.precision import PRECISIONS, in_precision  # noqa: F401 (re-exported: the API's old home)
 from pianogen.sampling import make_sampler
 from pianogen.take_codes import codes_path_for, load_take_codes, save_take_codes
 from pianogen.takes import Recording, prompt_window, read_recording, splice, write_recording
@@ -51,7 +52,7 @@ class GenerationRequest:
     checkpoint: str = "best"  # best | last
     postfilters: list[dict[str, Any]] | None = None  # [{"name": ..., **options}]; None = the recipe's
     use_cache: bool = True  # False recomputes the whole context every step (for benchmarks)
-    precision: str = "fp32"  # fp32 | bf16: weights and KV cache in bfloat16, half the memory traffic per frame
+    precision: str = "fp32"  # fp32 | bf16 | int8 (CPU): fewer bytes read per frame, see pianogen.precision
     compile: bool = False  # torch.compile the one-frame decode (CUDA graphs on CUDA); slower on CPU
     start: float | None = None  # --from: prompt window start in seconds (negative = from the end)
     end: float | None = None  # --to: prompt window end in seconds (negative = from the end); None = the end
@@ -102,17 +103,6 @@ def next_free_dir(parent: Path, stem: str) -> Path:
     while (parent / f"{safe}-{n:03d}").exists():
         n += 1
     return parent / f"{safe}-{n:03d}"
-
-
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def in_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
-    """The token model with its weights (and so its KV cache) in ``precision``. Decoding one frame is
-    bound by reading every weight, so bf16 halves the time on CPUs as on GPUs; logits are sampled in fp32."""
-    if precision not in PRECISIONS:
-        raise PianogenError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
-    return model.to(PRECISIONS[precision])
 
 
 def counting_progress(enabled: bool, transient: bool = False) -> "Progress":

@@ -40,21 +40,22 @@ def sample_logits(
     check_sampling(temperature, top_k, top_p)
     if temperature == 0:
         return logits.argmax(dim=-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    flat = probs.reshape(-1, probs.shape[-1])  # [N, V]
+    flat = logits.reshape(-1, logits.shape[-1]).float()  # [N, V]
     if top_p > 0:
-        sorted_probs, order = flat.sort(dim=-1, descending=True)
+        probs = torch.softmax(flat / temperature, dim=-1)
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
         # drop a code once the mass strictly before it already reaches top_p (the first code always stays)
         drop = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p
         sorted_probs = sorted_probs.masked_fill(drop, 0.0)
         picked = torch.multinomial(sorted_probs, 1, generator=generator)  # multinomial renormalises
         codes = order.gather(-1, picked)
-    elif top_k > 0:
-        top_probs, top_codes = flat.topk(min(top_k, flat.shape[-1]), dim=-1)
-        codes = top_codes.gather(-1, torch.multinomial(top_probs, 1, generator=generator))
+    elif top_k > 0:  # the k largest logits first: the softmax then spans k codes, not V
+        top_logits, top_codes = flat.topk(min(top_k, flat.shape[-1]), dim=-1)
+        picked = torch.multinomial(torch.softmax(top_logits / temperature, dim=-1), 1, generator=generator)
+        codes = top_codes.gather(-1, picked)
     else:
-        codes = torch.multinomial(flat, 1, generator=generator)
-    return codes.view(probs.shape[:-1])
+        codes = torch.multinomial(torch.softmax(flat / temperature, dim=-1), 1, generator=generator)
+    return codes.view(logits.shape[:-1])
 
 
 def make_sampler(

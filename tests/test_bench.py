@@ -10,7 +10,7 @@ import sys
 import torch
 
 import pianogen
-from pianogen.bench import codec_speed, generation_speed, summary_rows, training_speed
+from pianogen.bench import codec_speed, codec_vs_reference, decode_vs_plain, generation_speed, summary_rows, training_speed
 
 
 def tiny_model():
@@ -56,6 +56,26 @@ def test_generation_speed_numbers_are_finite_and_positive():
         assert math.isfinite(result[key]) and result[key] > 0, key
 
 
+def test_decode_vs_plain_times_both_decoders_per_precision():
+    result = decode_vs_plain(tiny_model(), prompt_frames=8, frames=12, frame_rate=80.0, device=torch.device("cpu"),
+                             repeats=3)
+    assert set(result["by_precision"]) == {"fp32", "bf16", "int8"}
+    for r in result["by_precision"].values():
+        assert len(r["runs"]["ours"]) == len(r["runs"]["plain"]) == 3
+        ratios = sorted(a / b for a, b in zip(r["runs"]["ours"], r["runs"]["plain"]))
+        assert math.isclose(r["ratio"], ratios[1]) and math.isclose(r["frames_per_s"], sorted(r["runs"]["ours"])[1])
+
+
+def test_codec_vs_reference_package_times_both_at_one_size():
+    # the reference package's encoder has exactly four blocks
+    codec = pianogen.get_codec("soundstream", sample_rate=8000, channels=2, dim=8, strides=[2, 2, 2, 2], n_levels=2,
+                               codebook_size=8)
+    result = codec_vs_reference(codec, 0.5, torch.device("cpu"), repeats=3)
+    for key in ("encode_ours", "encode_reference", "decode_ours", "decode_reference"):
+        assert len(result["runs"][key]) == 3
+        assert math.isclose(result[key + "_realtime_factor"], sorted(result["runs"][key])[1])
+
+
 def test_training_and_codec_speed():
     train = training_speed(tiny_model(), batch=2, seq_len=16, steps=2, device=torch.device("cpu"))
     assert train["tokens_per_s"] > 0 and "mfu" not in train  # MFU needs a known CUDA peak
@@ -76,4 +96,6 @@ def test_bench_cli_json_has_the_design_keys():
                 "generate_realtime_factor", "codec_encode_realtime_factor", "codec_decode_realtime_factor",
                 "tokenize_realtime_factor"):
         assert math.isfinite(result[key]) and result[key] > 0, key
-    assert len(summary_rows(result)) == 8
+    by_precision = result["details"]["decode_vs_plain"]["by_precision"]
+    assert set(by_precision) == {"fp32", "bf16", "int8"} and all(r["ratio"] > 0 for r in by_precision.values())
+    assert len(summary_rows(result)) == 8 + 3 + 1  # a row per precision (ours vs plain), one codec vs the package

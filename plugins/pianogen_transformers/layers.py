@@ -19,15 +19,28 @@ from torch import nn
 from pianogen.errors import PianogenError
 
 
+def _cpu_has_bf16() -> bool:
+    try:  # AVX-512 BF16 or AMX: oneDNN's own test
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+CPU_HAS_BF16 = _cpu_has_bf16()
+
+
 class KVCache(nn.Module):
     """Static cache (gpt-fast): k/v buffers [B, H, L, Dh] preallocated once and written in place."""
 
     def __init__(self, batch: int, n_heads: int, max_len: int, head_dim: int, dtype: torch.dtype,
-                 device: torch.device) -> None:
+                 device: torch.device, zeroed: bool = True) -> None:
         super().__init__()
         shape = (batch, n_heads, max_len, head_dim)
-        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        # compiled decoding reads the whole buffer under a mask (garbage could be NaN: 0 * NaN = NaN);
+        # eager decoding reads only the written prefix, so it may skip the zero fill
+        make = torch.zeros if zeroed else torch.empty
+        self.register_buffer("k", make(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", make(shape, dtype=dtype, device=device), persistent=False)
 
     def update(self, start: int | torch.Tensor, k: torch.Tensor, v: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,12 +50,14 @@ class KVCache(nn.Module):
         it only. A tensor ``start`` (compiled decoding) returns the whole buffers [B, H, L, Dh], whose
         shapes never change, so one compiled graph (or CUDA graph) serves every step.
         """
-        input_pos = start + torch.arange(k.shape[2], device=k.device)
-        self.k.index_copy_(2, input_pos, k)
-        self.v.index_copy_(2, input_pos, v)
         if isinstance(start, torch.Tensor):
+            input_pos = start + torch.arange(k.shape[2], device=k.device)
+            self.k.index_copy_(2, input_pos, k)
+            self.v.index_copy_(2, input_pos, v)
             return self.k, self.v
         end = start + k.shape[2]
+        self.k[:, :, start:end] = k
+        self.v[:, :, start:end] = v
         return self.k[:, :, :end], self.v[:, :, :end]
 
 
@@ -73,9 +88,13 @@ class CausalSelfAttention(nn.Module):
             if N > 1 or isinstance(start, torch.Tensor):  # query i sits at start+i and sees keys 0..start+i
                 mask = (torch.arange(k.shape[2], device=x.device)[None, :]
                         <= start + torch.arange(N, device=x.device)[:, None])  # [N, start+N or L]
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        y = y.transpose(1, 2).contiguous().view(B, N, D)
-        return self.proj_dropout(self.proj(y))
+            if q.dtype == torch.bfloat16 and x.device.type == "cpu" and not CPU_HAS_BF16:
+                # CPUs without bf16 units run bf16 attention several times slower than fp32 (AVX2: ~6x)
+                y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask).to(q.dtype)
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = self.proj(y.transpose(1, 2).contiguous().view(B, N, D))
+        return self.proj_dropout(y) if self.training else y  # a decoded step skips 13 no-op Dropout calls
 
 
 class Block(nn.Module):
@@ -92,7 +111,10 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, start: int | torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), start)
-        return x + self.mlp(self.ln_2(x))
+        if self.training:
+            return x + self.mlp(self.ln_2(x))
+        fc, act, out, _ = self.mlp  # no Dropout call in eval
+        return x + out(act(fc(self.ln_2(x))))
 
 
 class Transformer(nn.Module):
@@ -113,17 +135,24 @@ class Transformer(nn.Module):
         offset = 0 if start is None else start
         if not isinstance(offset, torch.Tensor) and offset + N > self.max_len:  # tensors: generate_steps bounds them
             raise PianogenError(f"sequence of {offset + N} steps exceeds the model's {self.max_len} positions")
-        pos = offset + torch.arange(N, device=x.device)
-        x = self.drop(x + self.wpe(pos))
+        if isinstance(offset, torch.Tensor):
+            x = x + self.wpe(offset + torch.arange(N, device=x.device))
+        else:  # a slice of the table: no index tensor to build at every decoded step
+            x = x + self.wpe.weight[offset:offset + N]
+        if self.training:
+            x = self.drop(x)
         for block in self.blocks:
             x = block(x, start)
         return self.ln_f(x)
 
-    def setup_caches(self, batch: int) -> None:
+    def setup_caches(self, batch: int, length: int | None = None) -> None:
+        """Zeroed caches of max_len steps for compiled decoding (static shapes); with ``length``, unzeroed
+        caches of that many steps at most, for eager decoding, which reads only what it wrote."""
         weight = self.wpe.weight
         for block in self.blocks:
-            block.attn.cache = KVCache(batch, self.n_heads, self.max_len, self.d_model // self.n_heads,
-                                       weight.dtype, weight.device)
+            block.attn.cache = KVCache(batch, self.n_heads, min(length or self.max_len, self.max_len),
+                                       self.d_model // self.n_heads, weight.dtype, weight.device,
+                                       zeroed=length is None)
 
     def clear_caches(self) -> None:
         for block in self.blocks:
@@ -152,7 +181,8 @@ class StepModel(Protocol):
     trunk: Transformer
     training: bool
 
-    def step_logits(self, steps: torch.Tensor, start: int | torch.Tensor | None = None) -> torch.Tensor: ...
+    def step_logits(self, steps: torch.Tensor, start: int | torch.Tensor | None = None,
+                    last_only: bool = False) -> torch.Tensor: ...
 
     def train(self, mode: bool = True) -> nn.Module: ...
 
@@ -192,15 +222,16 @@ def generate_steps(
     end, start = N0, max(0, N0 - max_ctx)  # context = seq[:, :, start:end]
     was_training = model.training
     model.train(False)  # dropout off however the caller left the model
-    if use_cache:
-        model.trunk.setup_caches(B)
+    if use_cache:  # the compiled graph's shapes must not depend on the prompt; eager needs no more than the run
+        model.trunk.setup_caches(B, None if compile else N0 + n_steps)
     decode = model.step_logits
-    if compile and use_cache:
+    compiled = compile and use_cache
+    if compiled:
         mode = "reduce-overhead" if prompt.device.type == "cuda" else "default"
         decode = torch.compile(model.step_logits, mode=mode, fullgraph=True, dynamic=False)
     try:
         def context_logits() -> torch.Tensor:  # the whole context, recomputed (also the cache's prefill)
-            return model.step_logits(seq[:, :, start:end], 0 if use_cache else None)[:, :, -1]
+            return model.step_logits(seq[:, :, start:end], 0 if use_cache else None, last_only=True)[:, :, -1]
 
         logits = context_logits()  # [B, K, V]
         for i in range(n_steps):
@@ -218,9 +249,9 @@ def generate_steps(
                 logits = context_logits()
             elif use_cache:
                 position = end - 1 - start
-                if decode is not model.step_logits:
+                if compiled:  # static shapes: a 0-d tensor position over the whole cache buffer
                     position = torch.tensor(position, device=seq.device)
-                logits = decode(seq[:, :, end - 1:end], position)[:, :, -1]
+                logits = decode(seq[:, :, end - 1:end], position, last_only=True)[:, :, -1]
             else:
                 logits = context_logits()
     finally:

@@ -59,18 +59,48 @@ class MultiOutputTransformer(TokenModel):
         self.trunk = Transformer(D, config.n_layers, config.n_heads, config.d_ff, config.dropout, config.bias,
                                  max_len=max_steps or config.block_size)
         self.heads = nn.Linear(D, K * config.vocab_size, bias=False)  # the K heads D -> V, fused into one matmul
+        self._folded: tuple[tuple, list[torch.Tensor]] | None = None  # see folded_embeddings
         init_weights(self, config.n_layers)
 
-    def step_logits(self, steps: torch.Tensor, start: int | None = None) -> torch.Tensor:
-        """steps LongTensor[B, K, N] -> logits FloatTensor[B, K, N, V] of the step after each one.
+    def step_logits(self, steps: torch.Tensor, start: int | torch.Tensor | None = None,
+                    last_only: bool = False) -> torch.Tensor:
+        """steps LongTensor[B, K, N] -> logits FloatTensor[B, K, N, V] of the step after each one
+        (``last_only``: of the last step only, [B, K, 1, V]; a prefill needs no more).
 
         ``start`` set = incremental decoding: the KV cache holds steps 0..start-1 of the context.
         """
         B, K, N = steps.shape
-        x = torch.stack([emb(steps[:, k]) for k, emb in enumerate(self.embeddings)], dim=2)  # [B, N, K, D]
-        x = self.combine(x.flatten(2)) if self.combine is not None else x.sum(dim=2)  # [B, N, D]
+        folded = self.folded_embeddings() if N == 1 and isinstance(start, int) and not self.training else None
+        if folded is not None:  # one decoded step: K table rows summed, no K·D -> D matmul
+            x = sum(table[steps[:, k]] for k, table in enumerate(folded)) + self.combine.bias
+        else:
+            x = torch.stack([emb(steps[:, k]) for k, emb in enumerate(self.embeddings)], dim=2)  # [B, N, K, D]
+            x = self.combine(x.flatten(2)) if self.combine is not None else x.sum(dim=2)  # [B, N, D]
         h = self.trunk(x, start)  # [B, N, D]
+        if last_only:
+            h, N = h[:, -1:], 1
         return self.heads(h).view(B, N, K, self.vocab_size).transpose(1, 2)  # [B, K, N, V]
+
+    def folded_embeddings(self) -> list[torch.Tensor] | None:
+        """The "concat" combine map folded into the level tables: row v of table k is
+        combine.weight[:, k·D:(k+1)·D] @ embeddings[k].weight[v], so a decoded step sums K rows instead
+        of reading the K·D x D matrix. Computed in fp32 once per weight version; None when there is no
+        float combine map (sum, one level, or a quantized one) or biases are off."""
+        combine = self.combine
+        if type(combine) is not nn.Linear or combine.bias is None:
+            return None
+        tensors = [combine.weight, *(e.weight for e in self.embeddings)]
+        try:  # weights made under inference_mode carry no version counter: no folding then
+            key = tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
+        except RuntimeError:
+            return None
+        if self._folded is None or self._folded[0] != key:
+            D = combine.weight.shape[0]
+            with torch.no_grad():
+                tables = [(e.weight.float() @ combine.weight[:, k * D:(k + 1) * D].float().T).to(e.weight.dtype)
+                          for k, e in enumerate(self.embeddings)]
+            self._folded = (key, tables)
+        return self._folded[1]
 
     def check_codes(self, codes: torch.Tensor, window: bool = False) -> None:
         """codes must be [B, K, T]; a training/scoring ``window`` must also fit in block_size."""

@@ -1,0 +1,74 @@
+"""Token-model precisions for decoding: ``fp32``, ``bf16`` and ``int8``.
+
+Decoding one frame at batch 1 reads every weight once and does little arithmetic on it, so its
+speed follows the bytes per weight: bf16 halves them (and doubles speed on CPUs with bf16 units
+and on GPUs), int8 quarters them. ``int8`` quantizes every Linear layer's weights to int8 with one
+scale per output channel (symmetric) and quantizes activations per call (fbgemm's dynamic int8
+GEMM, CPU only); embeddings, norms, attention and the KV cache stay fp32. Its cost in NLL is
+measured by ``pianogen eval --precision int8``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pianogen.errors import PianogenError
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}
+
+
+class Int8Linear(nn.Module):
+    """A Linear layer with int8 weights (per-output-channel scales) and per-call int8 activations.
+
+    reduce_range: activations use 7 bits, as torch's dynamic quantization does on x86, so that AVX2's
+    16-bit pairwise sums (vpmaddubsw) cannot saturate.
+    """
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight = linear.weight.detach().float().cpu()
+        scale = (weight.abs().amax(dim=1) / 127).clamp_min(1e-12).double()
+        qweight = torch.quantize_per_channel(weight, scale, torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8)
+        bias = None if linear.bias is None else linear.bias.detach().float().cpu()
+        self.packed = torch.ops.quantized.linear_prepack(qweight, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.quantized.linear_dynamic(x.float(), self.packed, True)
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """The fp32 weight [out, in] this layer multiplies by (what the int8 values and scales stand for)."""
+        qweight, _ = torch.ops.quantized.linear_unpack(self.packed)
+        return qweight.dequantize()
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights per channel"
+
+
+def quantize_linears(model: nn.Module, keep: tuple[str, ...] = ()) -> nn.Module:
+    """Swap every nn.Linear of ``model`` (in place) for an Int8Linear, except children named in ``keep``."""
+    for name, child in list(model.named_children()):
+        if name in keep:
+            continue
+        if type(child) is nn.Linear:
+            setattr(model, name, Int8Linear(child))
+        else:
+            quantize_linears(child)
+    return model
+
+
+def in_precision(model: nn.Module, precision: str) -> nn.Module:
+    """The token model converted in place to ``precision`` and returned; logits are sampled in fp32.
+
+    bf16: weights (and so the KV cache) in bfloat16. int8: Linear weights in int8 (CPU only); a
+    "concat" combine map stays fp32, since one-step decoding folds it into the embedding tables.
+    """
+    if precision not in PRECISIONS:
+        raise PianogenError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    if precision != "int8":
+        return model.to(PRECISIONS[precision])
+    device = next(model.parameters()).device
+    if device.type != "cpu":
+        raise PianogenError(f"--precision int8 runs on the CPU only (the model is on {device}); use bf16 on {device.type}")
+    return quantize_linears(model.float(), keep=("combine",))

@@ -1,0 +1,77 @@
+"""Decoding precisions: int8 Linear layers, and their NLL cost reported by `pianogen eval --precision`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from torch import nn
+
+import pianogen
+from pianogen.errors import PianogenError
+from pianogen.precision import Int8Linear, in_precision
+
+
+def test_int8_linear_multiplies_by_its_int8_weights():
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 48)
+    quantized = Int8Linear(linear)
+    x = torch.randn(3, 5, 64)
+    weight = quantized.dequantized_weight()
+    # per-channel symmetric: every row's largest weight is exactly +-127 steps, the others round to a step
+    steps = weight / (linear.weight.abs().amax(dim=1, keepdim=True) / 127)
+    assert torch.allclose(steps, steps.round(), atol=1e-3) and torch.allclose(steps.abs().amax(dim=1), torch.tensor(127.0))
+    exact = x @ weight.T + linear.bias
+    got = quantized(x)
+    assert got.shape == (3, 5, 48)
+    # activations are quantized per call to 7 bits: close to the int8-weight product, far closer than a zero map
+    assert (got - exact).abs().max() < 0.05 * exact.abs().max()
+
+
+def test_in_precision_int8_swaps_linears_but_keeps_the_folded_combine_map():
+    model = pianogen.get_token_model("multi_output", n_levels=2, vocab_size=32, block_size=64, d_model=32,
+                                     n_layers=1, n_heads=2, d_ff=64).eval()
+    codes = torch.randint(0, 32, (2, 2, 20))
+    with torch.inference_mode():
+        reference = model(codes)
+        in_precision(model, "int8")
+        quantized = model(codes)
+    assert isinstance(model.heads, Int8Linear) and isinstance(model.trunk.blocks[0].attn.qkv, Int8Linear)
+    assert type(model.combine) is nn.Linear
+    assert 0 < (quantized - reference).abs().max() < 0.1 * reference.abs().max()
+    with pytest.raises(PianogenError, match="--precision must be one of fp32, bf16, int8"):
+        in_precision(model, "fp8")
+
+
+def test_eval_reports_the_nll_of_each_precision_beside_fp32(trained_run, tmp_path):
+    env = {**os.environ, "PIANOGEN_HOME": str(trained_run.parent / "home")}
+    args = [sys.executable, "-m", "pianogen", "eval", str(trained_run), "--out", str(tmp_path / "e"),
+            "--prompts", "1", "--prompt-seconds", "0.5", "--seconds", "1", "--device", "cpu", "--precision", "int8"]
+    done = subprocess.run(args, capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "NLL per level at int8" in done.stdout
+    import json
+
+    report = json.loads((tmp_path / "e" / "eval.json").read_text())
+    p = report["precision"]
+    assert p["fp32_nll_per_level"] == report["nll_per_level"]  # the main table stays fp32
+    assert p["nll_per_level"] != p["fp32_nll_per_level"]  # the int8 model was really scored
+    assert abs(p["nll_change"]) < 0.05 and np.isclose(p["nll_change"], sum(p["nll_per_level"]) / sum(report["nll_per_level"]) - 1)
+    assert "At precision `int8`" in (tmp_path / "e" / "report.md").read_text()
+    bad = subprocess.run(args[:-1] + ["fp8"], capture_output=True, text=True, env=env, check=False)
+    assert bad.returncode == 2 and "fp8" in bad.stderr
+
+
+def test_int8_generation_writes_audio(trained_run, tmp_path):
+    from pianogen.generate import GenerationRequest, generate
+
+    request = GenerationRequest(prompt="test:0", seconds=0.5, out=tmp_path / "g", prompt_seconds=0.4, top_k=20,
+                                seed=3, precision="int8")
+    report = generate(trained_run, request, progress=False)
+    cont, _ = sf.read(tmp_path / "g/continuation_0.wav")
+    assert report["settings"]["precision"] == "int8" and np.isfinite(cont).all() and np.abs(cont).max() > 0
