@@ -121,7 +121,7 @@ def test_cli_default_out_is_a_fresh_folder_and_bad_options_are_one_line(trained_
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1].split()[0].endswith("my_take-001/take_0-extended-001")
     for args, message in [
-        (["--prompt", str(path), "--from", "nan"], "--from must be a finite number"),
+        (["--prompt", str(path), "--from", "nan"], "Invalid value for '--from': 'nan' is not a finite number"),
         (["--prompt", str(path), "--to", "3"], "not inside the 2.00 s recording"),
         (["--prompt", str(path), "--crossfade", "2"], "--crossfade must be >= 0 and <= 1"),
         (["--prompt", str(path), "--prompt-seconds", "inf"], "--prompt-seconds must be > 0"),

@@ -79,12 +79,13 @@ class DelayTransformer(MultiOutputTransformer):
         self.context_steps = config.block_size
         self.keep_steps = max(config.block_size // 2, config.n_levels + 1)
 
-    def step_logits(self, steps: torch.Tensor, start: int | torch.Tensor | None = None) -> torch.Tensor:
+    def step_logits(self, steps: torch.Tensor, start: int | torch.Tensor | None = None,
+                    last_only: bool = False) -> torch.Tensor:
         """As the multi-output model's, except that a whole context (``start`` None or 0) is first read
         as a training window (``as_window``); one step appended to the KV cache is read as it is."""
         if start is None or (isinstance(start, int) and start == 0):
             steps = as_window(steps, self.pad)
-        return super().step_logits(steps, start)
+        return super().step_logits(steps, start, last_only)
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
         """logits[:, k, t] predict codes[:, k, t+1]. Made at step t + k + 1, they have read
