@@ -17,31 +17,31 @@ if TYPE_CHECKING:
 
 def get_codec(name: str, **config: Any) -> "Codec":
     """A registered codec by name, e.g. ``get_codec("soundstream", checkpoint="ss.safetensors")``."""
-    from pianogen.plugins import create
+    from pianogen.registry import create
 
     return create("codec", name, **config)
 
 
 def get_token_model(name: str, **config: Any) -> "TokenModel":
-    from pianogen.plugins import create
+    from pianogen.registry import create
 
     return create("token_model", name, **config)
 
 
 def get_loss(name: str, **config: Any) -> "Loss":
-    from pianogen.plugins import create
+    from pianogen.registry import create
 
     return create("loss", name, **config)
 
 
 def get_postfilter(name: str, **config: Any) -> "PostFilter":
-    from pianogen.plugins import create
+    from pianogen.registry import create
 
     return create("postfilter", name, **config)
 
 
 def get_data_source(name: str, **config: Any) -> "DataSource":
-    from pianogen.plugins import create
+    from pianogen.registry import create
 
     return create("data_source", name, **config)
 

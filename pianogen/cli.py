@@ -61,7 +61,7 @@ def cli(debug: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins(as_json: bool) -> None:
     """List registered plugins (and any that failed to load)."""
-    from pianogen import plugins as registry
+    from pianogen import registry
 
     rows = [
         {"kind": r.kind, "name": r.name, "plugin": r.plugin, "package": r.package, "version": r.version,

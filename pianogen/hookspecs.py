@@ -1,10 +1,11 @@
 """Every hook a PianoGen plugin can implement.
 
 A plugin is a module named in the ``pianogen`` entry-point group. It implements any of the
-hooks below with ``@pianogen.hookimpl`` and calls ``register(name, factory)`` once per thing
-it provides. ``factory(**config)`` builds the object; when the factory carries a
-``config_class`` dataclass attribute (or takes explicit keyword arguments) recipes are
-validated against it before anything is built.
+hooks below with ``@pianogen.hookimpl`` (pluggy collects only marked functions) and calls
+``register(name, factory, config=ConfigDataclass)`` once per thing it provides.
+``factory(**config)`` builds the object; recipes are validated against the ``config``
+dataclass, or against the factory's typed keyword arguments when it names none, before
+anything is built.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ hookspec = pluggy.HookspecMarker("pianogen")
 class Register(Protocol):
     """The callback handed to every ``register_*`` hook."""
 
-    def __call__(self, name: str, factory: Callable[..., Any]) -> None: ...
+    def __call__(self, name: str, factory: Callable[..., Any], config: type | None = None) -> None: ...
 
 
 @hookspec

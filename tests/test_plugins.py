@@ -185,3 +185,36 @@ def test_unknown_names_in_load_plugins_are_warned_about(third_party, monkeypatch
     third_party.reset()
     with pytest.warns(UserWarning, match="PIANOGEN_LOAD_PLUGINS names nonexistent, which no installed plugin"):
         assert "echo" in third_party.registered("postfilter")
+
+
+class Unmarked:
+    """A hook-named function without ``@hookimpl``: pluggy does not collect it, so nothing registers."""
+
+    @staticmethod
+    def register_postfilters(register):
+        register("unmarked", lambda **config: None)
+
+
+class Configured:
+    @staticmethod
+    @pianogen.hookimpl
+    def register_postfilters(register):
+        from pianogen_filters import Lowpass, LowpassConfig
+
+        register("strict", lambda **config: Lowpass(LowpassConfig(**config)), config=LowpassConfig)
+        register("not_a_dataclass", lambda **config: None, config=dict)
+
+
+def test_only_hookimpl_marked_functions_register(fresh_registry):
+    fresh_registry.register_module(Unmarked, "unmarked-plugin")
+    assert "unmarked" not in fresh_registry.registered("postfilter")
+
+
+def test_register_config_dataclass_validates_recipe_keys(fresh_registry):
+    fresh_registry.register_module(Configured, "configured-plugin")
+    assert pianogen.get_postfilter("strict", cutoff=0.2).config.cutoff == 0.2
+    with pytest.raises(PianogenError, match=r"unknown key 'cutof' for postfilter 'strict'.*valid: cutoff, order"):
+        pianogen.get_postfilter("strict", cutof=0.2)
+    # the config must be a dataclass; the bad registration is reported and the good one kept
+    assert "not_a_dataclass" not in fresh_registry.registered("postfilter")
+    assert any("takes a dataclass" in f.error for f in fresh_registry.failures())

@@ -117,10 +117,10 @@ def synthetic(root: str = "", minutes: float = 6.0, seed: int = 0, years: list[i
 
 def source_config(data: DataConfig) -> dict[str, Any]:
     """The ``[data]`` keys the source's factory names (all of them when it takes ``**kwargs``)."""
-    from pianogen.plugins import config_fields, lookup
+    from pianogen.registry import config_fields, lookup
 
     values = dataclasses.asdict(data)
-    fields = config_fields(lookup("data_source", data.source).factory)
+    fields = config_fields(lookup("data_source", data.source))
     return {k: v for k, v in values.items() if k != "source" and (fields is None or k in fields)}
 
 

@@ -22,9 +22,7 @@ def soundstream(checkpoint: str = "", **arch: Any) -> SoundStream:
     return SoundStream(SoundStreamConfig(**arch))
 
 
-soundstream.config_class = SoundStreamOptions  # type: ignore[attr-defined]
-
 
 @pianogen.hookimpl
 def register_codecs(register) -> None:
-    register("soundstream", soundstream)
+    register("soundstream", soundstream, config=SoundStreamOptions)

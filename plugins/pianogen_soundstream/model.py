@@ -25,7 +25,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from pianogen.errors import PianogenError
-from pianogen.interfaces import Codec
+from pianogen.interfaces import TrainableCodec
 from pianogen.paths import atomic_write_bytes
 
 CODEC_NAME = "soundstream"  # written into checkpoint metadata so other codecs' files are refused
@@ -176,8 +176,8 @@ class Decoder(nn.Module):
         return self.layers(x)
 
 
-class SoundStream(Codec):
-    """The codec: encoder -> residual VQ -> decoder. ``save``/``forward`` make it trainable."""
+class SoundStream(TrainableCodec):
+    """The codec: encoder -> residual VQ -> decoder."""
 
     def __init__(self, cfg: SoundStreamConfig):
         super().__init__()
