@@ -27,10 +27,10 @@ import numpy as np
 import torch
 
 import pianogen
+from pianogen.device import pick_device
 from pianogen.errors import PianogenError
 from pianogen.generate import in_precision
 from pianogen.interfaces import Codec, TokenModel
-from pianogen.pipeline import pick_device
 from pianogen.sampling import make_sampler
 
 # Dense (no sparsity) bf16 tensor-core peak FLOP/s by the exact torch.cuda.get_device_name(), for MFU

@@ -167,9 +167,11 @@ def _parse_years(texts: tuple[str, ...]) -> list[int]:
 def tokenize(recipe: str, overrides: tuple[str, ...]) -> None:
     """Encode the recipe's corpus into the shared token cache (idempotent, resumable)."""
     from pianogen import load_recipe
+    from pianogen.codec_prepare import train_missing_codec
     from pianogen.pipeline import build_codec, build_token_cache
 
     loaded = load_recipe(recipe, overrides)
+    train_missing_codec(loaded)
     cache = build_token_cache(loaded, build_codec(loaded))
     click.echo(str(cache.dir))
 

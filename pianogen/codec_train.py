@@ -27,11 +27,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 import pianogen
 from pianogen.data.audio import load_audio
 from pianogen.data.sources import open_source
+from pianogen.device import pick_device
 from pianogen.errors import PianogenError
 from pianogen.interfaces import TrainableCodec
 from pianogen.metrics import mel_l1, stft_distance
 from pianogen.paths import expand
-from pianogen.pipeline import pick_device
 from pianogen.plots import plot_losses
 from pianogen.recipe import Recipe
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from pianogen import pipeline
+from pianogen.device import pick_device
 from pianogen.drift import drift_curves
 from pianogen.errors import PianogenError
 from pianogen.generate import counting_progress
@@ -232,7 +233,7 @@ def evaluate(run_dir: str | Path, split: str = "test", out: str | Path | None = 
         raise PianogenError(f"split must be train, validation or test, got '{split}'")
     if n_prompts < 1:
         raise PianogenError(f"n_prompts must be >= 1, got {n_prompts}")
-    torch_device = pipeline.pick_device(device)
+    torch_device = pick_device(device)
     recipe, codec, model, meta = pipeline.load_run(run_dir, "best", torch_device)
     cache = pipeline.build_token_cache(recipe, codec, progress=progress)
     levels = recipe.codec.levels

@@ -13,6 +13,7 @@ import torch
 import pianogen
 from pianogen import pipeline
 from pianogen.data.audio import load_audio, save_audio
+from pianogen.device import pick_device
 from pianogen.errors import PianogenError
 from pianogen.plots import plot_mel
 from pianogen.sampling import make_sampler
@@ -97,7 +98,7 @@ def generate(run_dir: str | Path, request: GenerationRequest, device: str = "aut
         raise PianogenError(f"--seconds must be > 0, got {request.seconds}")
     if request.num < 1:
         raise PianogenError(f"--num must be >= 1, got {request.num}")
-    torch_device = pipeline.pick_device(device)
+    torch_device = pick_device(device)
     recipe, codec, model, meta = pipeline.load_run(run_dir, request.checkpoint, torch_device)
     model = in_precision(model, request.precision)
     prompt_path = resolve_prompt(recipe, request.prompt)
