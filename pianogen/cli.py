@@ -193,16 +193,9 @@ def codec_train(recipe: str, overrides: tuple[str, ...], resume: bool) -> None:
     click.echo(str(train_codec(load_recipe(recipe, overrides), resume=resume)))
 
 
-@codec.command(name="import")
-@click.argument("kind", type=click.Choice(["soundstream"]))
-@click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.argument("out", type=click.Path(path_type=Path))
-def codec_import(kind: str, checkpoint: Path, out: Path) -> None:
-    """Convert the reference SoundStream .pt CHECKPOINT to OUT (.safetensors)."""
-    from pianogen_soundstream.convert import import_reference
-
-    import_reference(checkpoint, out)
-    click.echo(str(out))
+@codec.group(name="import")
+def codec_import() -> None:
+    """Convert a foreign checkpoint to a codec's .safetensors (plugins add one command per format)."""
 
 
 @codec.command(name="get")
@@ -359,7 +352,10 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
+    from pianogen import registry
+
     args = sys.argv[1:] if argv is None else argv
+    registry.add_commands(cli)  # plugins' commands (soundstream adds `codec import soundstream`)
     debug = "--debug" in args
     warnings.showwarning = _show_warning
     try:

@@ -63,3 +63,19 @@ def register_data_sources(register: Register) -> None:
 
     ``config`` holds the recipe's ``[data]`` keys that the factory's signature names.
     """
+
+
+@hookspec
+def register_codec_importers(register: Register) -> None:
+    """Register converters of foreign checkpoints: ``factory(checkpoint: Path, out: Path) -> None`` writes a
+    ``.safetensors`` file the codec of the same name loads (``codec get NAME`` uses it on fetched weights).
+    """
+
+
+@hookspec
+def register_commands(cli: Any) -> None:
+    """Add commands to the ``pianogen`` command line: ``cli`` is its root ``click.Group``.
+
+    The host's groups are reachable as ``cli.commands["codec"]`` and so on; the ``codec import``
+    group (``cli.commands["codec"].commands["import"]``) is there for plugins to add importers to.
+    """

@@ -37,6 +37,7 @@ KINDS = {
     "loss": "register_losses",
     "postfilter": "register_postfilters",
     "data_source": "register_data_sources",
+    "codec_importer": "register_codec_importers",
 }
 
 
@@ -72,6 +73,7 @@ _qualified: dict[str, dict[str, Registered]] = {}  # kind -> "package:name" -> e
 _failures: list[Failure] = []
 _clashes: list[Clash] = []
 _warned: set[tuple[str, str]] = set()
+_sources: dict[str, tuple[str, str]] = {}  # plugin name -> (distribution, version)
 
 
 def _allow_list() -> set[str] | None:
@@ -108,7 +110,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
         return _pm
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
-    sources: dict[str, tuple[str, str]] = {}
+    sources = _sources
     found = entry_points(group=GROUP)
     unmatched = (_allow_list() or set()) - {ep.name for ep in found} - {ep.dist.name for ep in found if ep.dist}
     if unmatched:
@@ -162,7 +164,19 @@ def register_module(module: Any, name: str, package: str = "(in-process)", versi
     """Register a plugin module or object at run time (tests, notebooks): like an entry point."""
     pm = get_plugin_manager()
     pm.register(module, name=name)
-    _collect(pm, {name: (package, version)}, only=name)
+    _sources[name] = (package, version)
+    _collect(pm, _sources, only=name)
+
+
+def add_commands(cli: Any) -> None:
+    """Let every plugin add its commands to ``cli``; a plugin whose hook fails is recorded and skipped."""
+    pm = get_plugin_manager()
+    for impl in pm.hook.register_commands.get_hookimpls():
+        try:
+            impl.function(cli=cli)
+        except Exception as err:
+            dist = _sources.get(impl.plugin_name, ("?",))[0]
+            _failures.append(Failure(impl.plugin_name, dist, f"register_commands: {type(err).__name__}: {err}"))
 
 
 def reset() -> None:
@@ -174,6 +188,7 @@ def reset() -> None:
     _failures.clear()
     _clashes.clear()
     _warned.clear()
+    _sources.clear()
 
 
 def registered(kind: str) -> dict[str, Registered]:

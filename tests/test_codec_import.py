@@ -132,3 +132,15 @@ def test_import_rejects_non_checkpoints(tmp_path):
     torch.save({"model": {"encoder.layers.0.conv.weight": torch.zeros(1)}}, tmp_path / "nested.pt")
     with pytest.raises(PianogenError, match="state dict of tensors"):
         import_reference(tmp_path / "nested.pt", tmp_path / "out.safetensors")
+
+
+def test_the_soundstream_plugin_adds_codec_import_soundstream_to_the_cli(tmp_path, capsys):
+    """`pianogen codec import soundstream` comes from the plugin's register_commands hook; cli.py knows no
+    soundstream. Its file is byte for byte what the plugin's converter writes."""
+    from pianogen.cli import main
+
+    torch.save(reference_state(), tmp_path / "ref.pt")
+    main(["codec", "import", "soundstream", str(tmp_path / "ref.pt"), str(tmp_path / "cli.safetensors")])
+    assert capsys.readouterr().out.strip() == str(tmp_path / "cli.safetensors")
+    import_reference(tmp_path / "ref.pt", tmp_path / "api.safetensors")
+    assert (tmp_path / "cli.safetensors").read_bytes() == (tmp_path / "api.safetensors").read_bytes()

@@ -6,10 +6,11 @@ import csv
 
 import numpy as np
 import pytest
+from pianogen_data import FolderSource
 
 import pianogen
 from pianogen.data.audio import save_audio
-from pianogen.data.sources import FolderSource, open_source
+from pianogen.data.sources import open_source
 from pianogen.data.synth import CSV_COLUMNS, CSV_NAME
 from pianogen.errors import PianogenError
 from pianogen.recipe import DataConfig

@@ -218,3 +218,36 @@ def test_register_config_dataclass_validates_recipe_keys(fresh_registry):
     # the config must be a dataclass; the bad registration is reported and the good one kept
     assert "not_a_dataclass" not in fresh_registry.registered("postfilter")
     assert any("takes a dataclass" in f.error for f in fresh_registry.failures())
+
+
+class Commands:
+    @staticmethod
+    @pianogen.hookimpl
+    def register_commands(cli):
+        import click
+
+        @cli.command(name="hello-plugin")
+        @click.argument("who")
+        def hello(who):
+            click.echo(f"hello {who}")
+
+
+class BrokenCommands:
+    @staticmethod
+    @pianogen.hookimpl
+    def register_commands(cli):
+        raise RuntimeError("this command plugin is broken on purpose")
+
+
+def test_a_plugin_adds_commands_and_a_broken_one_is_isolated(fresh_registry, capsys):
+    from pianogen.cli import cli, main
+
+    fresh_registry.register_module(Commands, "commands-plugin")
+    fresh_registry.register_module(BrokenCommands, "broken-commands")
+    try:
+        main(["hello-plugin", "world"])
+        assert capsys.readouterr().out == "hello world\n"
+        assert [f.plugin for f in fresh_registry.failures()] == ["broken-commands"]
+        assert "broken on purpose" in fresh_registry.failures()[0].error
+    finally:
+        cli.commands.pop("hello-plugin", None)

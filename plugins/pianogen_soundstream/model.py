@@ -24,9 +24,9 @@ from encodec.quantization.core_vq import ResidualVectorQuantization
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+from pianogen import atomic_write_bytes
 from pianogen.errors import PianogenError
 from pianogen.interfaces import TrainableCodec
-from pianogen.paths import atomic_write_bytes
 
 CODEC_NAME = "soundstream"  # written into checkpoint metadata so other codecs' files are refused
 
