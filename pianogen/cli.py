@@ -254,25 +254,15 @@ def generate(run_dir: Path, prompt: str, seconds: float | None, out: Path | None
              checkpoint: str, postfilters: tuple[str, ...], precision: str, compile_decode: bool,
              device: str) -> None:
     """Continue a piano prompt with a trained run; writes WAVs, Mel PNGs and generation.json."""
-    from pianogen import load_recipe
     from pianogen.generate import GenerationRequest
     from pianogen.generate import generate as run_generation
-    from pianogen.recipe import parse_postfilter_option
+    from pianogen.generate_options import postfilter_specs, with_recipe_defaults
 
-    if not (run_dir / "recipe.toml").is_file():
-        raise PianogenError(f"{run_dir} is not a run directory (no recipe.toml); train one with pianogen train")
-    defaults = load_recipe(run_dir / "recipe.toml").generate
-    specs = None
-    if postfilters:
-        specs = [spec for spec in map(parse_postfilter_option, postfilters) if spec is not None]
+    sampling = with_recipe_defaults(run_dir, dict(seconds=seconds, prompt_seconds=prompt_seconds,
+                                                  temperature=temperature, top_k=top_k, top_p=top_p))
     request = GenerationRequest(
-        prompt=prompt, seconds=defaults.seconds if seconds is None else seconds,
-        out=out or run_dir / "generated",
-        prompt_seconds=defaults.prompt_seconds if prompt_seconds is None else prompt_seconds,
-        temperature=defaults.temperature if temperature is None else temperature,
-        top_k=defaults.top_k if top_k is None else top_k, top_p=defaults.top_p if top_p is None else top_p,
-        seed=seed, num=num, checkpoint=checkpoint, postfilters=specs, precision=precision,
-        compile=compile_decode)
+        prompt=prompt, out=out or run_dir / "generated", **sampling, seed=seed, num=num, checkpoint=checkpoint,
+        postfilters=postfilter_specs(postfilters), precision=precision, compile=compile_decode)
     report = run_generation(run_dir, request, device=device)
     for note in report["notes"]:
         click.echo(f"note: {note}", err=True)

@@ -77,3 +77,7 @@ def test_bench_cli_json_has_the_design_keys():
                 "tokenize_realtime_factor"):
         assert math.isfinite(result[key]) and result[key] > 0, key
     assert len(summary_rows(result)) == 8
+    # real time is measured against the reference codec's own frame rate, not a constant
+    rate = pianogen.get_codec("soundstream").frame_rate
+    assert result["details"]["generate_novel"][0]["frame_rate"] == rate
+    assert all(f"at {rate:g} frames/s" in value for what, value in summary_rows(result) if what.startswith("generate"))
