@@ -50,7 +50,30 @@ def output_dir(ctx: click.Context, param: click.Parameter, value: Path | None) -
     return value
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class PluginCommands(click.Group):
+    """A group that lets plugins add their commands (``register_commands``) only when a name is not a
+    built-in one or the commands are listed: ``pianogen ls`` or ``data get`` load no plugin (nor torch)."""
+
+    group_class = type  # its subgroups (codec, data, codec import) are PluginCommands too
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is None and _add_plugin_commands():
+            command = super().get_command(ctx, name)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        _add_plugin_commands()
+        return super().list_commands(ctx)
+
+
+def _add_plugin_commands() -> int:
+    from pianogen import registry
+
+    return registry.add_commands(cli)
+
+
+@click.group(cls=PluginCommands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.version_option(package_name="pianogen")
 def cli(debug: bool) -> None:
@@ -342,10 +365,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
-    from pianogen import registry
-
     args = sys.argv[1:] if argv is None else argv
-    registry.add_commands(cli)  # plugins' commands (soundstream adds `codec import soundstream`)
     debug = "--debug" in args
     warnings.showwarning = _show_warning
     try:

@@ -74,6 +74,7 @@ _failures: list[Failure] = []
 _clashes: list[Clash] = []
 _warned: set[tuple[str, str]] = set()
 _sources: dict[str, tuple[str, str]] = {}  # plugin name -> (distribution, version)
+_commands_added: set[str] = set()  # plugins whose register_commands already ran
 
 
 def _allow_list() -> set[str] | None:
@@ -168,15 +169,19 @@ def register_module(module: Any, name: str, package: str = "(in-process)", versi
     _collect(pm, _sources, only=name)
 
 
-def add_commands(cli: Any) -> None:
-    """Let every plugin add its commands to ``cli``; a plugin whose hook fails is recorded and skipped."""
+def add_commands(cli: Any) -> int:
+    """Let every plugin not asked yet add its commands to ``cli``; returns how many were asked. A plugin
+    whose hook fails is recorded and skipped."""
     pm = get_plugin_manager()
-    for impl in pm.hook.register_commands.get_hookimpls():
+    fresh = [impl for impl in pm.hook.register_commands.get_hookimpls() if impl.plugin_name not in _commands_added]
+    for impl in fresh:
+        _commands_added.add(impl.plugin_name)
         try:
             impl.function(cli=cli)
         except Exception as err:
             dist = _sources.get(impl.plugin_name, ("?",))[0]
             _failures.append(Failure(impl.plugin_name, dist, f"register_commands: {type(err).__name__}: {err}"))
+    return len(fresh)
 
 
 def reset() -> None:
@@ -189,6 +194,7 @@ def reset() -> None:
     _clashes.clear()
     _warned.clear()
     _sources.clear()
+    _commands_added.clear()
 
 
 def registered(kind: str) -> dict[str, Registered]:

@@ -251,3 +251,15 @@ def test_a_plugin_adds_commands_and_a_broken_one_is_isolated(fresh_registry, cap
         assert "broken on purpose" in fresh_registry.failures()[0].error
     finally:
         cli.commands.pop("hello-plugin", None)
+
+
+def test_builtin_commands_load_no_plugin_until_a_name_needs_one():
+    """Plugins add commands lazily: `pianogen ls` imports neither a plugin nor torch; `codec import soundstream`
+    (a plugin's command) is found when asked for."""
+    probe = ("import sys\nfrom pianogen.cli import main\nmain(['ls'])\n"
+             "print('torch' in sys.modules, 'pianogen_soundstream' in sys.modules)\n"
+             "main(['codec', 'import', '--help'])\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    lines = done.stdout.splitlines()
+    assert "False False" in lines
+    assert any(line.split()[:1] == ["soundstream"] for line in lines[lines.index("False False"):])
