@@ -1,10 +1,18 @@
-"""PianoGen: continue piano performances from raw audio with codec tokens and Transformers."""
+"""PianoGen: continue piano performances from raw audio with codec tokens and Transformers.
+
+The public API, and all a plugin may import from the host: this package's names, and the
+modules ``pianogen.interfaces`` (the contracts), ``pianogen.errors`` and ``pianogen.hookspecs``.
+Besides the functions in ``__all__``, the constants ``AUDIO_SUFFIXES`` (audio files a corpus may
+hold), ``MAESTRO_CSV`` and ``MAESTRO_COLUMNS`` (MAESTRO v3's metadata file) are public.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 import pluggy
+
+from pianogen.paths import atomic_write_bytes, expand, home
 
 __version__ = "0.1.0"
 
@@ -17,33 +25,55 @@ if TYPE_CHECKING:
 
 def get_codec(name: str, **config: Any) -> "Codec":
     """A registered codec by name, e.g. ``get_codec("soundstream", checkpoint="ss.safetensors")``."""
-    from pianogen.plugins import create
+    from pianogen.registry import create
 
     return create("codec", name, **config)
 
 
 def get_token_model(name: str, **config: Any) -> "TokenModel":
-    from pianogen.plugins import create
+    from pianogen.registry import create
 
     return create("token_model", name, **config)
 
 
 def get_loss(name: str, **config: Any) -> "Loss":
-    from pianogen.plugins import create
+    from pianogen.registry import create
 
     return create("loss", name, **config)
 
 
 def get_postfilter(name: str, **config: Any) -> "PostFilter":
-    from pianogen.plugins import create
+    from pianogen.registry import create
 
     return create("postfilter", name, **config)
 
 
 def get_data_source(name: str, **config: Any) -> "DataSource":
-    from pianogen.plugins import create
+    from pianogen.registry import create
 
     return create("data_source", name, **config)
+
+
+def write_synthetic_corpus(out_dir: Any, minutes: float = 6.0, seed: int = 0, progress: bool = True) -> Any:
+    """Compose a synthetic piano corpus in MAESTRO's layout under ``out_dir``; returns its folder."""
+    from pianogen.data.synth import write_corpus
+
+    return write_corpus(out_dir, minutes=minutes, seed=seed, progress=progress)
+
+
+_CONSTANTS = {"AUDIO_SUFFIXES": ("pianogen.data.audio", "AUDIO_SUFFIXES"),
+              "MAESTRO_CSV": ("pianogen.data.synth", "CSV_NAME"),
+              "MAESTRO_COLUMNS": ("pianogen.data.synth", "CSV_COLUMNS")}
+
+
+def __getattr__(name: str) -> Any:
+    """The public constants, imported on first use (their modules pull in torch and numpy)."""
+    if name not in _CONSTANTS:
+        raise AttributeError(f"module 'pianogen' has no attribute {name!r}")
+    import importlib
+
+    module, attr = _CONSTANTS[name]
+    return getattr(importlib.import_module(module), attr)
 
 
 def load_recipe(path: str, overrides: list[str] | tuple[str, ...] = ()) -> "Recipe":
@@ -55,4 +85,5 @@ def load_recipe(path: str, overrides: list[str] | tuple[str, ...] = ()) -> "Reci
 
 __all__ = [
     "hookimpl", "get_codec", "get_token_model", "get_loss", "get_postfilter", "get_data_source", "load_recipe",
+    "expand", "home", "atomic_write_bytes", "write_synthetic_corpus",
 ]

@@ -50,7 +50,30 @@ def output_dir(ctx: click.Context, param: click.Parameter, value: Path | None) -
     return value
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class PluginCommands(click.Group):
+    """A group that lets plugins add their commands (``register_commands``) only when a name is not a
+    built-in one or the commands are listed: ``pianogen ls`` or ``data get`` load no plugin (nor torch)."""
+
+    group_class = type  # its subgroups (codec, data, codec import) are PluginCommands too
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is None and _add_plugin_commands():
+            command = super().get_command(ctx, name)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        _add_plugin_commands()
+        return super().list_commands(ctx)
+
+
+def _add_plugin_commands() -> int:
+    from pianogen import registry
+
+    return registry.add_commands(cli)
+
+
+@click.group(cls=PluginCommands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.version_option(package_name="pianogen")
 def cli(debug: bool) -> None:
@@ -61,7 +84,7 @@ def cli(debug: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins(as_json: bool) -> None:
     """List registered plugins (and any that failed to load)."""
-    from pianogen import plugins as registry
+    from pianogen import registry
 
     rows = [
         {"kind": r.kind, "name": r.name, "plugin": r.plugin, "package": r.package, "version": r.version,
@@ -167,9 +190,11 @@ def _parse_years(texts: tuple[str, ...]) -> list[int]:
 def tokenize(recipe: str, overrides: tuple[str, ...]) -> None:
     """Encode the recipe's corpus into the shared token cache (idempotent, resumable)."""
     from pianogen import load_recipe
+    from pianogen.codec_prepare import train_missing_codec
     from pianogen.pipeline import build_codec, build_token_cache
 
     loaded = load_recipe(recipe, overrides)
+    train_missing_codec(loaded)
     cache = build_token_cache(loaded, build_codec(loaded))
     click.echo(str(cache.dir))
 
@@ -191,16 +216,9 @@ def codec_train(recipe: str, overrides: tuple[str, ...], resume: bool) -> None:
     click.echo(str(train_codec(load_recipe(recipe, overrides), resume=resume)))
 
 
-@codec.command(name="import")
-@click.argument("kind", type=click.Choice(["soundstream"]))
-@click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.argument("out", type=click.Path(path_type=Path))
-def codec_import(kind: str, checkpoint: Path, out: Path) -> None:
-    """Convert the reference SoundStream .pt CHECKPOINT to OUT (.safetensors)."""
-    from pianogen_soundstream.convert import import_reference
-
-    import_reference(checkpoint, out)
-    click.echo(str(out))
+@codec.group(name="import")
+def codec_import() -> None:
+    """Convert a foreign checkpoint to a codec's .safetensors (plugins add one command per format)."""
 
 
 @codec.command(name="get")
@@ -275,30 +293,21 @@ def generate(run_dir: Path, prompt: str | None, window_start: float | None, wind
     and channels), continuation_<i>.wav, full_<i>.wav (codec re-synthesis), codes_<i>.safetensors,
     mel_<i>.png and generation.json.
     """
-    from pianogen import load_recipe
     from pianogen.generate import GenerationRequest, next_free_dir
     from pianogen.generate import generate as run_generation
-    from pianogen.recipe import parse_postfilter_option
+    from pianogen.generate_options import postfilter_specs, with_recipe_defaults
 
-    if not (run_dir / "recipe.toml").is_file():
-        raise PianogenError(f"{run_dir} is not a run directory (no recipe.toml); train one with pianogen train")
     if (prompt is None) == (extend is None):
         raise PianogenError("give either --prompt (a recording to continue) or --extend (a take to continue)")
-    defaults = load_recipe(run_dir / "recipe.toml").generate
-    specs = None
-    if postfilters:
-        specs = [spec for spec in map(parse_postfilter_option, postfilters) if spec is not None]
+    sampling = with_recipe_defaults(run_dir, dict(seconds=seconds, prompt_seconds=prompt_seconds,
+                                                  temperature=temperature, top_k=top_k, top_p=top_p))
     if out is None:  # a fresh folder each time: an earlier take is never overwritten
         out = (next_free_dir(extend.parent, f"{extend.stem}-extended") if extend else
                next_free_dir(run_dir / "generated", Path(prompt).stem.replace(":", "_")))
     request = GenerationRequest(
-        prompt=prompt or "", seconds=defaults.seconds if seconds is None else seconds, out=out,
-        prompt_seconds=defaults.prompt_seconds if prompt_seconds is None else prompt_seconds,
-        temperature=defaults.temperature if temperature is None else temperature,
-        top_k=defaults.top_k if top_k is None else top_k, top_p=defaults.top_p if top_p is None else top_p,
-        seed=seed, num=num, checkpoint=checkpoint, postfilters=specs, precision=precision,
-        compile=compile_decode, start=window_start, end=window_end, extend=str(extend) if extend else None,
-        crossfade=crossfade)
+        prompt=prompt or "", out=out, **sampling, seed=seed, num=num, checkpoint=checkpoint,
+        postfilters=postfilter_specs(postfilters), precision=precision, compile=compile_decode,
+        start=window_start, end=window_end, extend=str(extend) if extend else None, crossfade=crossfade)
     if stream:
         from pianogen.stream import stream_generate
 
@@ -321,7 +330,7 @@ def generate(run_dir: Path, prompt: str | None, window_start: float | None, wind
 @click.option("--verbose", is_flag=True, help="Log every request.")
 def serve(runs: Path, host: str, port: int, device: str, verbose: bool) -> None:
     """A web page to continue your recording: RUNS is a run directory or a folder of them."""
-    from pianogen.pipeline import pick_device
+    from pianogen.device import pick_device
     from pianogen.serve import serve as run_server
 
     pick_device(device)  # a bad --device is a one-line error now, not on the first generation

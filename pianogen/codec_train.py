@@ -5,9 +5,7 @@ k-means initialised EMA codebooks with dead-code reset (inside the codec's quant
 quantizer dropout trains with a random number of levels so that decoding the first k works
 for every k; optionally encodec's MS-STFT discriminator with hinge + feature-matching losses.
 
-A trainable codec implements, beyond ``Codec``:
-``forward(wav[B,1,S], n_q) -> (reconstruction[B,1,S'], commitment loss)`` and ``save(path)``,
-and optionally ``init_codebooks(wav)`` (k-means initialisation before the first step).
+The codec must be a ``pianogen.interfaces.TrainableCodec``.
 Weights go to ``<out>.safetensors``, trainer state (optimizers, step, RNG) to
 ``<out stem>.trainer.pt``, metrics to ``<out stem>.metrics.jsonl`` and their curve to
 ``<out stem>.loss.png``, all beside each other.
@@ -29,10 +27,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 import pianogen
 from pianogen.data.audio import load_audio
 from pianogen.data.sources import open_source
+from pianogen.device import pick_device
 from pianogen.errors import PianogenError
+from pianogen.interfaces import TrainableCodec
 from pianogen.metrics import mel_l1, stft_distance
 from pianogen.paths import expand
-from pianogen.pipeline import pick_device
 from pianogen.plots import plot_losses
 from pianogen.recipe import Recipe
 
@@ -139,8 +138,8 @@ def train_codec(recipe: Recipe, resume: bool = False, progress: bool = True) -> 
     device = pick_device(recipe.run.device)
     extra = {"checkpoint": str(out)} if resuming else {}
     codec = pianogen.get_codec(recipe.codec.name, **options, **extra).to(device).train()
-    if not callable(getattr(codec, "save", None)):
-        raise PianogenError(f"codec '{recipe.codec.name}' cannot be trained (it has no save())")
+    if not isinstance(codec, TrainableCodec):
+        raise PianogenError(f"codec '{recipe.codec.name}' cannot be trained (it is not a TrainableCodec)")
     opt = torch.optim.Adam(codec.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
     disc = disc_opt = None
     if cfg.discriminator:
@@ -173,7 +172,7 @@ def train_codec(recipe: Recipe, resume: bool = False, progress: bool = True) -> 
 
     length = round(cfg.segment_seconds * codec.sample_rate)
     sampler = SegmentSampler(_train_paths(recipe), codec.sample_rate, length, rng)
-    if not resuming and callable(getattr(codec, "init_codebooks", None)):
+    if not resuming:
         codec.init_codebooks(sampler.batch(cfg.batch_size).to(device))  # so even steps = 0 gives usable codes
     out.parent.mkdir(parents=True, exist_ok=True)
     log = metrics_path(out).open("a" if resuming else "w")

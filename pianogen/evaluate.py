@@ -8,11 +8,11 @@ Three parts, each with a floor or reference to read it against:
   the true continuation (codec-resynthesised and raw): the drift curve of pianogen.drift. Every drift
   number has its floors beside it: the same metric for another piece of the corpus and for white and
   pink noise put in place of the continuation (white noise scores chroma ~0.5 against a C-major prompt).
+This module measures; ``pianogen.eval_report`` writes what it measured (eval.json, report.md, figures).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,8 +23,10 @@ import numpy as np
 import torch
 
 from pianogen import pipeline
+from pianogen.device import pick_device
 from pianogen.drift import coloured_noise, drift_curves
 from pianogen.errors import PianogenError
+from pianogen.eval_report import write_report
 from pianogen.generate import counting_progress
 from pianogen.precision import PRECISIONS, in_precision
 
@@ -278,7 +280,7 @@ def evaluate(run_dir: str | Path, split: str = "test", out: str | Path | None = 
         raise PianogenError(f"n_prompts must be >= 1, got {n_prompts}")
     if precision not in PRECISIONS:
         raise PianogenError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
-    torch_device = pipeline.pick_device(device)
+    torch_device = pick_device(device)
     recipe, codec, model, meta = pipeline.load_run(run_dir, "best", torch_device)
     cache = pipeline.build_token_cache(recipe, codec, progress=progress)
     levels = recipe.codec.levels
@@ -314,96 +316,3 @@ def evaluate(run_dir: str | Path, split: str = "test", out: str | Path | None = 
     if out is not None:
         write_report(report, audio, Path(out), codec.sample_rate)
     return report
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(fmt(v) for v in row) + " |" for row in rows), ""]
-
-
-def report_markdown(r: dict[str, Any]) -> str:
-    """The eval report: tokens (model vs floors by level), codec by levels, drift by second."""
-    K, c = r["levels"], r["continuation"]
-    lines = [f"# Evaluation of {r['run_dir']}", "",
-             f"Split `{r['split']}`, checkpoint step {r['checkpoint_step']}, model `{r['model']}`, codec "
-             f"`{r['codec_name']}` ({r['frame_rate']:g} frames/s, {K} levels modelled), device {r['device']}.", "",
-             f"## Tokens ({r['targets_per_level']} next-frame targets per level, each scored once: windows of "
-             f"{r['windows']['frames']} frames sharing one)", "",
-             "NLL in nats/token; `unigram` and `repeat` are floors fitted on the training tokens.", ""]
-    rows = [[f"level {k + 1}", r["nll_per_level"][k], r["unigram_nll_per_level"][k], r["repeat_nll_per_level"][k],
-             r["perplexity_per_level"][k], r["accuracy_per_level"][k], r["unigram_accuracy_per_level"][k],
-             r["repeat_accuracy_per_level"][k]] for k in range(K)]
-    rows.append(["bits/s", r["bits_per_second"], r["unigram_bits_per_second"], r["repeat_bits_per_second"],
-                 "", "", "", ""])
-    lines += _table(["", "model NLL", "unigram NLL", "repeat NLL", "model ppl", "model acc", "unigram acc",
-                     "repeat acc"], rows)
-    if "precision" in r:
-        p = r["precision"]
-        lines += [f"At precision `{p['name']}` (continuations below sampled at it): NLL per level "
-                  + ", ".join(f"{v:.4f}" for v in p["nll_per_level"]) + f" against fp32's "
-                  + ", ".join(f"{v:.4f}" for v in p["fp32_nll_per_level"]) + f": {p['nll_change']:+.2%} in total.", ""]
-    codec = r["codec"]
-    lines += [f"## Codec ({codec['seconds']:.1f} s of `{r['split']}` audio; first k levels)", ""]
-    lines += _table(["levels", "Mel L1 (lower)", "MR-STFT (lower)", "SI-SDR dB (higher)"],
-                    [[k, m["mel_l1"], m["stft"], m["si_sdr"]] for k, m in codec["by_levels"].items()])
-    lines += [f"## Continuation drift ({c['n_prompts']} prompts of {c['prompt_seconds']:g} s, "
-              f"{c['seconds']:g} s continued, sampling {c['sampling']}, no post-filter)", ""]
-    lines += [f"- `{name}`: {text}" for name, text in c["signals"].items()] + [""]
-    lines += ["Floors (the last columns): the same metric with another piece of the corpus, or noise at the "
-              "prompt's loudness, in place of the continuation. A number only means something next to them.", ""]
-    for title, metric in DRIFT_TABLES:
-        names = [name for name in c["signals"] if metric in c[name]]
-        lines += [f"### {title}", ""]
-        lines += _table(["second", *(name.replace("_", " ") for name in names)],
-                        [[t, *(c[name][metric][b] for name in names)]
-                         for b, t in enumerate(c["seconds_after_prompt"])])
-    return "\n".join(lines)
-
-
-DRIFT_TABLES = [  # (title, metric): each a table by second, a column per signal that has the metric
-    ("Chroma similarity to the prompt's chroma (higher = staying in key)", "chroma_similarity"),
-    ("Bad-frame fraction: near-silent or noise-like 0.1 s frames (lower)", "bad_frame_fraction"),
-    ("Mel L1 vs the true continuation, original audio (lower = closer)", "mel_l1_vs_raw"),
-    ("Mel L1 vs the true continuation, codec-resynthesised (lower = closer)", "mel_l1_vs_resynth"),
-    ("Spectral convergence vs the codec-resynthesised true continuation (lower = closer)",
-     "spectral_convergence_vs_resynth"),
-]
-
-
-def plot_drift(c: dict[str, Any], out: Path) -> None:
-    from pianogen.plots import plt, save_figure
-
-    x = c["seconds_after_prompt"]
-    panels = [("Mel L1 vs true", "mel_l1_vs_"), ("spectral convergence vs true", "spectral_convergence_vs_"),
-              ("chroma similarity to prompt", "chroma_similarity"), ("near-silent / noise-like frames",
-                                                                     "bad_frame_fraction")]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.5))
-    for ax, (title, key) in zip(axes, panels):
-        for name in c["signals"]:
-            for metric, values in c[name].items():
-                if metric.startswith(key):
-                    ax.plot(x, values, marker="o", linestyle="--" if name in FLOORS else "-",
-                            label=f"{name} {metric.removeprefix(key)}".strip())
-        ax.set(title=title, xlabel="seconds after prompt")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    save_figure(fig, out)
-
-
-def write_report(report: dict[str, Any], audio: list[dict[str, torch.Tensor]], out: Path, sample_rate: int,
-                 max_figures: int = 4) -> None:
-    """eval.json, report.md, drift.png and, per prompt (up to ``max_figures``), Mel spectrograms of
-    prompt + generated and prompt + true (resynthesised) continuation."""
-    from pianogen.plots import plot_mel
-
-    out.mkdir(parents=True, exist_ok=True)
-    c = report["continuation"]
-    (out / "eval.json").write_text(json.dumps(report, indent=2))
-    (out / "report.md").write_text(report_markdown(report))
-    plot_drift(c, out / "drift.png")
-    for i, signals in enumerate(audio[:max_figures]):
-        name = c["prompts"][i]["audio_filename"]
-        for kind in ("generated", "resynth"):
-            plot_mel(signals[kind], sample_rate, out / f"mel_{i}_{kind}.png", boundary_s=c["prompt_seconds"],
-                     title=f"{name}: prompt | {kind} continuation")

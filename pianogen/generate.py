@@ -23,6 +23,7 @@ import torch
 import pianogen
 from pianogen import pipeline
 from pianogen.data.audio import save_audio
+from pianogen.device import pick_device
 from pianogen.errors import PianogenError
 from pianogen.paths import atomic_write_bytes
 from pianogen.plots import plot_mel
@@ -217,7 +218,7 @@ def generate(run_dir: str | Path, request: GenerationRequest, device: str = "aut
     """Write the takes, continuations, re-syntheses, codes, Mel PNGs and generation.json; return the JSON."""
     check_request(request)
     tell = listener or (lambda stage, done, total: None)
-    torch_device = pipeline.pick_device(device)
+    torch_device = pick_device(device)
     recipe, codec, model, meta = pipeline.load_run(run_dir, request.checkpoint, torch_device)
     model = in_precision(model, request.precision)
     levels = recipe.codec.levels

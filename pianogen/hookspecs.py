@@ -1,10 +1,11 @@
 """Every hook a PianoGen plugin can implement.
 
 A plugin is a module named in the ``pianogen`` entry-point group. It implements any of the
-hooks below with ``@pianogen.hookimpl`` and calls ``register(name, factory)`` once per thing
-it provides. ``factory(**config)`` builds the object; when the factory carries a
-``config_class`` dataclass attribute (or takes explicit keyword arguments) recipes are
-validated against it before anything is built.
+hooks below with ``@pianogen.hookimpl`` (pluggy collects only marked functions) and calls
+``register(name, factory, config=ConfigDataclass)`` once per thing it provides.
+``factory(**config)`` builds the object; recipes are validated against the ``config``
+dataclass, or against the factory's typed keyword arguments when it names none, before
+anything is built.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ hookspec = pluggy.HookspecMarker("pianogen")
 class Register(Protocol):
     """The callback handed to every ``register_*`` hook."""
 
-    def __call__(self, name: str, factory: Callable[..., Any]) -> None: ...
+    def __call__(self, name: str, factory: Callable[..., Any], config: type | None = None) -> None: ...
 
 
 @hookspec
@@ -61,4 +62,20 @@ def register_data_sources(register: Register) -> None:
     """Register audio corpora: ``factory(**config) -> pianogen.interfaces.DataSource``.
 
     ``config`` holds the recipe's ``[data]`` keys that the factory's signature names.
+    """
+
+
+@hookspec
+def register_codec_importers(register: Register) -> None:
+    """Register converters of foreign checkpoints: ``factory(checkpoint: Path, out: Path) -> None`` writes a
+    ``.safetensors`` file the codec of the same name loads (``codec get NAME`` uses it on fetched weights).
+    """
+
+
+@hookspec
+def register_commands(cli: Any) -> None:
+    """Add commands to the ``pianogen`` command line: ``cli`` is its root ``click.Group``.
+
+    The host's groups are reachable as ``cli.commands["codec"]`` and so on; the ``codec import``
+    group (``cli.commands["codec"].commands["import"]``) is there for plugins to add importers to.
     """

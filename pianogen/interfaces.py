@@ -37,9 +37,28 @@ class Codec(nn.Module, abc.ABC):
     def codebooks(self) -> torch.Tensor:
         """The embedding tables, FloatTensor[K, V, D]; the latent of a frame is sum_k codebooks[k, code_k]."""
 
+    @abc.abstractmethod
     def identity(self) -> dict[str, Any]:
-        """What makes two codecs produce the same tokens: keys the token cache (name + config hash)."""
-        raise NotImplementedError
+        """What makes two codecs produce the same tokens: keys the token cache and is checked against
+        checkpoints (name + a hash of config and weights)."""
+
+
+class TrainableCodec(Codec):
+    """A codec ``pianogen codec train`` can train: a differentiable pass and a writer for its weights."""
+
+    @abc.abstractmethod
+    def forward(self, wav: torch.Tensor, n_q: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training pass through the first ``n_q`` levels (all when None): wav FloatTensor[B, 1, S] ->
+        (reconstruction FloatTensor[B, 1, S'], commitment loss scalar)."""
+
+    @abc.abstractmethod
+    def save(self, path: Path) -> None:
+        """Write the weights (and whatever rebuilds the architecture) so ``get_codec(..., checkpoint=path)``
+        loads them; atomically."""
+
+    def init_codebooks(self, wav: torch.Tensor) -> None:
+        """Initialise untrained codebooks from audio wav FloatTensor[B, 1, S] before the first step.
+        Default: nothing to do."""
 
 
 class TokenModel(nn.Module, abc.ABC):

@@ -1,4 +1,7 @@
-"""Recipe -> the objects a run needs: codec, data source, token cache, token model, losses."""
+"""Recipe -> the objects a run needs: codec, data source, token cache, token model, losses.
+
+Builders only build: nothing here trains (a missing codec is trained by ``codec_prepare``, which
+``pianogen train`` and ``tokenize`` call first)."""
 
 from __future__ import annotations
 
@@ -17,21 +20,14 @@ if TYPE_CHECKING:
     from pianogen.recipe import Recipe
 
 
-def build_codec(recipe: "Recipe", device: torch.device | str = "cpu", progress: bool = True) -> "Codec":
-    """The recipe's frozen codec; a missing checkpoint is trained first when ``codec.train_recipe`` says how."""
+def build_codec(recipe: "Recipe", device: torch.device | str = "cpu") -> "Codec":
+    """The recipe's frozen codec, loaded; a missing one that ``codec.train_recipe`` would make is named."""
     options = dict(recipe.codec.options)
     checkpoint = options.get("checkpoint")
-    if checkpoint and recipe.codec.train_recipe:
-        from pianogen.codec_train import output_path, steps_done, train_codec
-
-        codec_recipe = pianogen.load_recipe(recipe.codec.train_recipe)
-        if output_path(codec_recipe).resolve() != expand(checkpoint).resolve():
-            raise PianogenError(f"codec.train_recipe '{recipe.codec.train_recipe}' writes {output_path(codec_recipe)}, "
-                                f"but codec.checkpoint is {checkpoint}")
-        done = steps_done(codec_recipe)
-        # a missing codec is trained, and one whose training was killed half-way is finished first
-        if not expand(checkpoint).exists() or (done is not None and done < codec_recipe.codec_train.steps):
-            train_codec(codec_recipe, resume=done is not None, progress=progress)
+    if checkpoint and recipe.codec.train_recipe and not expand(checkpoint).exists():
+        raise PianogenError(f"codec checkpoint {checkpoint} does not exist yet: train it with "
+                            f"`pianogen codec train {recipe.codec.train_recipe}` (pianogen train and tokenize "
+                            f"train it first)")
     codec = pianogen.get_codec(recipe.codec.name, **options)
     if recipe.codec.levels > codec.n_levels:
         raise PianogenError(f"codec.levels = {recipe.codec.levels}, but codec '{recipe.codec.name}' "
@@ -65,19 +61,6 @@ def build_losses(recipe: "Recipe") -> list[tuple[str, float, "Loss"]]:
     return [(spec.name, spec.weight, pianogen.get_loss(spec.name, **spec.options)) for spec in recipe.loss]
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise PianogenError(f"unknown device '{name}' (run.device or --device): use auto, cpu, cuda or cuda:N"
-                            ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PianogenError(f"device '{name}' (run.device or --device) needs CUDA, which this machine lacks")
-    return device
-
-
 def load_run(run_dir: "str | Path", tag: str = "best", device: torch.device | str = "cpu"
              ) -> "tuple[Recipe, Codec, TokenModel, dict]":
     """A trained run: its frozen recipe, codec, token model (eval mode, ``tag`` weights) and checkpoint meta."""
@@ -92,7 +75,7 @@ def load_run(run_dir: "str | Path", tag: str = "best", device: torch.device | st
         raise PianogenError(f"{run_dir} has no '{tag}' checkpoint under checkpoints/; train (or resume) it first")
     recipe = locate_codec(run_dir, pianogen.load_recipe(run_dir / "recipe.toml"))
     meta = checkpoint.load_meta(found)
-    codec = build_codec(recipe, device, progress=False)
+    codec = build_codec(recipe, device)
     if meta["codec_name"] != recipe.codec.name or meta["codec"] != codec.identity():
         raise PianogenError(f"{found} was trained with codec {meta['codec_name']} {meta['codec']}, but the "
                             f"recipe's codec is {recipe.codec.name} {codec.identity()}")

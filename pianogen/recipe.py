@@ -267,7 +267,7 @@ def _build_table(name: str, cls: type, table: Any) -> Any:
 
 def _plugin_spec(where: str, kind: str, cls: type, table: Any) -> Any:
     """Split host keys from plugin keys, check the name is registered and the plugin keys it accepts."""
-    from pianogen import plugins
+    from pianogen import registry
 
     if not isinstance(table, dict):
         raise PianogenError(f"[{where}] must be a table, got {table!r}")
@@ -275,7 +275,7 @@ def _plugin_spec(where: str, kind: str, cls: type, table: Any) -> Any:
     if "name" not in table:
         raise PianogenError(f"[{where}] needs a name")
     try:
-        plugins.lookup(kind, table["name"])
+        registry.lookup(kind, table["name"])
     except PianogenError as err:
         raise PianogenError(f"{where}.name: {err}") from None
     spec = _build_table(where, cls, {k: v for k, v in table.items() if k in host_keys})
@@ -284,8 +284,8 @@ def _plugin_spec(where: str, kind: str, cls: type, table: Any) -> Any:
         for key in HOST_MODEL_KEYS:
             if key in spec.options:
                 raise PianogenError(f"{where}.{key} is set from the codec and data, not the recipe")
-    plugins.check_config(kind, spec.name, spec.options, where=f"{where}.")
-    hints = plugins.config_hints(plugins.lookup(kind, spec.name).factory)
+    registry.check_config(kind, spec.name, spec.options, where=f"{where}.")
+    hints = registry.config_hints(registry.lookup(kind, spec.name))
     for key, value in spec.options.items():
         if key in hints:  # types too, so a bad value fails here and not when the plugin is built
             _check_value(f"{where}.{key}", value, hints[key])

@@ -128,6 +128,7 @@ def stream_generate(run_dir: str | Path, request: Any, device: str = "auto", chu
     import soundfile as sf
 
     from pianogen import pipeline
+    from pianogen.device import pick_device
     from pianogen.generate import (
         check_request,
         counting_progress,
@@ -139,7 +140,7 @@ def stream_generate(run_dir: str | Path, request: Any, device: str = "auto", chu
     from pianogen.sampling import make_sampler
 
     check_request(request)
-    torch_device = pipeline.pick_device(device)
+    torch_device = pick_device(device)
     recipe, codec, model, meta = pipeline.load_run(run_dir, request.checkpoint, torch_device)
     model = in_precision(model, request.precision)
     start = time.perf_counter()

@@ -25,6 +25,8 @@ from torch.utils.data import DataLoader, Sampler
 
 from pianogen import checkpoint, pipeline
 from pianogen import resume as resuming
+from pianogen.codec_prepare import train_missing_codec
+from pianogen.device import pick_device
 from pianogen.errors import PianogenError
 from pianogen.fetch.run_codec import record_codec
 from pianogen.interfaces import LossContext
@@ -178,7 +180,7 @@ def _train(recipe: Recipe, resume: bool, progress: bool, on_step: Callable[[int]
     from pianogen.data.windows import WindowDataset, check_window, iter_windows
     from pianogen.plots import plot_losses
 
-    device = pipeline.pick_device(recipe.run.device)
+    device = pick_device(recipe.run.device)
     ddp = init_distributed(device)
     if device.type == "cuda" and ddp.world > 1:
         device = torch.device("cuda", ddp.local_rank)
@@ -197,11 +199,12 @@ def _train(recipe: Recipe, resume: bool, progress: bool, on_step: Callable[[int]
     torch.manual_seed(recipe.run.seed)
     # Rank 0 prepares the codec, corpus and token cache; the others then find them ready.
     if ddp.main:
-        codec = pipeline.build_codec(recipe, device, progress=progress)
+        train_missing_codec(recipe, progress=progress)
+        codec = pipeline.build_codec(recipe, device)
         cache = pipeline.build_token_cache(recipe, codec, progress=progress)
     ddp.barrier()
     if not ddp.main:
-        codec = pipeline.build_codec(recipe, device, progress=False)
+        codec = pipeline.build_codec(recipe, device)
         cache = pipeline.build_token_cache(recipe, codec, progress=False)
 
     torch.manual_seed(recipe.run.seed)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pianogen import plugins
+from pianogen import registry
 
 torch.set_num_threads(2)
 
@@ -23,9 +23,9 @@ def isolated_home(tmp_path_factory, monkeypatch):
 @pytest.fixture
 def fresh_registry(monkeypatch):
     """A registry rebuilt from scratch for this test and again afterwards."""
-    plugins.reset()
-    yield plugins
-    plugins.reset()
+    registry.reset()
+    yield registry
+    registry.reset()
 
 
 @pytest.fixture

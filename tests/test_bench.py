@@ -10,7 +10,14 @@ import sys
 import torch
 
 import pianogen
-from pianogen.bench import codec_speed, codec_vs_reference, decode_vs_plain, generation_speed, summary_rows, training_speed
+from pianogen.bench import (
+    codec_speed,
+    codec_vs_reference,
+    decode_vs_plain,
+    generation_speed,
+    summary_rows,
+    training_speed,
+)
 
 
 def tiny_model():
@@ -99,3 +106,7 @@ def test_bench_cli_json_has_the_design_keys():
     by_precision = result["details"]["decode_vs_plain"]["by_precision"]
     assert set(by_precision) == {"fp32", "bf16", "int8"} and all(r["ratio"] > 0 for r in by_precision.values())
     assert len(summary_rows(result)) == 8 + 3 + 1  # a row per precision (ours vs plain), one codec vs the package
+    # real time is measured against the reference codec's own frame rate, not a constant
+    rate = pianogen.get_codec("soundstream").frame_rate
+    assert result["details"]["generate_novel"][0]["frame_rate"] == rate
+    assert all(f"at {rate:g} frames/s" in value for what, value in summary_rows(result) if what.startswith("generate"))

@@ -132,3 +132,19 @@ def test_import_rejects_non_checkpoints(tmp_path):
     torch.save({"model": {"encoder.layers.0.conv.weight": torch.zeros(1)}}, tmp_path / "nested.pt")
     with pytest.raises(PianogenError, match="state dict of tensors"):
         import_reference(tmp_path / "nested.pt", tmp_path / "out.safetensors")
+
+
+def test_the_soundstream_plugin_adds_codec_import_soundstream_to_the_cli(tmp_path, capsys):
+    """`pianogen codec import soundstream` comes from the plugin's register_commands hook; cli.py knows no
+    soundstream. Its file holds what the plugin's converter writes (tensors and metadata)."""
+    from safetensors import safe_open
+
+    from pianogen.cli import main
+
+    torch.save(reference_state(), tmp_path / "ref.pt")
+    main(["codec", "import", "soundstream", str(tmp_path / "ref.pt"), str(tmp_path / "cli.safetensors")])
+    assert capsys.readouterr().out.strip() == str(tmp_path / "cli.safetensors")
+    import_reference(tmp_path / "ref.pt", tmp_path / "api.safetensors")
+    with safe_open(tmp_path / "cli.safetensors", "pt") as cli, safe_open(tmp_path / "api.safetensors", "pt") as api:
+        assert cli.metadata() == api.metadata() and sorted(cli.keys()) == sorted(api.keys())
+        assert all(torch.equal(cli.get_tensor(k), api.get_tensor(k)) for k in api.keys())

@@ -127,16 +127,21 @@ def test_resume_and_output_path_errors(recipe_file):
 
 
 def test_a_recipe_trains_its_missing_codec_and_finishes_a_killed_one(recipe_file, tmp_path, tiny_corpus):
+    from pianogen.codec_prepare import train_missing_codec
     from pianogen.pipeline import build_codec
     from tests.conftest import tiny_recipe
 
     token_recipe = tiny_recipe(tmp_path, "$PIANOGEN_HOME/codecs/tiny.safetensors", tiny_corpus,
                                codec={"train_recipe": str(recipe_file)})
     out = pianogen.paths.home() / "codecs" / "tiny.safetensors"
+    with pytest.raises(PianogenError, match=r"codec checkpoint .* does not exist yet: train it with `pianogen codec "
+                                            r"train .*`"):
+        build_codec(pianogen.load_recipe(token_recipe))  # builders only build: eval/generate never train
     train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=10"]), progress=False)  # "killed"
-    codec = build_codec(pianogen.load_recipe(token_recipe), progress=False)
+    train_missing_codec(pianogen.load_recipe(token_recipe), progress=False)
+    codec = build_codec(pianogen.load_recipe(token_recipe))
     assert torch.load(trainer_state_path(out), weights_only=True)["step"] == 30
     assert codec.identity() == pianogen.get_codec("soundstream", checkpoint=str(out)).identity()
     stamp = out.stat().st_mtime_ns
-    build_codec(pianogen.load_recipe(token_recipe), progress=False)  # finished: reused as it is
+    train_missing_codec(pianogen.load_recipe(token_recipe), progress=False)  # finished: reused as it is
     assert out.stat().st_mtime_ns == stamp

@@ -6,14 +6,15 @@ import csv
 
 import numpy as np
 import pytest
+from pianogen_data import FolderSource
 
 import pianogen
 from pianogen.data.audio import save_audio
-from pianogen.data.sources import FolderSource, open_source
+from pianogen.data.sources import open_source
 from pianogen.data.synth import CSV_COLUMNS, CSV_NAME
 from pianogen.errors import PianogenError
-from pianogen.plugins import registered
 from pianogen.recipe import DataConfig
+from pianogen.registry import registered
 
 ROWS = [  # (year, split, audio file, exists)
     (2017, "train", "2017/a.wav", True),

@@ -9,8 +9,8 @@ import pytest
 
 import pianogen
 
-PACKAGES = ["pianogen", "pianogen_soundstream", "pianogen_encodec", "pianogen_transformers", "pianogen_losses",
-            "pianogen_filters"]
+PACKAGES = ["pianogen", "pianogen_data", "pianogen_soundstream", "pianogen_encodec", "pianogen_transformers",
+            "pianogen_losses", "pianogen_filters"]
 
 
 def all_modules() -> list[str]:

@@ -8,7 +8,7 @@ from pianogen_transformers.delay import delay, undelay
 
 import pianogen
 from pianogen.errors import PianogenError
-from pianogen.plugins import check_config
+from pianogen.registry import check_config
 from pianogen.sampling import make_sampler
 
 V = 16

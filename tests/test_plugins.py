@@ -186,3 +186,81 @@ def test_unknown_names_in_load_plugins_are_warned_about(third_party, monkeypatch
     third_party.reset()
     with pytest.warns(UserWarning, match="PIANOGEN_LOAD_PLUGINS names nonexistent, which no installed plugin"):
         assert "echo" in third_party.registered("postfilter")
+
+
+class Unmarked:
+    """A hook-named function without ``@hookimpl``: pluggy does not collect it, so nothing registers."""
+
+    @staticmethod
+    def register_postfilters(register):
+        register("unmarked", lambda **config: None)
+
+
+class Configured:
+    @staticmethod
+    @pianogen.hookimpl
+    def register_postfilters(register):
+        from pianogen_filters import Lowpass, LowpassConfig
+
+        register("strict", lambda **config: Lowpass(LowpassConfig(**config)), config=LowpassConfig)
+        register("not_a_dataclass", lambda **config: None, config=dict)
+
+
+def test_only_hookimpl_marked_functions_register(fresh_registry):
+    fresh_registry.register_module(Unmarked, "unmarked-plugin")
+    assert "unmarked" not in fresh_registry.registered("postfilter")
+
+
+def test_register_config_dataclass_validates_recipe_keys(fresh_registry):
+    fresh_registry.register_module(Configured, "configured-plugin")
+    assert pianogen.get_postfilter("strict", cutoff=0.2).config.cutoff == 0.2
+    with pytest.raises(PianogenError, match=r"unknown key 'cutof' for postfilter 'strict'.*valid: cutoff, order"):
+        pianogen.get_postfilter("strict", cutof=0.2)
+    # the config must be a dataclass; the bad registration is reported and the good one kept
+    assert "not_a_dataclass" not in fresh_registry.registered("postfilter")
+    assert any("takes a dataclass" in f.error for f in fresh_registry.failures())
+
+
+class Commands:
+    @staticmethod
+    @pianogen.hookimpl
+    def register_commands(cli):
+        import click
+
+        @cli.command(name="hello-plugin")
+        @click.argument("who")
+        def hello(who):
+            click.echo(f"hello {who}")
+
+
+class BrokenCommands:
+    @staticmethod
+    @pianogen.hookimpl
+    def register_commands(cli):
+        raise RuntimeError("this command plugin is broken on purpose")
+
+
+def test_a_plugin_adds_commands_and_a_broken_one_is_isolated(fresh_registry, capsys):
+    from pianogen.cli import cli, main
+
+    fresh_registry.register_module(Commands, "commands-plugin")
+    fresh_registry.register_module(BrokenCommands, "broken-commands")
+    try:
+        main(["hello-plugin", "world"])
+        assert capsys.readouterr().out == "hello world\n"
+        assert [f.plugin for f in fresh_registry.failures()] == ["broken-commands"]
+        assert "broken on purpose" in fresh_registry.failures()[0].error
+    finally:
+        cli.commands.pop("hello-plugin", None)
+
+
+def test_builtin_commands_load_no_plugin_until_a_name_needs_one():
+    """Plugins add commands lazily: `pianogen ls` imports neither a plugin nor torch; `codec import soundstream`
+    (a plugin's command) is found when asked for."""
+    probe = ("import sys\nfrom pianogen.cli import main\nmain(['ls'])\n"
+             "print('torch' in sys.modules, 'pianogen_soundstream' in sys.modules)\n"
+             "main(['codec', 'import', '--help'])\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    lines = done.stdout.splitlines()
+    assert "False False" in lines
+    assert any(line.split()[:1] == ["soundstream"] for line in lines[lines.index("False False"):])

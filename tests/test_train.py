@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 import pianogen
-from pianogen import plugins
+from pianogen import registry
 from pianogen.errors import PianogenError
 from pianogen.interfaces import Loss
 from pianogen.train import train
@@ -122,7 +122,7 @@ class NanPlugin:
 
 def test_nan_loss_stops_with_a_clear_error_keeping_the_checkpoint(tmp_path, tiny_codec_path, tiny_corpus,
                                                                   fresh_registry):
-    plugins.register_module(NanPlugin, "nan-plugin")
+    registry.register_module(NanPlugin, "nan-plugin")
     path = tiny_recipe(tmp_path, tiny_codec_path, tiny_corpus, loss=[{"name": "nan_after"}],
                        train={"save_every": 2, "log_every": 1})
     with pytest.raises(PianogenError, match=r"loss became nan at step 4 .*last good checkpoint"):

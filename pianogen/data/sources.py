@@ -1,136 +1,27 @@
-"""Built-in data sources: maestro, folder, synthetic.
+"""Open a recipe's data source: the registered factory gets exactly the ``[data]`` keys it names.
 
-Registered through the ``pianogen`` entry point ``data``, exactly like a third-party plugin.
-Factories name only the ``[data]`` keys they use; ``open_source`` passes exactly those.
+The sources themselves are plugins (the built-ins in ``plugins/pianogen_data``).
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import hashlib
-import shlex
-import warnings
-from pathlib import Path
 from typing import Any
 
 import pianogen
-from pianogen.data.audio import AUDIO_SUFFIXES
-from pianogen.data.synth import CSV_COLUMNS, CSV_NAME, write_corpus
-from pianogen.errors import PianogenError
-from pianogen.interfaces import DataSource, Piece
-from pianogen.paths import expand, home
+from pianogen.interfaces import DataSource
 from pianogen.recipe import DataConfig
-
-SPLITS = ("train", "validation", "test")
-
-
-class MaestroSource(DataSource):
-    """MAESTRO v3: ``maestro-v3.0.0.csv`` under ``root`` gives files, years and splits."""
-
-    def __init__(self, root: Path, years: list[int] | tuple[int, ...] = (), skip_missing: bool = False):
-        self.root, self.years, self.skip_missing = Path(root).expanduser(), set(years), skip_missing
-
-    def pieces(self) -> list[Piece]:
-        path = self.root / CSV_NAME
-        if not path.is_file():
-            fetch = f"pianogen data get maestro --years {_years(self.years)} --root {shlex.quote(str(self.root))}"
-            raise PianogenError(f"no {CSV_NAME} under {self.root} (set data.root to the MAESTRO v3 folder, "
-                                f"or fetch it: {fetch})")
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            lacking = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
-            if lacking:
-                raise PianogenError(f"{path} lacks column(s) {', '.join(lacking)}")
-            rows = [r for r in reader if not self.years or int(r["year"]) in self.years]
-        pieces, missing = [], []
-        for r in rows:
-            if r["split"] not in SPLITS:
-                raise PianogenError(f"{path}: split '{r['split']}' of {r['audio_filename']} is not one of {SPLITS}")
-            piece = Piece(self.root / r["audio_filename"], r["audio_filename"], r["split"],
-                          float(r["duration"]) if r["duration"] else None, r["canonical_title"])
-            (pieces if piece.path.is_file() else missing).append(piece)
-        if missing:
-            msg = (f"{len(missing)} of {len(rows)} audio files listed in {path} are missing "
-                   f"(first: {', '.join(p.audio_filename for p in missing[:3])})")
-            if not self.skip_missing:
-                raise PianogenError(f"{msg}; set data.skip_missing=true to use the rest")
-            warnings.warn(f"{msg}; skipping them", stacklevel=2)
-        if not pieces:
-            raise PianogenError(f"no audio in {path} for years {sorted(self.years) or 'all'}")
-        return pieces
-
-
-def _years(years: set[int]) -> str:
-    return ",".join(map(str, sorted(years))) or "all"
-
-
-class FolderSource(DataSource):
-    """Every wav/flac/ogg/mp3 under ``root``, split by a stable hash of its relative path."""
-
-    def __init__(self, root: Path, split_ratios: list[float] | tuple[float, ...] = (0.8, 0.1, 0.1)):
-        if len(split_ratios) != 3 or min(split_ratios) < 0 or sum(split_ratios) <= 0:
-            raise PianogenError(f"data.split_ratios must be 3 non-negative numbers (train, validation, test), "
-                                f"got {list(split_ratios)}")
-        self.root = Path(root).expanduser()
-        total = sum(split_ratios)
-        self.bounds = [sum(split_ratios[: i + 1]) / total for i in range(3)]
-
-    def split_of(self, rel: str) -> str:
-        u = int.from_bytes(hashlib.sha1(rel.encode()).digest()[:8], "big") / 2**64  # uniform in [0, 1)
-        return next((s for s, b in zip(SPLITS, self.bounds) if u < b), SPLITS[-1])
-
-    def pieces(self) -> list[Piece]:
-        if not self.root.is_dir():
-            raise PianogenError(f"data.root {self.root} is not a folder")
-        files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
-        if not files:
-            raise PianogenError(f"no {'/'.join(s[1:] for s in AUDIO_SUFFIXES)} files under {self.root}")
-        rels = [p.relative_to(self.root).as_posix() for p in files]
-        return [Piece(p, rel, self.split_of(rel), title=p.stem) for p, rel in zip(files, rels)]
-
-
-def synthetic_root(root: str, minutes: float, seed: int) -> Path:
-    return Path(root).expanduser() if root else home() / f"synthetic/m{minutes}-s{seed}"
-
-
-def maestro(root: str = "", years: list[int] = (), skip_missing: bool = False) -> MaestroSource:
-    if not root:
-        raise PianogenError("data.root must name the MAESTRO v3 folder for source 'maestro'")
-    return MaestroSource(expand(root), years, skip_missing)
-
-
-def folder(root: str = "", split_ratios: list[float] = (0.8, 0.1, 0.1)) -> FolderSource:
-    if not root:
-        raise PianogenError("data.root must name a folder of audio files for source 'folder'")
-    return FolderSource(expand(root), split_ratios)
-
-
-def synthetic(root: str = "", minutes: float = 6.0, seed: int = 0, years: list[int] = (),
-              skip_missing: bool = False) -> MaestroSource:
-    """The synthetic corpus at ``root`` (default under $PIANOGEN_HOME), composed on first use."""
-    path = synthetic_root(root, minutes, seed)
-    if not (path / CSV_NAME).is_file():
-        write_corpus(path, minutes, seed)
-    return MaestroSource(path, years, skip_missing)
 
 
 def source_config(data: DataConfig) -> dict[str, Any]:
     """The ``[data]`` keys the source's factory names (all of them when it takes ``**kwargs``)."""
-    from pianogen.plugins import config_fields, lookup
+    from pianogen.registry import config_fields, lookup
 
     values = dataclasses.asdict(data)
-    fields = config_fields(lookup("data_source", data.source).factory)
+    fields = config_fields(lookup("data_source", data.source))
     return {k: v for k, v in values.items() if k != "source" and (fields is None or k in fields)}
 
 
 def open_source(data: DataConfig) -> DataSource:
     """Build the recipe's data source, passing it the ``[data]`` keys it asks for."""
     return pianogen.get_data_source(data.source, **source_config(data))
-
-
-@pianogen.hookimpl
-def register_data_sources(register) -> None:
-    register("maestro", maestro)
-    register("folder", folder)
-    register("synthetic", synthetic)

@@ -28,10 +28,10 @@ def codec_file(name: str, options: dict[str, Any]) -> Path | None:
     """The weights file codec ``name`` loads with these options; None when it loads none (fresh weights)."""
     checkpoint = str(options.get("checkpoint") or "")
     if name == "encodec":  # a file, or a folder holding the official file name ("" = $PIANOGEN_HOME/codecs)
-        from pianogen_encodec.model import WEIGHTS_FILE
+        from pianogen.fetch.weights import ENCODEC_FILE
 
         path = expand(checkpoint or "$PIANOGEN_HOME/codecs")
-        return path / WEIGHTS_FILE if path.is_dir() or not checkpoint else path
+        return path / ENCODEC_FILE if path.is_dir() or not checkpoint else path
     return expand(checkpoint) if checkpoint else None
 
 

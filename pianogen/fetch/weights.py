@@ -20,15 +20,15 @@ from pianogen.paths import home
 
 SOUNDSTREAM_REPO = "haydenshively/SoundStream"  # soundstream 0.0.1: from_pretrained(repo_id=..., filename=...)
 SOUNDSTREAM_FILE = "soundstream_variant_naturalspeech2.pt"
+ENCODEC_FILE = "encodec_24khz-d7cc33bc.th"  # the official name; the encodec plugin looks for it in a folder too
+ENCODEC_URL = f"https://dl.fbaipublicfiles.com/encodec/v0/{ENCODEC_FILE}"
 ENCODEC_URL_ENV = "PIANOGEN_ENCODEC_URL"
 CODECS = ("soundstream", "encodec")
 
 
 def default_path(name: str) -> Path:
     """Where ``codec get NAME`` puts the weights and the built-in recipes look for them."""
-    from pianogen_encodec.model import WEIGHTS_FILE
-
-    files = {"soundstream": SOUNDSTREAM_FILE.replace(".pt", ".safetensors"), "encodec": WEIGHTS_FILE}
+    files = {"soundstream": SOUNDSTREAM_FILE.replace(".pt", ".safetensors"), "encodec": ENCODEC_FILE}
     return home() / "codecs" / files[name]
 
 
@@ -42,8 +42,9 @@ def get_codec_weights(name: str, source: str | None = None, out: Path | None = N
 
 
 def get_soundstream(source: str | None = None, out: Path | None = None, progress: bool = True) -> Path:
-    from pianogen_soundstream.convert import import_reference
+    from pianogen.registry import lookup
 
+    import_reference = lookup("codec_importer", "soundstream").factory  # the soundstream plugin's converter
     out = Path(out) if out else default_path("soundstream")
     checkpoint = _local(source) if source else _hub_download(SOUNDSTREAM_REPO, SOUNDSTREAM_FILE)
     make_dirs(out.parent)
@@ -55,15 +56,13 @@ def get_soundstream(source: str | None = None, out: Path | None = None, progress
 
 
 def get_encodec(source: str | None = None, out: Path | None = None, progress: bool = True) -> Path:
-    from pianogen_encodec.model import WEIGHTS_URL
-
-    url = source or os.environ.get(ENCODEC_URL_ENV) or WEIGHTS_URL
+    url = source or os.environ.get(ENCODEC_URL_ENV) or ENCODEC_URL
     name = url.rstrip("/").rsplit("/", 1)[-1]
     prefix = re.search(r"-([0-9a-f]{8,64})\.\w+$", name)
     if prefix is None:
         raise PianogenError(f"{name} does not carry a sha256 prefix in its name (like encodec_24khz-d7cc33bc.th), "
                             f"so it cannot be verified")
-    out = Path(out) if out else (default_path("encodec") if url == WEIGHTS_URL else home() / "codecs" / name)
+    out = Path(out) if out else (default_path("encodec") if url == ENCODEC_URL else home() / "codecs" / name)
     path = local_path(url)
     if path is None:
         return download(url, out, prefix[1], f"; check the network, or set ${ENCODEC_URL_ENV} to a mirror or "

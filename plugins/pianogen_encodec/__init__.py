@@ -11,9 +11,7 @@ def encodec(checkpoint: str = "", bandwidth: float = 6.0) -> EncodecCodec:
     return EncodecCodec(checkpoint=checkpoint, bandwidth=bandwidth)
 
 
-encodec.config_class = EncodecOptions  # type: ignore[attr-defined]
-
 
 @pianogen.hookimpl
 def register_codecs(register) -> None:
-    register("encodec", encodec)
+    register("encodec", encodec, config=EncodecOptions)

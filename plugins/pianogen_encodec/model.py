@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from encodec import EncodecModel
 
+from pianogen import expand
 from pianogen.errors import PianogenError
 from pianogen.interfaces import Codec
-from pianogen.paths import expand
 
 WEIGHTS_FILE = "encodec_24khz-d7cc33bc.th"  # the official file name (its sha256 starts with d7cc33bc)
 WEIGHTS_URL = f"https://dl.fbaipublicfiles.com/encodec/v0/{WEIGHTS_FILE}"

@@ -9,7 +9,7 @@ from pianogen_filters.lowpass import Lowpass, LowpassConfig, lowpass
 
 @pianogen.hookimpl
 def register_postfilters(register: Register) -> None:
-    register("lowpass", lowpass)
+    register("lowpass", lowpass, config=LowpassConfig)
 
 
 __all__ = ["Lowpass", "LowpassConfig", "lowpass", "register_postfilters"]

@@ -66,5 +66,3 @@ def lowpass(**config) -> Lowpass:
     """``get_postfilter("lowpass", cutoff=0.05, order=2, zero_phase=False)``."""
     return Lowpass(LowpassConfig(**config))
 
-
-lowpass.config_class = LowpassConfig  # type: ignore[attr-defined]

@@ -15,7 +15,7 @@ from pianogen_losses.nll import NLLLoss
 @pianogen.hookimpl
 def register_losses(register: Register) -> None:
     register("nll", NLLLoss)
-    register("mel", mel)
+    register("mel", mel, config=MelConfig)
 
 
 __all__ = ["MelConfig", "MelLoss", "NLLLoss", "mel", "register_losses"]

@@ -203,5 +203,3 @@ def mel(**config) -> MelLoss:
     """``get_loss("mel", **config)``."""
     return MelLoss(MelConfig(**config))
 
-
-mel.config_class = MelConfig  # type: ignore[attr-defined]

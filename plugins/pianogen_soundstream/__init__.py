@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pianogen
 from pianogen_soundstream.checkpoint import load_soundstream
+from pianogen_soundstream.convert import import_reference
 from pianogen_soundstream.model import SoundStream, SoundStreamConfig
 
 
@@ -22,9 +24,25 @@ def soundstream(checkpoint: str = "", **arch: Any) -> SoundStream:
     return SoundStream(SoundStreamConfig(**arch))
 
 
-soundstream.config_class = SoundStreamOptions  # type: ignore[attr-defined]
-
 
 @pianogen.hookimpl
 def register_codecs(register) -> None:
-    register("soundstream", soundstream)
+    register("soundstream", soundstream, config=SoundStreamOptions)
+
+
+@pianogen.hookimpl
+def register_codec_importers(register) -> None:
+    register("soundstream", import_reference)
+
+
+@pianogen.hookimpl
+def register_commands(cli) -> None:
+    import click
+
+    @cli.commands["codec"].commands["import"].command(name="soundstream")
+    @click.argument("checkpoint", type=click.Path(path_type=Path))
+    @click.argument("out", type=click.Path(path_type=Path))
+    def import_soundstream(checkpoint: Path, out: Path) -> None:
+        """Convert the reference SoundStream .pt CHECKPOINT to OUT (.safetensors)."""
+        import_reference(checkpoint, out)
+        click.echo(str(out))

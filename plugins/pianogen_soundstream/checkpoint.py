@@ -12,8 +12,8 @@ from typing import Any
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as load_bytes
 
+from pianogen import expand
 from pianogen.errors import PianogenError
-from pianogen.paths import expand
 from pianogen_soundstream.model import CODEC_NAME, SoundStream, SoundStreamConfig
 
 

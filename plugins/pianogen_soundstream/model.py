@@ -24,9 +24,9 @@ from encodec.quantization.core_vq import ResidualVectorQuantization
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+from pianogen import atomic_write_bytes
 from pianogen.errors import PianogenError
-from pianogen.interfaces import Codec
-from pianogen.paths import atomic_write_bytes
+from pianogen.interfaces import TrainableCodec
 
 CODEC_NAME = "soundstream"  # written into checkpoint metadata so other codecs' files are refused
 
@@ -176,8 +176,8 @@ class Decoder(nn.Module):
         return self.layers(x)
 
 
-class SoundStream(Codec):
-    """The codec: encoder -> residual VQ -> decoder. ``save``/``forward`` make it trainable."""
+class SoundStream(TrainableCodec):
+    """The codec: encoder -> residual VQ -> decoder."""
 
     def __init__(self, cfg: SoundStreamConfig):
         super().__init__()

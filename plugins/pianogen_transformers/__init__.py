@@ -2,7 +2,7 @@
 
 Registered through the 'pianogen' entry-point group like any third-party plugin. Each factory
 takes the recipe's [model] keys plus n_levels, vocab_size and block_size from the host, and
-carries its dataclass as ``config_class`` so recipes are checked before anything is built.
+is registered with its dataclass (``config=``) so recipes are checked before anything is built.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ def factory(model_class: type, config_class: type) -> Callable[..., TokenModel]:
     def build(**config: Any) -> TokenModel:
         return model_class(config_class(**config))
 
-    build.config_class = config_class  # type: ignore[attr-defined]
     build.__doc__ = model_class.__doc__
     return build
 
@@ -36,7 +35,7 @@ def factory(model_class: type, config_class: type) -> Callable[..., TokenModel]:
 @pianogen.hookimpl
 def register_token_models(register: Register) -> None:
     for name, (model_class, config_class) in MODELS.items():
-        register(name, factory(model_class, config_class))
+        register(name, factory(model_class, config_class), config=config_class)
 
 
 __all__ = [

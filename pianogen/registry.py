@@ -37,6 +37,7 @@ KINDS = {
     "loss": "register_losses",
     "postfilter": "register_postfilters",
     "data_source": "register_data_sources",
+    "codec_importer": "register_codec_importers",
 }
 
 
@@ -48,6 +49,7 @@ class Registered:
     plugin: str  # entry-point name
     package: str  # distribution that provides it
     version: str
+    config: type | None = None  # the dataclass of the factory's keyword arguments, when it names one
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,8 @@ _qualified: dict[str, dict[str, Registered]] = {}  # kind -> "package:name" -> e
 _failures: list[Failure] = []
 _clashes: list[Clash] = []
 _warned: set[tuple[str, str]] = set()
+_sources: dict[str, tuple[str, str]] = {}  # plugin name -> (distribution, version)
+_commands_added: set[str] = set()  # plugins whose register_commands already ran
 
 
 def _allow_list() -> set[str] | None:
@@ -107,7 +111,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
         return _pm
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
-    sources: dict[str, tuple[str, str]] = {}
+    sources = _sources
     found = entry_points(group=GROUP)
     unmatched = (_allow_list() or set()) - {ep.name for ep in found} - {ep.dist.name for ep in found if ep.dist}
     if unmatched:
@@ -129,31 +133,55 @@ def get_plugin_manager() -> pluggy.PluginManager:
             continue
         sources[ep.name] = (dist, version)
     _pm = pm
-    for kind, hook_name in KINDS.items():
+    for kind in KINDS:
         _registry[kind], _qualified[kind] = {}, {}
-        hook = getattr(pm.hook, hook_name)
-        for impl in hook.get_hookimpls():  # in load order: built-ins first
+    _collect(pm, sources)
+    return pm
+
+
+def _collect(pm: pluggy.PluginManager, sources: dict[str, tuple[str, str]], only: str | None = None) -> None:
+    """Call every ``@hookimpl``-marked ``register_*`` hook (of plugin ``only``, when given), in load order.
+
+    Only pluggy's collection counts: a function that merely has a hook's name is not a registration."""
+    for kind, hook_name in KINDS.items():
+        for impl in getattr(pm.hook, hook_name).get_hookimpls():  # in load order: built-ins first
+            if only is not None and impl.plugin_name != only:
+                continue
             dist, version = sources.get(impl.plugin_name, ("?", "?"))
 
-            def register(name: str, factory: Callable[..., Any], _p=impl.plugin_name, _d=dist, _v=version,
-                         _k=kind) -> None:
-                _add(Registered(_k, name, factory, _p, _d, _v))
+            def register(name: str, factory: Callable[..., Any], config: type | None = None,
+                         _p=impl.plugin_name, _d=dist, _v=version, _k=kind) -> None:
+                if config is not None and not dataclasses.is_dataclass(config):
+                    raise TypeError(f"register('{name}', ..., config=...) takes a dataclass, got {config!r}")
+                _add(Registered(_k, name, factory, _p, _d, _v, config))
 
             try:
                 impl.function(register=register)
             except Exception as err:
                 _failures.append(Failure(impl.plugin_name, dist, f"{hook_name}: {type(err).__name__}: {err}"))
-    return pm
 
 
 def register_module(module: Any, name: str, package: str = "(in-process)", version: str = "") -> None:
     """Register a plugin module or object at run time (tests, notebooks): like an entry point."""
     pm = get_plugin_manager()
     pm.register(module, name=name)
-    for kind, hook_name in KINDS.items():
-        impl = getattr(module, hook_name, None)
-        if impl is not None:
-            impl(register=lambda n, f, _k=kind: _add(Registered(_k, n, f, name, package, version)))
+    _sources[name] = (package, version)
+    _collect(pm, _sources, only=name)
+
+
+def add_commands(cli: Any) -> int:
+    """Let every plugin not asked yet add its commands to ``cli``; returns how many were asked. A plugin
+    whose hook fails is recorded and skipped."""
+    pm = get_plugin_manager()
+    fresh = [impl for impl in pm.hook.register_commands.get_hookimpls() if impl.plugin_name not in _commands_added]
+    for impl in fresh:
+        _commands_added.add(impl.plugin_name)
+        try:
+            impl.function(cli=cli)
+        except Exception as err:
+            dist = _sources.get(impl.plugin_name, ("?",))[0]
+            _failures.append(Failure(impl.plugin_name, dist, f"register_commands: {type(err).__name__}: {err}"))
+    return len(fresh)
 
 
 def reset() -> None:
@@ -165,6 +193,8 @@ def reset() -> None:
     _failures.clear()
     _clashes.clear()
     _warned.clear()
+    _sources.clear()
+    _commands_added.clear()
 
 
 def registered(kind: str) -> dict[str, Registered]:
@@ -207,21 +237,19 @@ def lookup(kind: str, name: str) -> Registered:
     return table[name]
 
 
-def config_fields(factory: Callable[..., Any]) -> dict[str, inspect.Parameter | dataclasses.Field] | None:
-    """The keyword arguments a factory accepts, or None when it takes anything (**kwargs)."""
-    config_class = getattr(factory, "config_class", None)
-    if config_class is not None and dataclasses.is_dataclass(config_class):
-        return {f.name: f for f in dataclasses.fields(config_class)}
-    params = inspect.signature(factory).parameters
+def config_fields(entry: Registered) -> dict[str, inspect.Parameter | dataclasses.Field] | None:
+    """The keyword arguments a plugin's factory accepts, or None when it takes anything (**kwargs)."""
+    if entry.config is not None:
+        return {f.name: f for f in dataclasses.fields(entry.config)}
+    params = inspect.signature(entry.factory).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return None
     return {n: p for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
 
 
-def config_hints(factory: Callable[..., Any]) -> dict[str, Any]:
-    """Type hints of a factory's keyword arguments (of its ``config_class`` when it has one); {} when unknown."""
-    config_class = getattr(factory, "config_class", None)
-    target = config_class if config_class is not None and dataclasses.is_dataclass(config_class) else factory
+def config_hints(entry: Registered) -> dict[str, Any]:
+    """Type hints of a plugin's keyword arguments (of its ``config`` dataclass when it has one); {} when unknown."""
+    target = entry.config if entry.config is not None else entry.factory
     if inspect.isclass(target) and not dataclasses.is_dataclass(target):
         target = target.__init__
     try:
@@ -232,7 +260,7 @@ def config_hints(factory: Callable[..., Any]) -> dict[str, Any]:
 
 def check_config(kind: str, name: str, config: dict[str, Any], where: str = "") -> None:
     """Raise a PianogenError naming any key the plugin does not accept, with the closest valid key."""
-    fields = config_fields(lookup(kind, name).factory)
+    fields = config_fields(lookup(kind, name))
     if fields is None:
         return
     for key in config:

@@ -1,0 +1,22 @@
+"""Built-in PianoGen plugin: the data sources `maestro`, `folder` and `synthetic`.
+
+Registered through the 'pianogen' entry-point group like any third-party plugin. Factories name
+only the ``[data]`` keys they use; the host passes exactly those.
+"""
+
+from __future__ import annotations
+
+import pianogen
+from pianogen.hookspecs import Register
+from pianogen_data.sources import FolderSource, MaestroSource, folder, maestro, synthetic, synthetic_root
+
+
+@pianogen.hookimpl
+def register_data_sources(register: Register) -> None:
+    register("maestro", maestro)
+    register("folder", folder)
+    register("synthetic", synthetic)
+
+
+__all__ = ["FolderSource", "MaestroSource", "folder", "maestro", "synthetic", "synthetic_root",
+           "register_data_sources"]
