@@ -273,7 +273,7 @@ def report_markdown(r: dict[str, Any]) -> str:
     if "precision" in r:
         p = r["precision"]
         lines += [f"At precision `{p['name']}` (continuations below sampled at it): NLL per level "
-                  + ", ".join(f"{v:.4f}" for v in p["nll_per_level"]) + f" against fp32's "
+                  + ", ".join(f"{v:.4f}" for v in p["nll_per_level"]) + " against fp32's "
                   + ", ".join(f"{v:.4f}" for v in p["fp32_nll_per_level"]) + f": {p['nll_change']:+.2%} in total.", ""]
     codec = r["codec"]
     lines += [f"## Codec ({codec['seconds']:.1f} s of `{r['split']}` audio; first k levels)", ""]

@@ -10,7 +10,14 @@ import sys
 import torch
 
 import pianogen
-from pianogen.bench import codec_speed, codec_vs_reference, decode_vs_plain, generation_speed, summary_rows, training_speed
+from pianogen.bench import (
+    codec_speed,
+    codec_vs_reference,
+    decode_vs_plain,
+    generation_speed,
+    summary_rows,
+    training_speed,
+)
 
 
 def tiny_model():
