@@ -223,8 +223,8 @@ def decode_vs_plain(model: TokenModel, prompt_frames: int, frames: int, frame_ra
             continue
         ours = in_precision(copy.deepcopy(model).eval(), precision)
         plain = plain_in_precision(copy.deepcopy(plain_fp32), precision)
-        runs = {"ours": lambda: ours.generate(codes, frames, sample),
-                "plain": lambda: plain.generate(codes, frames, generator=generator)}
+        runs = {"ours": lambda ours=ours: ours.generate(codes, frames, sample),
+                "plain": lambda plain=plain: plain.generate(codes, frames, generator=generator)}
         speeds: dict[str, list[float]] = {"ours": [], "plain": []}
         with torch.inference_mode():
             for run in runs.values():
@@ -417,8 +417,9 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     versus = d.get("codec_vs_reference_package") or {}
     if versus:
         rows.append((f"reference-size codec, ours vs the soundstream package, median of {versus['repeats']}",
-                     f"encode {versus['encode_ours_realtime_factor']:.1f}x vs {versus['encode_reference_realtime_factor']:.1f}x,"
-                     f" decode {versus['decode_ours_realtime_factor']:.1f}x vs {versus['decode_reference_realtime_factor']:.1f}x"
+                     f"encode {versus['encode_ours_realtime_factor']:.1f}x vs "
+                     f"{versus['encode_reference_realtime_factor']:.1f}x, decode "
+                     f"{versus['decode_ours_realtime_factor']:.1f}x vs {versus['decode_reference_realtime_factor']:.1f}x"
                      " real time"))
     rows.append(("synthetic corpus", f"{d['synthesis_realtime_factor']:.1f}x real time"))
     rows.append(("tokenization, demo codec", f"{d['tokenize_demo_codec']:.1f}x real time"))

@@ -280,7 +280,8 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool, fetch: bool) ->
               help="Token-model weights: bf16 halves the memory read per frame, int8 (CPU) quarters it.")
 @click.option("--compile", "compile_decode", is_flag=True,
               help="torch.compile the one-frame decode (CUDA graphs on CUDA; on CPU it is slower).")
-@click.option("--stream", is_flag=True, help="Write the continuation WAVs chunk by chunk while sampling (no post-filters).")
+@click.option("--stream", is_flag=True,
+              help="Write the continuation WAVs chunk by chunk while sampling (no post-filters).")
 @click.option("--device", default="auto", show_default=True)
 def generate(run_dir: Path, prompt: str | None, window_start: float | None, window_end: float | None,
              extend: Path | None, seconds: float | None, out: Path | None, prompt_seconds: float | None,

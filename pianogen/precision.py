@@ -70,5 +70,6 @@ def in_precision(model: nn.Module, precision: str) -> nn.Module:
         return model.to(PRECISIONS[precision])
     device = next(model.parameters()).device
     if device.type != "cpu":
-        raise PianogenError(f"--precision int8 runs on the CPU only (the model is on {device}); use bf16 on {device.type}")
+        raise PianogenError(f"--precision int8 runs on the CPU only (the model is on {device}); "
+                            f"use bf16 on {device.type}")
     return quantize_linears(model.float(), keep=("combine",))

@@ -25,7 +25,8 @@ def test_int8_linear_multiplies_by_its_int8_weights():
     weight = quantized.dequantized_weight()
     # per-channel symmetric: every row's largest weight is exactly +-127 steps, the others round to a step
     steps = weight / (linear.weight.abs().amax(dim=1, keepdim=True) / 127)
-    assert torch.allclose(steps, steps.round(), atol=1e-3) and torch.allclose(steps.abs().amax(dim=1), torch.tensor(127.0))
+    assert torch.allclose(steps, steps.round(), atol=1e-3)
+    assert torch.allclose(steps.abs().amax(dim=1), torch.tensor(127.0))
     exact = x @ weight.T + linear.bias
     got = quantized(x)
     assert got.shape == (3, 5, 48)
@@ -61,7 +62,8 @@ def test_eval_reports_the_nll_of_each_precision_beside_fp32(trained_run, tmp_pat
     p = report["precision"]
     assert p["fp32_nll_per_level"] == report["nll_per_level"]  # the main table stays fp32
     assert p["nll_per_level"] != p["fp32_nll_per_level"]  # the int8 model was really scored
-    assert abs(p["nll_change"]) < 0.05 and np.isclose(p["nll_change"], sum(p["nll_per_level"]) / sum(report["nll_per_level"]) - 1)
+    assert abs(p["nll_change"]) < 0.05
+    assert np.isclose(p["nll_change"], sum(p["nll_per_level"]) / sum(report["nll_per_level"]) - 1)
     assert "At precision `int8`" in (tmp_path / "e" / "report.md").read_text()
     bad = subprocess.run(args[:-1] + ["fp8"], capture_output=True, text=True, env=env, check=False)
     assert bad.returncode == 2 and "fp8" in bad.stderr
