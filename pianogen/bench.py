@@ -419,8 +419,8 @@ def summary_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append((f"reference-size codec, ours vs the soundstream package, median of {versus['repeats']}",
                      f"encode {versus['encode_ours_realtime_factor']:.1f}x vs "
                      f"{versus['encode_reference_realtime_factor']:.1f}x, decode "
-                     f"{versus['decode_ours_realtime_factor']:.1f}x vs {versus['decode_reference_realtime_factor']:.1f}x"
-                     " real time"))
+                     f"{versus['decode_ours_realtime_factor']:.1f}x vs "
+                     f"{versus['decode_reference_realtime_factor']:.1f}x real time"))
     rows.append(("synthetic corpus", f"{d['synthesis_realtime_factor']:.1f}x real time"))
     rows.append(("tokenization, demo codec", f"{d['tokenize_demo_codec']:.1f}x real time"))
     if "tokenize_reference_codec" in d:
