@@ -132,3 +132,21 @@ def test_import_rejects_non_checkpoints(tmp_path):
     torch.save({"model": {"encoder.layers.0.conv.weight": torch.zeros(1)}}, tmp_path / "nested.pt")
     with pytest.raises(PianogenError, match="state dict of tensors"):
         import_reference(tmp_path / "nested.pt", tmp_path / "out.safetensors")
+
+
+def test_import_matches_the_reference_package(tmp_path):
+    """The same check against haydenshively/SoundStream 0.0.1 itself (with vector-quantize-pytorch 1.6.11)."""
+    reference = pytest.importorskip("soundstream.soundstream")
+    ref = reference.SoundStream(n_q=N_Q, codebook_size=V, D=D, C=C, strides=STRIDES)
+    ref.load_state_dict(reference_state(seed=3))
+    ref.eval()
+    torch.save(ref.state_dict(), tmp_path / "ref.pt")
+    import_reference(tmp_path / "ref.pt", tmp_path / "ours.safetensors")
+    codec = pianogen.get_codec("soundstream", checkpoint=str(tmp_path / "ours.safetensors"))
+    wav = torch.randn(2, 1, 8000, generator=torch.Generator().manual_seed(2)) * 0.3
+    with torch.no_grad():
+        _, ref_codes, _ = ref.quantizer(ref.encoder(wav).permute(0, 2, 1))  # [B, T, K]
+        ref_audio = ref(wav)  # encode -> quantize -> decode, the package's own end-to-end path
+    codes = codec.encode(wav)
+    assert torch.equal(codes, ref_codes.permute(0, 2, 1))
+    torch.testing.assert_close(codec.decode(codes), ref_audio, atol=1e-5, rtol=1e-4)
