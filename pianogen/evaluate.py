@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from pianogen import pipeline
+from pianogen.codec_metrics import markdown_tables
 from pianogen.drift import drift_curves
 from pianogen.errors import PianogenError
 from pianogen.generate import counting_progress
@@ -122,10 +124,13 @@ def _piece_paths(recipe: Any) -> dict[str, Path]:
 
 
 def codec_metrics(codec: Any, wavs: list[torch.Tensor], model_levels: int) -> dict[str, Any]:
-    from pianogen.metrics import codec_reconstruction
+    """Reconstruction by levels with bitrates, codebook health per level, Opus at the codec's bitrate and 2x."""
+    from pianogen.codec_metrics import evaluate_codec
 
-    return {"levels_modelled": model_levels, "seconds": sum(w.shape[-1] for w in wavs) / codec.sample_rate,
-            "by_levels": codec_reconstruction(codec, wavs, CODEC_LEVELS)}
+    result = evaluate_codec(codec, wavs, CODEC_LEVELS)
+    for line in result["warnings"]:
+        print(f"warning: codec: {line}", file=sys.stderr)
+    return {"levels_modelled": model_levels, "codebook_size": codec.codebook_size, **result}
 
 
 def pick_prompts(pieces: list[dict[str, Any]], n: int, prompt_frames: int, frames: int) -> list[tuple[dict, int]]:
@@ -254,9 +259,9 @@ def report_markdown(r: dict[str, Any]) -> str:
     lines += _table(["", "model NLL", "unigram NLL", "repeat NLL", "model ppl", "model acc", "unigram acc",
                      "repeat acc"], rows)
     codec = r["codec"]
-    lines += [f"## Codec ({codec['seconds']:.1f} s of `{r['split']}` audio; first k levels)", ""]
-    lines += _table(["levels", "Mel L1 (lower)", "MR-STFT (lower)", "SI-SDR dB (higher)"],
-                    [[k, m["mel_l1"], m["stft"], m["si_sdr"]] for k, m in codec["by_levels"].items()])
+    lines += [f"## Codec ({codec['seconds']:.1f} s of `{r['split']}` audio; first k levels, then Opus on the same "
+              "audio; codes used per level)", ""]
+    lines += markdown_tables(codec, codec["codebook_size"])
     lines += [f"## Continuation drift ({c['n_prompts']} prompts of {c['prompt_seconds']:g} s, "
               f"{c['seconds']:g} s continued, sampling {c['sampling']}, no post-filter)", ""]
     lines += [f"- `{name}`: {text}" for name, text in c["signals"].items()] + [""]
