@@ -167,7 +167,8 @@ def codec_eval(checkpoint: Path, audio: tuple[Path, ...], codec_name: str, recip
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    click.echo(f"# Codec {result['codec']['name']} {result['codec']['config_hash']} ({result['seconds']:.1f} s of audio)\n")
+    name, digest = result["codec"]["name"], result["codec"]["config_hash"]
+    click.echo(f"# Codec {name} {digest} ({result['seconds']:.1f} s of audio)\n")
     click.echo("\n".join(markdown_tables(result, codec.codebook_size)))
 
 

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 import pianogen
-from pianogen.data.audio import load_audio
 from pianogen.codec_metrics import codebook_health, usage_warnings
+from pianogen.data.audio import load_audio
 from pianogen.data.sources import open_source
 from pianogen.errors import PianogenError
 from pianogen.metrics import mel_l1, stft_distance
@@ -255,7 +255,7 @@ def train_codec(recipe: Recipe, resume: bool = False, progress: bool = True) -> 
             disc_wrapped = DDP(disc, device_ids=ids)
     if ddp.main:
         out.parent.mkdir(parents=True, exist_ok=True)
-    log = metrics_path(out).open("a" if resuming else "w") if ddp.main else open(os.devnull, "w")  # noqa: SIM115
+    log = metrics_path(out).open("a" if resuming else "w") if ddp.main else open(os.devnull, "w")
     saved_step = step if resuming else None
     columns = (TextColumn("codec"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeRemainingColumn())
