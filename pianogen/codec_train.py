@@ -16,15 +16,18 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 import pianogen
+from pianogen.codec_metrics import codebook_health, usage_warnings
 from pianogen.data.audio import load_audio
 from pianogen.data.sources import open_source
 from pianogen.device import pick_device
@@ -39,6 +42,7 @@ WAV_WEIGHT, MEL_WEIGHT, STFT_WEIGHT, COMMIT_WEIGHT = 1.0, 1.0, 1.0, 1.0  # recon
 ADV_WEIGHT, FEAT_WEIGHT = 1.0, 3.0  # adversarial and feature-matching weights (as encodec)
 POOL_SECONDS = 1200.0  # audio kept in memory to cut segments from; bigger corpora rotate through it
 ROTATE_EVERY = 50  # steps between swapping one pooled piece for another
+HEALTH_SEGMENTS = 32  # fixed segments encoded at every log step to count the codes each level uses
 
 
 def output_path(recipe: Recipe) -> Path:
@@ -69,20 +73,29 @@ def metrics_path(out: Path) -> Path:
 class SegmentSampler:
     """Random fixed-length segments FloatTensor[B, 1, L] from a bounded pool of loaded pieces."""
 
-    def __init__(self, paths: list[Path], sample_rate: int, length: int, generator: random.Random):
+    def __init__(self, paths: list[Path], sample_rate: int, length: int, generator: random.Random,
+                 pooled: list[str] | None = None):
+        """``pooled``: the pool of a saved run (``pool_paths``), restored as it was instead of drawn anew."""
         self._load = lambda p: load_audio(p, sample_rate)[0]  # [S]
         self.paths, self.length, self.rng = paths, length, generator
-        order = paths[:]
-        self.rng.shuffle(order)
         self.pool: list[torch.Tensor] = []
-        seconds = 0.0
-        for path in order:
-            if self.pool and seconds >= POOL_SECONDS:
-                break
-            wav = self._load(path)
-            if wav.numel() >= length:
-                self.pool.append(wav)
-                seconds += wav.numel() / sample_rate
+        self.pool_paths: list[str] = []
+        if pooled is not None:
+            for path in pooled:
+                self.pool.append(self._load(path))
+                self.pool_paths.append(path)
+        else:
+            order = paths[:]
+            self.rng.shuffle(order)
+            seconds = 0.0
+            for path in order:
+                if self.pool and seconds >= POOL_SECONDS:
+                    break
+                wav = self._load(path)
+                if wav.numel() >= length:
+                    self.pool.append(wav)
+                    self.pool_paths.append(str(path))
+                    seconds += wav.numel() / sample_rate
         if not self.pool:
             raise PianogenError(f"no training audio at least {length / sample_rate:.2f} s long")
         self.rotates = len(self.pool) < len(paths)
@@ -90,15 +103,18 @@ class SegmentSampler:
     def rotate(self) -> None:
         """Replace one pooled piece by a random piece, so a large corpus is all seen over time."""
         if self.rotates:
-            wav = self._load(self.rng.choice(self.paths))
+            path = self.rng.choice(self.paths)
+            wav = self._load(path)
             if wav.numel() >= self.length:
-                self.pool[self.rng.randrange(len(self.pool))] = wav
+                slot = self.rng.randrange(len(self.pool))
+                self.pool[slot], self.pool_paths[slot] = wav, str(path)
 
-    def batch(self, batch_size: int) -> torch.Tensor:
+    def batch(self, batch_size: int, rng: random.Random | None = None) -> torch.Tensor:
+        rng = rng or self.rng
         rows = []
         for _ in range(batch_size):
-            wav = self.rng.choice(self.pool)
-            start = self.rng.randrange(wav.numel() - self.length + 1)
+            wav = rng.choice(self.pool)
+            start = rng.randrange(wav.numel() - self.length + 1)
             rows.append(wav[start : start + self.length])
         return torch.stack(rows).unsqueeze(1)
 
@@ -111,10 +127,15 @@ def _train_paths(recipe: Recipe) -> list[Path]:
 
 
 def _hinge_losses(disc: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Generator (adversarial, feature matching) losses against the MS-STFT discriminator."""
-    logits_fake, fmaps_fake = disc(fake)
-    with torch.no_grad():
-        _, fmaps_real = disc(real)
+    """Generator (adversarial, feature matching) losses against the MS-STFT discriminator, whose own
+    weights get no gradient here (under DDP their gradient hooks would fire outside their own step)."""
+    disc.requires_grad_(False)
+    try:
+        logits_fake, fmaps_fake = disc(fake)
+        with torch.no_grad():
+            _, fmaps_real = disc(real)
+    finally:
+        disc.requires_grad_(True)
     adv = torch.stack([F.relu(1 - lf).mean() for lf in logits_fake]).mean()
     feat = torch.stack([
         (fr.detach() - ff).abs().mean() / (fr.detach().abs().mean() + 1e-8)
@@ -123,8 +144,38 @@ def _hinge_losses(disc: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor)
     return adv, feat
 
 
+def _disc_loss(disc: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Hinge loss of the discriminator; real and fake go through in one forward, as DDP wants."""
+    logits, _ = disc(torch.cat([real, fake.detach()]))
+    n = real.shape[0]
+    return torch.stack([F.relu(1 - lg[:n]).mean() + F.relu(1 + lg[n:]).mean() for lg in logits]).mean()
+
+
+def _rng_state(rngs: dict[str, random.Random], sampler: SegmentSampler) -> dict[str, Any]:
+    """Everything random in training, so that a resumed run continues exactly as an unbroken one."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch_rng": torch.get_rng_state(), "python_rng": {k: r.getstate() for k, r in rngs.items()},
+             "numpy_rng": [kind, torch.from_numpy(keys.copy()), pos, has_gauss, gauss], "pool": sampler.pool_paths}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], rngs: dict[str, random.Random]) -> None:
+    torch.set_rng_state(state["torch_rng"])
+    if "cuda_rng" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda_rng"])
+    for key, rng in rngs.items():
+        rng.setstate(state["python_rng"][key])
+    kind, keys, pos, has_gauss, gauss = state["numpy_rng"]
+    np.random.set_state((kind, keys.numpy(), pos, has_gauss, gauss))
+
+
 def train_codec(recipe: Recipe, resume: bool = False, progress: bool = True) -> Path:
-    """Train ``recipe.codec`` with ``recipe.codec_train``; returns the checkpoint path."""
+    """Train ``recipe.codec`` with ``recipe.codec_train``; returns the checkpoint path. Under torchrun
+    each process draws batch_size / world segments (DDP; gloo on CPU, NCCL on CUDA)."""
+    from pianogen.train import autocast, init_distributed
+
     cfg = recipe.codec_train
     options: dict[str, Any] = {k: v for k, v in recipe.codec.options.items() if k != "checkpoint"}
     out = output_path(recipe)
@@ -132,10 +183,18 @@ def train_codec(recipe: Recipe, resume: bool = False, progress: bool = True) -> 
     resuming = resume and out.is_file() and state_path.is_file()
     if resume and not resuming:
         raise PianogenError(f"nothing to resume: {out} or {state_path} is missing")
+    ddp = init_distributed()
+    if cfg.batch_size % ddp.world:
+        raise PianogenError(f"codec_train.batch_size = {cfg.batch_size} does not split over {ddp.world} processes")
 
     torch.manual_seed(recipe.run.seed)
-    rng = random.Random(recipe.run.seed)
+    # "steps" picks the level count and is shared by all ranks (every rank must run the same codebooks);
+    # "segments" draws this rank's audio
+    rngs = {"steps": random.Random(recipe.run.seed), "segments": random.Random(recipe.run.seed + 1000 * ddp.rank)}
     device = pick_device(recipe.run.device)
+    if device.type == "cuda" and ddp.world > 1:
+        device = torch.device("cuda", ddp.local_rank)
+        torch.cuda.set_device(device)
     extra = {"checkpoint": str(out)} if resuming else {}
     codec = pianogen.get_codec(recipe.codec.name, **options, **extra).to(device).train()
     if not isinstance(codec, TrainableCodec):
@@ -148,7 +207,7 @@ def train_codec(recipe: Recipe, resume: bool = False, progress: bool = True) -> 
         disc = MultiScaleSTFTDiscriminator(filters=32).to(device).train()
         disc_opt = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
 
-    step = 0
+    step, state = 0, None
     if resuming:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         step = state["step"]
@@ -156,12 +215,10 @@ def train_codec(recipe: Recipe, resume: bool = False, progress: bool = True) -> 
         if disc is not None and "disc" in state:
             disc.load_state_dict(state["disc"])
             disc_opt.load_state_dict(state["disc_opt"])
-        torch.set_rng_state(state["torch_rng"])
-        rng.seed(state["seed"] + step)
 
     def save() -> None:
         codec.save(out)
-        state = {"step": step, "opt": opt.state_dict(), "torch_rng": torch.get_rng_state(), "seed": recipe.run.seed}
+        state = {"step": step, "opt": opt.state_dict(), "seed": recipe.run.seed, **_rng_state(rngs, sampler)}
         if disc is not None:
             state |= {"disc": disc.state_dict(), "disc_opt": disc_opt.state_dict()}
         tmp = state_path.with_name(f".{state_path.name}.tmp{os.getpid()}")
@@ -171,25 +228,49 @@ def train_codec(recipe: Recipe, resume: bool = False, progress: bool = True) -> 
             plot_losses(metrics_path(out), out.with_name(f"{out.stem}.loss.png"))
 
     length = round(cfg.segment_seconds * codec.sample_rate)
-    sampler = SegmentSampler(_train_paths(recipe), codec.sample_rate, length, rng)
-    if not resuming:
-        codec.init_codebooks(sampler.batch(cfg.batch_size).to(device))  # so even steps = 0 gives usable codes
-    out.parent.mkdir(parents=True, exist_ok=True)
-    log = metrics_path(out).open("a" if resuming else "w")
+    per_rank = cfg.batch_size // ddp.world
+    paths = _train_paths(recipe)
+    if state is not None and "python_rng" in state and ddp.world == 1:
+        _set_rng_state(state, rngs)  # exact: the same draws, the same pool, as if never stopped
+        sampler = SegmentSampler(paths, codec.sample_rate, length, rngs["segments"], pooled=state["pool"])
+    else:
+        if state is not None:  # a state of an older version, or another world size: continue, reseeded
+            torch.set_rng_state(state["torch_rng"])
+            for rng in rngs.values():
+                rng.seed(recipe.run.seed + 1000 * ddp.rank + step)
+        sampler = SegmentSampler(paths, codec.sample_rate, length, rngs["segments"])
+    # drawn with their own generator, so measuring never changes what training sees
+    health_batch = sampler.batch(HEALTH_SEGMENTS, random.Random(recipe.run.seed + 1))
+    if not resuming and callable(getattr(codec, "init_codebooks", None)):
+        codec.init_codebooks(sampler.batch(per_rank).to(device))  # so even steps = 0 gives usable codes
+    wrapped, disc_wrapped = codec, disc
+    if ddp.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" else None
+        # codebooks stay in sync through their all-reduced statistics (rvq.py), not by broadcasting buffers
+        wrapped = DDP(codec, device_ids=ids, broadcast_buffers=False)
+        if disc is not None:
+            disc_wrapped = DDP(disc, device_ids=ids)
+    if ddp.main:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    log = metrics_path(out).open("a" if resuming else "w") if ddp.main else open(os.devnull, "w")
     saved_step = step if resuming else None
     columns = (TextColumn("codec"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeRemainingColumn())
-    with log, Progress(*columns, disable=not progress, transient=False) as bar:
+    with log, Progress(*columns, disable=not (progress and ddp.main), transient=False) as bar:
         task = bar.add_task("train", total=cfg.steps, completed=step, info="")
         tic = time.perf_counter()
         while step < cfg.steps:
-            real = sampler.batch(cfg.batch_size).to(device)
-            n_q = rng.randint(1, codec.n_levels) if rng.random() < cfg.quantizer_dropout else codec.n_levels
-            fake, commit = codec(real, n_q)
-            fake = fake[..., : real.shape[-1]]
+            real = sampler.batch(per_rank).to(device)
+            draw = rngs["steps"]
+            n_q = draw.randint(1, codec.n_levels) if draw.random() < cfg.quantizer_dropout else codec.n_levels
+            with autocast(device, cfg.precision):
+                fake, commit = wrapped(real, n_q)
+            fake = fake[..., : real.shape[-1]].float()  # the losses' FFTs run in float32
             parts = {
                 "wav_l1": F.l1_loss(fake, real), "mel": mel_l1(real, fake, codec.sample_rate),
-                "stft": stft_distance(real, fake), "commit": commit,
+                "stft": stft_distance(real, fake), "commit": commit.float(),
             }
             loss = WAV_WEIGHT * parts["wav_l1"] + MEL_WEIGHT * parts["mel"] + STFT_WEIGHT * parts["stft"] \
                 + COMMIT_WEIGHT * parts["commit"]
@@ -205,29 +286,57 @@ def train_codec(recipe: Recipe, resume: bool = False, progress: bool = True) -> 
             loss.backward()
             opt.step()
             if adversarial:
-                logits_real, _ = disc(real)
-                logits_fake, _ = disc(fake.detach())
-                parts["disc"] = torch.stack([F.relu(1 - lr).mean() + F.relu(1 + lf).mean()
-                                             for lr, lf in zip(logits_real, logits_fake)]).mean()
+                parts["disc"] = _disc_loss(disc_wrapped, real, fake)
                 disc_opt.zero_grad(set_to_none=True)
                 parts["disc"].backward()
                 disc_opt.step()
             step += 1
             if step % ROTATE_EVERY == 0:
                 sampler.rotate()
-            if step % cfg.log_every == 0 or step == cfg.steps:
+            if ddp.main and (step % cfg.log_every == 0 or step == cfg.steps):
                 seconds = time.perf_counter() - tic
+                health = _codebook_health(codec, health_batch.to(device))
                 row = {"step": step, "split": "train", "loss": loss.item(), "n_q": n_q, "lr": cfg.lr,
                        **{k: v.item() for k, v in parts.items()},
+                       "codes_used": [h["codes_used"] for h in health],
+                       "perplexity": [round(h["perplexity"], 2) for h in health],
                        "audio_s_per_s": cfg.log_every * cfg.batch_size * cfg.segment_seconds / max(seconds, 1e-9)}
                 log.write(json.dumps(row) + "\n")
                 log.flush()
-                bar.update(task, info=f"loss {row['loss']:.3f} mel {row['mel']:.3f}")
+                used = " ".join(f"{h['used_fraction']:.0%}" for h in health)
+                bar.update(task, info=f"loss {row['loss']:.3f} mel {row['mel']:.3f} codes used {used}")
                 tic = time.perf_counter()
             if step % cfg.save_every == 0 or step == cfg.steps:
-                save()
+                if ddp.main:
+                    save()
                 saved_step = step
             bar.update(task, completed=step)
-    if saved_step != step:  # steps = 0: still write the (untrained) codec
+    if saved_step != step and ddp.main:  # steps = 0: still write the (untrained) codec
         save()
+    if ddp.world > 1:
+        _check_ranks_agree(codec)
+    if ddp.main:
+        for line in usage_warnings(_codebook_health(codec, health_batch.to(device)), codec.codebook_size):
+            print(f"warning: {out.name}: {line}", file=sys.stderr)
+    ddp.barrier()
     return out
+
+
+def _check_ranks_agree(codec: torch.nn.Module) -> None:
+    """Every rank must end with the same weights and codebooks; a sum per tensor, compared across ranks."""
+    import torch.distributed as dist
+
+    sums = torch.stack([t.detach().double().sum() for t in codec.state_dict().values()]).cpu()
+    gathered = [torch.empty_like(sums) for _ in range(dist.get_world_size())]
+    dist.all_gather_object(gathered, sums)
+    if any(not torch.allclose(g, sums, rtol=1e-9, atol=1e-9) for g in gathered):
+        raise PianogenError("codec training: the processes' weights or codebooks diverged")
+
+
+def _codebook_health(codec: torch.nn.Module, wav: torch.Tensor) -> list[dict[str, float]]:
+    """Codes used and perplexity per level on the fixed health segments (the codec is put back in training mode)."""
+    codec.eval()
+    try:
+        return codebook_health(codec.encode(wav), codec.codebook_size)
+    finally:
+        codec.train()

@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from pianogen.codec_metrics import markdown_tables
+
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
@@ -38,9 +40,9 @@ def report_markdown(r: dict[str, Any]) -> str:
                   + ", ".join(f"{v:.4f}" for v in p["nll_per_level"]) + " against fp32's "
                   + ", ".join(f"{v:.4f}" for v in p["fp32_nll_per_level"]) + f": {p['nll_change']:+.2%} in total.", ""]
     codec = r["codec"]
-    lines += [f"## Codec ({codec['seconds']:.1f} s of `{r['split']}` audio; first k levels)", ""]
-    lines += _table(["levels", "Mel L1 (lower)", "MR-STFT (lower)", "SI-SDR dB (higher)"],
-                    [[k, m["mel_l1"], m["stft"], m["si_sdr"]] for k, m in codec["by_levels"].items()])
+    lines += [f"## Codec ({codec['seconds']:.1f} s of `{r['split']}` audio; first k levels, then Opus on the same "
+              "audio; codes used per level)", ""]
+    lines += markdown_tables(codec, codec["codebook_size"])
     lines += [f"## Continuation drift ({c['n_prompts']} prompts of {c['prompt_seconds']:g} s, "
               f"{c['seconds']:g} s continued, sampling {c['sampling']}, no post-filter)", ""]
     lines += [f"- `{name}`: {text}" for name, text in c["signals"].items()] + [""]

@@ -14,6 +14,7 @@ This module measures; ``pianogen.eval_report`` writes what it measured (eval.jso
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,10 +162,13 @@ def _piece_paths(recipe: Any) -> dict[str, Path]:
 
 
 def codec_metrics(codec: Any, wavs: list[torch.Tensor], model_levels: int) -> dict[str, Any]:
-    from pianogen.metrics import codec_reconstruction
+    """Reconstruction by levels with bitrates, codebook health per level, Opus at the codec's bitrate and 2x."""
+    from pianogen.codec_metrics import evaluate_codec
 
-    return {"levels_modelled": model_levels, "seconds": sum(w.shape[-1] for w in wavs) / codec.sample_rate,
-            "by_levels": codec_reconstruction(codec, wavs, CODEC_LEVELS)}
+    result = evaluate_codec(codec, wavs, CODEC_LEVELS)
+    for line in result["warnings"]:
+        print(f"warning: codec: {line}", file=sys.stderr)
+    return {"levels_modelled": model_levels, "codebook_size": codec.codebook_size, **result}
 
 
 def pick_prompts(pieces: list[dict[str, Any]], n: int, prompt_frames: int, frames: int) -> list[tuple[dict, int]]:

@@ -111,6 +111,8 @@ class LossContext:
     cache_dir: Path  # the token cache: a place to store fitted artefacts beside the tokens
     train_codes: Callable[[], Iterable[torch.Tensor]]  # yields training windows LongTensor[B, K_all, T]
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    # validation windows, like train_codes; None = a loss holds out training windows instead
+    validation_codes: Callable[[], Iterable[torch.Tensor]] | None = None
 
 
 class Loss(nn.Module, abc.ABC):

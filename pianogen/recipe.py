@@ -94,6 +94,7 @@ class CodecTrainConfig:
     log_every: int = 50  # steps between metric lines
     save_every: int = 500  # steps between checkpoints
     out: str = ""  # checkpoint path; "" = the [codec] checkpoint
+    precision: str = "fp32"  # fp32 | bf16 (autocast around encoder/decoder, CUDA only; the RVQ stays float32)
 
 
 @dataclass
@@ -150,7 +151,8 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "generate.seconds": (0, None, False), "generate.prompt_seconds": (0, None, False),
     "generate.temperature": (0, None, True), "generate.top_k": (0, None, True), "generate.top_p": (0, 1, True),
 }
-CHOICES = {"train.schedule": ("onecycle", "cosine", "constant"), "train.precision": ("fp32", "bf16")}
+CHOICES = {"train.schedule": ("onecycle", "cosine", "constant"), "train.precision": ("fp32", "bf16"),
+           "codec_train.precision": ("fp32", "bf16")}
 
 
 def builtin_recipes_dir() -> Path:

@@ -148,3 +148,21 @@ def test_the_soundstream_plugin_adds_codec_import_soundstream_to_the_cli(tmp_pat
     with safe_open(tmp_path / "cli.safetensors", "pt") as cli, safe_open(tmp_path / "api.safetensors", "pt") as api:
         assert cli.metadata() == api.metadata() and sorted(cli.keys()) == sorted(api.keys())
         assert all(torch.equal(cli.get_tensor(k), api.get_tensor(k)) for k in api.keys())
+
+
+def test_import_matches_the_reference_package(tmp_path):
+    """The same check against haydenshively/SoundStream 0.0.1 itself (with vector-quantize-pytorch 1.6.11)."""
+    reference = pytest.importorskip("soundstream.soundstream")
+    ref = reference.SoundStream(n_q=N_Q, codebook_size=V, D=D, C=C, strides=STRIDES)
+    ref.load_state_dict(reference_state(seed=3))
+    ref.eval()
+    torch.save(ref.state_dict(), tmp_path / "ref.pt")
+    import_reference(tmp_path / "ref.pt", tmp_path / "ours.safetensors")
+    codec = pianogen.get_codec("soundstream", checkpoint=str(tmp_path / "ours.safetensors"))
+    wav = torch.randn(2, 1, 8000, generator=torch.Generator().manual_seed(2)) * 0.3
+    with torch.no_grad():
+        _, ref_codes, _ = ref.quantizer(ref.encoder(wav).permute(0, 2, 1))  # [B, T, K]
+        ref_audio = ref(wav)  # encode -> quantize -> decode, the package's own end-to-end path
+    codes = codec.encode(wav)
+    assert torch.equal(codes, ref_codes.permute(0, 2, 1))
+    torch.testing.assert_close(codec.decode(codes), ref_audio, atol=1e-5, rtol=1e-4)

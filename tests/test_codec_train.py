@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from safetensors.torch import load_file
 
 import pianogen
 import pianogen.codec_train as codec_train
@@ -145,3 +149,38 @@ def test_a_recipe_trains_its_missing_codec_and_finishes_a_killed_one(recipe_file
     stamp = out.stat().st_mtime_ns
     train_missing_codec(pianogen.load_recipe(token_recipe), progress=False)  # finished: reused as it is
     assert out.stat().st_mtime_ns == stamp
+
+
+def test_resume_continues_exactly_like_an_unbroken_run(recipe_file, isolated_home):
+    """Python, NumPy and torch RNGs, the audio pool, optimizer and codebook buffers all come back."""
+    straight = train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=20",
+                                                                   "codec_train.out=$PIANOGEN_HOME/a.safetensors"]),
+                           progress=False)
+    broken = ["codec_train.out=$PIANOGEN_HOME/b.safetensors"]
+    train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=10", *broken]), progress=False)
+    resumed = train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=20", *broken]), resume=True,
+                          progress=False)
+    a, b = load_file(straight), load_file(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "resumed run differs"
+    rows = [json.loads(line) for line in metrics_path(resumed).read_text().splitlines()]
+    assert [r["step"] for r in rows] == [10, 20]
+    assert len(rows[-1]["codes_used"]) == 4 and all(1 <= n <= 16 for n in rows[-1]["codes_used"])
+    assert all(p >= 1 for p in rows[-1]["perplexity"])
+
+
+def test_ddp_two_gloo_processes_train_in_step(recipe_file, isolated_home):
+    """torchrun, 2 CPU processes: each draws half the batch; codebook statistics are all-reduced, and the
+    trainer checks at the end that both processes hold the same weights and codebooks."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PIANOGEN_HOME": str(isolated_home)}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           "29531", "-m", "pianogen", "codec", "train", str(recipe_file), "codec_train.steps=12",
+                           "codec_train.log_every=6"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = isolated_home / "codecs" / "tiny.safetensors"
+    rows = [json.loads(line) for line in metrics_path(out).read_text().splitlines()]
+    assert [r["step"] for r in rows] == [6, 12] and all(math.isfinite(r["loss"]) for r in rows)
+    assert torch.load(trainer_state_path(out), weights_only=True)["step"] == 12
+    odd = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29532", "-m", "pianogen", "codec", "train", str(recipe_file), "codec_train.batch_size=3"],
+                         env=env, capture_output=True, text=True)
+    assert odd.returncode != 0 and "does not split over 2 processes" in odd.stderr

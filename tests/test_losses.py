@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import pytest
@@ -157,3 +158,40 @@ def test_mel_config_errors(tmp_path):
 
     with pytest.raises(PianogenError, match="decode_latent"):
         pianogen.get_loss("mel", reconstruction="decoder").prepare(context(NoLatentCodec(), tmp_path))
+
+
+def test_linear_fit_error_on_held_out_windows_is_logged_and_warned(tmp_path, capsys, monkeypatch):
+    mel_module = importlib.import_module("pianogen_losses.mel")  # the package re-exports a function "mel"
+
+    codec = TinyCodec()
+    ctx = context(codec, tmp_path)
+    ctx.validation_codes = lambda: (random_codes(codec, 4, 64, seed) for seed in range(500, 510))
+    loss_fn = pianogen.get_loss("mel", fit_batches=2, fit_frames=32)
+    loss_fn.prepare(ctx)
+    # measured on windows the fit never saw: a real error, larger than zero, and no warning for a good fit
+    assert 0 < loss_fn.validation_error < mel_module.FIT_ERROR_WARNING
+    held_out = random_codes(codec, 4, 64, seed=500)[:, :2, :32]
+    direct = (loss_fn.linear(latent_of(held_out, codec.codebooks()[:2])) - codec.decode(held_out)).norm() \
+        / codec.decode(held_out).norm()
+    assert float(direct) == pytest.approx(loss_fn.validation_error, rel=0.3)  # one of its two batches
+    err = capsys.readouterr().err
+    assert f"{loss_fn.validation_error:.3f} on held-out windows" in err and "warning" not in err
+    _, metrics = loss_fn(torch.randn(1, 2, 40, codec.codebook_size), random_codes(codec, 1, 40, 6)[:, :2])
+    assert metrics["mel_fit_error"] == loss_fn.validation_error  # logged with every loss value
+    # a threshold the fit misses: the warning names the remedy (the cached fit is reused, error and all)
+    monkeypatch.setattr(mel_module, "FIT_ERROR_WARNING", 0.0)
+    again = pianogen.get_loss("mel", fit_batches=2, fit_frames=32)
+    again.prepare(LossContext(codec=codec, levels=2, cache_dir=tmp_path, train_codes=lambda: iter(())))
+    assert again.validation_error == loss_fn.validation_error
+    assert "warning: the mel loss's linear stand-in misses" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", [{"fit_batches": 3}, {"fit_frames": 48}, {"ridge": 1e-2}])
+def test_linear_fit_cache_is_keyed_on_every_fit_option(tmp_path, option):
+    codec = TinyCodec()
+    base = pianogen.get_loss("mel", fit_batches=2, fit_frames=32)
+    base.prepare(context(codec, tmp_path))
+    other = pianogen.get_loss("mel", **{"fit_batches": 2, "fit_frames": 32, **option})
+    other.prepare(context(codec, tmp_path))
+    assert len(list(tmp_path.glob("mel_linear_l2_*.safetensors"))) == 2  # a new fit, not the stale one
+    assert not torch.equal(other.linear.weight, base.linear.weight)

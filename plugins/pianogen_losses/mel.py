@@ -7,14 +7,19 @@ the *expected* latent and of the target's latent.
 Each latent becomes audio through either
   * ``linear``: a fixed frame -> samples map (a ConvTranspose1d, hop stride, no nonlinearity)
     fitted once by least squares to the codec's decoder on a few training windows and stored as
-    safetensors beside the token cache, so later runs reload it; or
+    safetensors beside the token cache (keyed on every fit option), so later runs reload it. Its
+    error against the real decoder is measured on validation windows (held-out training windows
+    when the trainer gives none), printed, and logged with every loss value as ``mel_fit_error``; or
   * ``decoder``: the frozen codec decoder itself (``codec.decode_latent``) on a short random crop.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +33,10 @@ from pianogen.errors import PianogenError
 from pianogen.interfaces import Codec, Loss, LossContext
 
 RECONSTRUCTIONS = ("linear", "decoder")
+# Relative RMS error e means the stand-in explains 1 - e² of the decoder's output energy. Above
+# sqrt(1/2) it explains less than half: what the loss then pushes towards is shaped more by what the
+# linear map gets wrong than by the decoder, so we warn.
+FIT_ERROR_WARNING = math.sqrt(0.5)
 
 
 @dataclass
@@ -115,6 +124,17 @@ class LinearReconstruction(torch.nn.Module):
         self.set_least_squares(solution.float())
         return math.sqrt(max(residual, 0.0) / max(y_energy, 1e-12))
 
+    @torch.no_grad()
+    def error(self, codec: Codec, codebooks: torch.Tensor, batches: Iterable[torch.Tensor]) -> float:
+        """Relative RMS error ||linear - decoder|| / ||decoder|| on code batches [B, K, T] it was not fitted on."""
+        err = energy = 0.0
+        for codes in batches:
+            T = codes.shape[2]
+            wav = codec.decode(codes).float()[:, :, :T * self.hop]
+            err += float((self(latent_of(codes, codebooks)) - wav).square().sum())
+            energy += float(wav.square().sum())
+        return math.sqrt(err / energy) if energy > 0 else float("nan")
+
 
 def latent_of(codes: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
     """codes [B, K, T], codebooks [K, V, D] -> latent Σ_k codebooks[k, codes[:, k]] as [B, D, T]."""
@@ -129,6 +149,7 @@ class MelLoss(Loss):
         self.config = config
         self.reconstruct: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.fit_error: float | None = None  # linear: relative RMS error of the fitted map vs the decoder
+        self.validation_error: float | None = None  # linear: the same on windows the fit never saw
 
     def prepare(self, ctx: LossContext) -> None:
         c = self.config
@@ -147,29 +168,51 @@ class MelLoss(Loss):
             return
         self.linear = LinearReconstruction(self.codebooks.shape[2], codec.hop_length, c.context_frames,
                                            c.lookahead_frames).to(ctx.device)
-        path = Path(ctx.cache_dir) / f"mel_linear_l{K}_c{c.context_frames}_a{c.lookahead_frames}.safetensors"
-        self.fit_error = self._load(path) if path.exists() else None
-        if self.fit_error is None:
-            batches = []
-            for codes in ctx.train_codes():
-                batches.append(codes[:, :K, :c.fit_frames].to(ctx.device))
-                if len(batches) == c.fit_batches:
-                    break
-            self.fit_error = self.linear.fit(codec, self.codebooks, batches, c.ridge)
+        path = Path(ctx.cache_dir) / f"mel_linear_l{K}_{self._fit_key(K)}.safetensors"
+        loaded = self._load(path) if path.exists() else None
+        if loaded is None:
+            windows = (codes[:, :K, :c.fit_frames].to(ctx.device) for codes in ctx.train_codes())
+            fit_batches = [b for _, b in zip(range(c.fit_batches), windows)]
+            self.fit_error = self.linear.fit(codec, self.codebooks, fit_batches, c.ridge)
+            validation = getattr(ctx, "validation_codes", None)
+            held_out = (codes[:, :K, :c.fit_frames].to(ctx.device) for codes in validation()) if validation \
+                else windows  # the training windows after the fitted ones
+            self.validation_error = self.linear.error(codec, self.codebooks,
+                                                      [b for _, b in zip(range(c.fit_batches), held_out)])
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_file({"weight": self.linear.weight.cpu(), "bias": self.linear.bias.cpu()}, str(path),
-                      metadata={"levels": str(K), "relative_error": repr(self.fit_error)})
+            tmp = path.with_name(f".{path.name}.tmp")
+            save_file({"weight": self.linear.weight.cpu(), "bias": self.linear.bias.cpu()}, str(tmp),
+                      metadata={"levels": str(K), "relative_error": repr(self.fit_error),
+                                "validation_error": repr(self.validation_error)})
+            tmp.replace(path)
+        else:
+            self.fit_error, self.validation_error = loaded
+        print(f"mel loss: linear stand-in for the decoder, relative RMS error {self.fit_error:.3f} on its fit "
+              f"windows, {self.validation_error:.3f} on held-out windows", file=sys.stderr)
+        if not self.validation_error <= FIT_ERROR_WARNING:
+            print(f"warning: the mel loss's linear stand-in misses {self.validation_error:.0%} (RMS) of the "
+                  f"decoder's output on held-out windows (over {FIT_ERROR_WARNING:.0%}): consider more "
+                  f"context_frames or reconstruction = \"decoder\"", file=sys.stderr)
         self.reconstruct = self.linear
 
-    def _load(self, path: Path) -> float | None:
-        """Stored map -> its fit error, or None when the file no longer matches (then it is refitted)."""
+    def _fit_key(self, levels: int) -> str:
+        """A hash of everything the fit depends on besides the codec (the cache directory is the codec's)."""
+        c = self.config
+        options = {"levels": levels, "context": c.context_frames, "lookahead": c.lookahead_frames,
+                   "batches": c.fit_batches, "frames": c.fit_frames, "ridge": c.ridge}
+        return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:12]
+
+    def _load(self, path: Path) -> tuple[float, float] | None:
+        """Stored map -> (fit error, held-out error), or None when the file no longer matches (refitted)."""
         with safe_open(str(path), framework="pt") as f:
             weight, bias, metadata = f.get_tensor("weight"), f.get_tensor("bias"), f.metadata() or {}
         if weight.shape != self.linear.weight.shape or bias.shape != self.linear.bias.shape:
             return None
+        if "validation_error" not in metadata:
+            return None  # written before held-out errors were measured
         self.linear.weight.copy_(weight)
         self.linear.bias.copy_(bias)
-        return float(metadata.get("relative_error", "nan"))
+        return float(metadata.get("relative_error", "nan")), float(metadata["validation_error"])
 
     def log_mel(self, wav: torch.Tensor) -> torch.Tensor:
         return torch.log(self.mel(wav.float()) + self.config.log_floor)
@@ -196,7 +239,10 @@ class MelLoss(Loss):
         with torch.no_grad():
             target_mel = self.log_mel(self.reconstruct(target))
         loss = F.l1_loss(self.log_mel(self.reconstruct(predicted)), target_mel)
-        return loss, {"mel": float(loss.detach())}
+        metrics = {"mel": float(loss.detach())}
+        if self.validation_error is not None:
+            metrics["mel_fit_error"] = self.validation_error
+        return loss, metrics
 
 
 def mel(**config) -> MelLoss:

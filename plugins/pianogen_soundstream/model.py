@@ -3,7 +3,7 @@
 The state-dict keys under ``encoder.`` and ``decoder.`` are the reference's own, so its
 pretrained checkpoint (``soundstream_variant_naturalspeech2.pt``) loads after renaming only the
 quantizer buffers (see convert.py). The RVQ is encodec's tested implementation (k-means
-initialised EMA codebooks with dead-code expiry), not a rewrite.
+initialised EMA codebooks with dead-code expiry) with the reference's update rules (see rvq.py).
 
 B = batch, S = samples, C = base channels, D = latent dim, T = frames, K = levels, V = codes.
 """
@@ -20,13 +20,18 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from encodec.quantization.core_vq import ResidualVectorQuantization
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from pianogen import atomic_write_bytes
 from pianogen.errors import PianogenError
 from pianogen.interfaces import TrainableCodec
+from pianogen_soundstream.rvq import (
+    REFERENCE_DEAD_CODE_THRESHOLD,
+    REFERENCE_DECAY,
+    REFERENCE_KMEANS_ITERS,
+    ReferenceResidualVQ,
+)
 
 CODEC_NAME = "soundstream"  # written into checkpoint metadata so other codecs' files are refused
 
@@ -39,9 +44,9 @@ class SoundStreamConfig:
     strides: list[int] = field(default_factory=lambda: [2, 4, 5, 5])  # encoder downsampling per block
     n_levels: int = 16  # K: residual quantizers
     codebook_size: int = 1024  # V: codes per quantizer
-    ema_decay: float = 0.99  # codebook EMA decay (training only)
-    kmeans_iters: int = 50  # k-means iterations that initialise each codebook on its first batch
-    dead_code_threshold: float = 2.0  # codes whose EMA usage falls below this are reset to batch vectors
+    ema_decay: float = REFERENCE_DECAY  # codebook EMA decay (training only)
+    kmeans_iters: int = REFERENCE_KMEANS_ITERS  # k-means iterations that initialise each codebook on its first batch
+    dead_code_threshold: float = REFERENCE_DEAD_CODE_THRESHOLD  # codes used less (EMA) move to batch vectors
 
     def __post_init__(self) -> None:
         self.strides = [int(s) for s in self.strides]
@@ -188,9 +193,9 @@ class SoundStream(TrainableCodec):
         self.n_levels = cfg.n_levels
         self.codebook_size = cfg.codebook_size
         self.encoder = Encoder(cfg)
-        self.quantizer = ResidualVectorQuantization(
+        self.quantizer = ReferenceResidualVQ(
             num_quantizers=cfg.n_levels, dim=cfg.dim, codebook_size=cfg.codebook_size, decay=cfg.ema_decay,
-            kmeans_init=True, kmeans_iters=cfg.kmeans_iters, threshold_ema_dead_code=cfg.dead_code_threshold,
+            kmeans_iters=cfg.kmeans_iters, threshold_ema_dead_code=cfg.dead_code_threshold,
         )
         self.decoder = Decoder(cfg)
         self.weights_sha256 = ""  # of the safetensors file the weights came from; "" = in memory only
