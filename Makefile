@@ -12,6 +12,9 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	# the reference codec (haydenshively/SoundStream) and its quantizer library, which tests and bench compare
+	# against: without their dependencies, whose pins (numpy<2, huggingface-hub<0.16) would clash with ours
+	$(PY) -m pip install -q --no-deps soundstream==0.0.1 vector-quantize-pytorch==1.6.11
 	touch $@
 
 # The whole chain on the built-in synthetic piano corpus: corpus -> demo codec -> tokens ->
