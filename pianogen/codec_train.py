@@ -31,6 +31,7 @@ from pianogen.codec_metrics import codebook_health, usage_warnings
 from pianogen.data.audio import load_audio
 from pianogen.data.sources import open_source
 from pianogen.device import pick_device
+from pianogen.distributed import autocast, init_distributed
 from pianogen.errors import PianogenError
 from pianogen.interfaces import TrainableCodec
 from pianogen.metrics import mel_l1, stft_distance
@@ -174,8 +175,6 @@ def _set_rng_state(state: dict[str, Any], rngs: dict[str, random.Random]) -> Non
 def train_codec(recipe: Recipe, resume: bool = False, progress: bool = True) -> Path:
     """Train ``recipe.codec`` with ``recipe.codec_train``; returns the checkpoint path. Under torchrun
     each process draws batch_size / world segments (DDP; gloo on CPU, NCCL on CUDA)."""
-    from pianogen.train import autocast, init_distributed
-
     cfg = recipe.codec_train
     options: dict[str, Any] = {k: v for k, v in recipe.codec.options.items() if k != "checkpoint"}
     out = output_path(recipe)
@@ -183,7 +182,7 @@ def train_codec(recipe: Recipe, resume: bool = False, progress: bool = True) -> 
     resuming = resume and out.is_file() and state_path.is_file()
     if resume and not resuming:
         raise PianogenError(f"nothing to resume: {out} or {state_path} is missing")
-    ddp = init_distributed()
+    ddp = init_distributed(pick_device(recipe.run.device))  # gloo for a CPU run even where CUDA exists
     if cfg.batch_size % ddp.world:
         raise PianogenError(f"codec_train.batch_size = {cfg.batch_size} does not split over {ddp.world} processes")
 

@@ -14,7 +14,6 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,43 +26,13 @@ from pianogen import checkpoint, pipeline
 from pianogen import resume as resuming
 from pianogen.codec_prepare import train_missing_codec
 from pianogen.device import pick_device
+from pianogen.distributed import Distributed, autocast, init_distributed
 from pianogen.errors import PianogenError
 from pianogen.fetch.run_codec import record_codec
 from pianogen.interfaces import LossContext
 from pianogen.paths import atomic_write_bytes
 from pianogen.recipe import Recipe, dump_toml, recorded_raw
 from pianogen.runlock import run_lock
-
-
-@dataclass
-class Distributed:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
-    def all_sum(self, values: torch.Tensor) -> torch.Tensor:
-        if self.world > 1:
-            dist.all_reduce(values)
-        return values
-
-
-def init_distributed(device: torch.device) -> Distributed:
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK. The backend follows the device the run trains on
-    (NCCL for CUDA, gloo for CPU), not whether CUDA exists: NCCL cannot reduce CPU tensors."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return Distributed()
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Distributed(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -141,12 +110,6 @@ class Objective:
             metrics.setdefault(name, float(value.detach()))
         metrics["loss"] = float(total.detach())
         return total, metrics
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "bf16" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _rng_state() -> dict[str, Any]:
