@@ -109,10 +109,10 @@ def test_cache_gives_the_logits_of_recomputation_while_the_context_slides(name, 
     full_context_calls = []
     step_logits = model.step_logits
 
-    def counting(steps, start=None):
+    def counting(steps, start=None, last_only=False):
         if steps.shape[2] > 1:
             full_context_calls.append(steps.shape[2])
-        return step_logits(steps, start)
+        return step_logits(steps, start, last_only)
 
     runs, logits = [], []
     for cache in (True, False):
