@@ -18,8 +18,8 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -119,35 +119,11 @@ def training_speed(model: TokenModel, batch: int, seq_len: int, steps: int, devi
     return result
 
 
-class _HeadsOnLastPosition(torch.nn.Module):
-    """The output heads on the last position only; the other positions get a broadcast view of its
-    logits (no compute), which a recomputation step discards anyway."""
-
-    def __init__(self, heads: torch.nn.Module) -> None:
-        super().__init__()
-        self.inner = heads
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # [B, N, D] -> [B, N, K * V]
-        last = self.inner(hidden[:, -1:])
-        return last.expand(hidden.shape[0], hidden.shape[1], last.shape[-1])
-
-
-@contextmanager
-def heads_on_last_position(model: TokenModel) -> Iterator[None]:
-    """Within: the model's step logits cost the trunk over every position plus the heads on the last."""
-    heads = model.heads
-    model.heads = _HeadsOnLastPosition(heads)
-    try:
-        yield
-    finally:
-        model.heads = heads
-
-
 def recompute_step(model: TokenModel, context: torch.Tensor, sample: Callable[[torch.Tensor], torch.Tensor]
                    ) -> torch.Tensor:
-    """One frame by full recomputation over ``context`` [B, K, N] (no KV cache), heads on the last position."""
-    with heads_on_last_position(model):
-        return model.generate(context, 1, sample, use_cache=False)
+    """One frame by full recomputation over ``context`` [B, K, N] (no KV cache). generate_steps asks the
+    model for the last position's logits only, so the heads run on that position alone."""
+    return model.generate(context, 1, sample, use_cache=False)
 
 
 def generation_speed(model: TokenModel, prompt_frames: int, frames: int, batch: int, frame_rate: float,
