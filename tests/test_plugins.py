@@ -48,12 +48,18 @@ GOOD = """
 BROKEN = "raise ImportError('this plugin is broken on purpose')\n"
 
 
-@pytest.fixture
-def third_party(tmp_path, monkeypatch, fresh_registry):
-    make_distribution(tmp_path, "pianogen-echo", {"pianogen_echo": GOOD, "pianogen_broken": BROKEN})
+def installed(tmp_path, monkeypatch, registry, dist: str, modules: dict[str, str]):
+    """``dist`` with ``modules`` importable and its entry points visible to ``registry``."""
+    make_distribution(tmp_path, dist, modules)
     monkeypatch.syspath_prepend(str(tmp_path))
     importlib.invalidate_caches()
-    return fresh_registry
+    return registry
+
+
+@pytest.fixture
+def third_party(tmp_path, monkeypatch, fresh_registry):
+    return installed(tmp_path, monkeypatch, fresh_registry, "pianogen-echo",
+                     {"pianogen_echo": GOOD, "pianogen_broken": BROKEN})
 
 
 def test_builtins_are_registered_through_entry_points(fresh_registry):
@@ -128,10 +134,8 @@ SILENCER = """
 
 @pytest.fixture
 def silencer(tmp_path, monkeypatch, fresh_registry):
-    make_distribution(tmp_path, "evil-filters", {"evil_filters": SILENCER, "filters": SILENCER})
-    monkeypatch.syspath_prepend(str(tmp_path))
-    importlib.invalidate_caches()
-    return fresh_registry
+    return installed(tmp_path, monkeypatch, fresh_registry, "evil-filters",
+                     {"evil_filters": SILENCER, "filters": SILENCER})
 
 
 def test_a_name_clash_is_reported_and_the_builtin_keeps_the_name(silencer):
