@@ -193,6 +193,19 @@ def source_from_take(take: Path, request: GenerationRequest, codec: Any, levels:
     return Source(recording, cut, prompt_start, prompt_codes, history, (prompt_start / rate, cut / rate), notes)
 
 
+def open_source(recipe: Any, request: GenerationRequest, codec: Any, device: torch.device) -> tuple[Path, Source]:
+    """What ``request`` continues: a take from its saved codes (--extend) or a recording's prompt window;
+    refused first when an output in ``request.out`` would overwrite it."""
+    out, levels = Path(request.out), recipe.codec.levels
+    if request.extend:
+        take = Path(request.extend)
+        refuse_overwriting_inputs(out, request.num, [take, codes_path_for(take)])
+        return take, source_from_take(take, request, codec, levels, device)
+    recording = resolve_prompt(recipe, request.prompt)
+    refuse_overwriting_inputs(out, request.num, [recording])
+    return recording, source_from_recording(recording, request, codec, levels, device)
+
+
 def decode_codes(codec: Any, codes: torch.Tensor, filters: list[Any]) -> torch.Tensor:
     """codes LongTensor[B, K, T] -> post-filtered audio FloatTensor[B, 1, T * hop] at the codec's rate."""
     with torch.inference_mode():
@@ -230,14 +243,7 @@ def generate(run_dir: str | Path, request: GenerationRequest, device: str = "aut
 
     start = _clock(torch_device)
     tell("encode", 0, 1)
-    if request.extend:
-        prompt_path = Path(request.extend)
-        refuse_overwriting_inputs(out, request.num, [prompt_path, codes_path_for(prompt_path)])
-        source = source_from_take(prompt_path, request, codec, levels, torch_device)
-    else:
-        prompt_path = resolve_prompt(recipe, request.prompt)
-        refuse_overwriting_inputs(out, request.num, [prompt_path])
-        source = source_from_recording(prompt_path, request, codec, levels, torch_device)
+    prompt_path, source = open_source(recipe, request, codec, torch_device)
     prompt_codes = source.prompt_codes.expand(request.num, -1, -1).contiguous()
     n_frames = max(1, round(request.seconds * codec.frame_rate))
     encoded = _clock(torch_device)

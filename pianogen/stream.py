@@ -129,13 +129,7 @@ def stream_generate(run_dir: str | Path, request: Any, device: str = "auto", chu
 
     from pianogen import pipeline
     from pianogen.device import pick_device
-    from pianogen.generate import (
-        check_request,
-        counting_progress,
-        resolve_prompt,
-        source_from_recording,
-        source_from_take,
-    )
+    from pianogen.generate import check_request, counting_progress, open_source
     from pianogen.precision import in_precision
     from pianogen.sampling import make_sampler
 
@@ -145,12 +139,7 @@ def stream_generate(run_dir: str | Path, request: Any, device: str = "auto", chu
     model = in_precision(model, request.precision)
     start = time.perf_counter()
     # the same prompt window as one-shot generation: the end of the take (or --from/--to), or a take's codes
-    if request.extend:
-        prompt_path = Path(request.extend)
-        source = source_from_take(prompt_path, request, codec, recipe.codec.levels, torch_device)
-    else:
-        prompt_path = resolve_prompt(recipe, request.prompt)
-        source = source_from_recording(prompt_path, request, codec, recipe.codec.levels, torch_device)
+    prompt_path, source = open_source(recipe, request, codec, torch_device)
     prompt_codes = source.prompt_codes.expand(request.num, -1, -1).contiguous()
     n_frames = max(1, round(request.seconds * codec.frame_rate))
     chunk_frames = max(1, round(chunk_seconds * codec.frame_rate))
