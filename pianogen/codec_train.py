@@ -39,7 +39,6 @@ from pianogen.paths import expand
 from pianogen.plots import plot_losses
 from pianogen.recipe import Recipe
 
-WAV_WEIGHT, MEL_WEIGHT, STFT_WEIGHT, COMMIT_WEIGHT = 1.0, 1.0, 1.0, 1.0  # reconstruction loss mix
 ADV_WEIGHT, FEAT_WEIGHT = 1.0, 3.0  # adversarial and feature-matching weights (as encodec)
 POOL_SECONDS = 1200.0  # audio kept in memory to cut segments from; bigger corpora rotate through it
 ROTATE_EVERY = 50  # steps between swapping one pooled piece for another
@@ -271,8 +270,8 @@ def train_codec(recipe: Recipe, resume: bool = False, progress: bool = True) -> 
                 "wav_l1": F.l1_loss(fake, real), "mel": mel_l1(real, fake, codec.sample_rate),
                 "stft": stft_distance(real, fake), "commit": commit.float(),
             }
-            loss = WAV_WEIGHT * parts["wav_l1"] + MEL_WEIGHT * parts["mel"] + STFT_WEIGHT * parts["stft"] \
-                + COMMIT_WEIGHT * parts["commit"]
+            loss = cfg.wav_weight * parts["wav_l1"] + cfg.mel_weight * parts["mel"] \
+                + cfg.stft_weight * parts["stft"] + cfg.commit_weight * parts["commit"]
             adversarial = disc is not None and step >= cfg.discriminator_start
             if adversarial:
                 parts["adv"], parts["feat"] = _hinge_losses(disc, real, fake)

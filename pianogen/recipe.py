@@ -89,6 +89,10 @@ class CodecTrainConfig:
     segment_seconds: float = 1.0  # length of each training segment
     lr: float = 3e-4  # Adam learning rate (generator and discriminator)
     quantizer_dropout: float = 1.0  # probability of training with a random number of levels
+    wav_weight: float = 1.0  # weight of the waveform L1 (audiocraft's encodec uses 0.1)
+    mel_weight: float = 1.0  # weight of the multi-scale log-Mel L1
+    stft_weight: float = 1.0  # weight of the multi-resolution STFT distance
+    commit_weight: float = 1.0  # weight of the RVQ commitment loss
     discriminator: bool = False  # add the MS-STFT discriminator with feature matching
     discriminator_start: int = 0  # step at which adversarial losses switch on
     log_every: int = 50  # steps between metric lines
@@ -148,6 +152,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "codec_train.steps": (1, None, True), "codec_train.batch_size": (1, None, True),
     "codec_train.segment_seconds": (0, None, False), "codec_train.lr": (0, None, False),
     "codec_train.quantizer_dropout": (0, 1, True),
+    **{f"codec_train.{name}_weight": (0, None, True) for name in ("wav", "mel", "stft", "commit")},
     "generate.seconds": (0, None, False), "generate.prompt_seconds": (0, None, False),
     "generate.temperature": (0, None, True), "generate.top_k": (0, None, True), "generate.top_p": (0, 1, True),
 }

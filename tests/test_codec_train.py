@@ -184,3 +184,14 @@ def test_ddp_two_gloo_processes_train_in_step(recipe_file, isolated_home):
                           "29532", "-m", "pianogen", "codec", "train", str(recipe_file), "codec_train.batch_size=3"],
                          env=env, capture_output=True, text=True)
     assert odd.returncode != 0 and "does not split over 2 processes" in odd.stderr
+
+
+def test_loss_weights_from_the_recipe_make_the_logged_loss(recipe_file, isolated_home):
+    """The logged loss is the recipe's weighted sum of the logged parts, for weights other than 1."""
+    weights = {"wav": 0.1, "mel": 2.0, "stft": 0.5, "commit": 3.0}
+    out = train_codec(pianogen.load_recipe(str(recipe_file), [
+        "codec_train.steps=10", *(f"codec_train.{k}_weight={v}" for k, v in weights.items())]), progress=False)
+    row = json.loads(metrics_path(out).read_text().splitlines()[-1])
+    expected = weights["wav"] * row["wav_l1"] + sum(weights[k] * row[k] for k in ("mel", "stft", "commit"))
+    assert row["loss"] == pytest.approx(expected, rel=1e-5)
+    assert abs(row["loss"] - (row["wav_l1"] + row["mel"] + row["stft"] + row["commit"])) > 1e-2  # not unit weights
