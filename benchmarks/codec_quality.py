@@ -26,17 +26,42 @@ from pianogen.codec_metrics import evaluate_codec, recipe_audio
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 HEADER = """
-## Codec quality (`python benchmarks/codec_quality.py`)
+## Codec quality and its autoencoder floor (`python benchmarks/codec_quality.py`)
 
 Mel L1 / SI-SDR of the codec decoding its first 1 and all levels, Opus at the codec's bitrate (6 kbps
 at least) on the same audio, and the checks (a) codes used >= 50 % on every level, (b) Mel L1 falls
 with each doubling of levels and >= 15 % from 1 to 8, (c) below Opus at 6 kbps. *steps*: training
 steps of the checkpoint. *audio*: the corpus scored (recipe, overrides, split, pieces x seconds).
+*Mel L1 unquantized*: the decoder fed the encoder's continuous output — the floor no number of levels
+can pass; *latent err*: the latent's relative squared quantization error after 1 and 8 levels.
 
 """
 COLUMNS = ("date", "commit", "codec", "hash", "steps", "audio", "kbps", "Mel L1 1 lvl", "Mel L1 all", "drop 1→8",
-           "Opus Mel L1 (kbps)", "SI-SDR all", "Opus SI-SDR", "min codes used", "(a)", "(b)", "(c)")
+           "Mel L1 unquantized", "latent err 1 / 8 lvl", "Opus Mel L1 (kbps)", "SI-SDR all", "Opus SI-SDR", "min codes used", "(a)", "(b)", "(c)")
 HEADER += "| " + " | ".join(COLUMNS) + " |\n" + "|---" * len(COLUMNS) + "|\n"
+
+
+@torch.inference_mode()
+def autoencoder_floor(codec, wavs: list[torch.Tensor], levels=(1, 2, 4, 8)) -> dict | None:
+    """What limits the codec: the latent's relative quantization error after k levels, and the Mel L1 of
+    decoding the unquantized latent, the best any number of levels could reach with this decoder.
+    None for a codec that does not expose its latent (``encode_latent`` / ``decode_latent``)."""
+    from pianogen.metrics import mel_l1
+
+    if not (hasattr(codec, "encode_latent") and hasattr(codec, "decode_latent")):
+        return None
+    err = {k: [] for k in levels if k <= codec.n_levels}
+    mel = []
+    for wav in wavs:
+        x = wav.reshape(1, 1, -1).float()
+        latent = codec.encode_latent(x)
+        codes = codec.encode(x)  # [1, K, T]
+        for k in err:
+            quantized = codec.quantizer.decode(codes[:, :k].transpose(0, 1))
+            err[k].append(((latent - quantized).pow(2).sum() / latent.pow(2).sum()).item())
+        mel.append(mel_l1(x, codec.decode_latent(latent)[..., : x.shape[-1]], codec.sample_rate).item())
+    return {"latent_rel_error": {str(k): sum(v) / len(v) for k, v in err.items()},
+            "unquantized_mel_l1": sum(mel) / len(mel)}
 
 
 def checks(result: dict) -> dict[str, bool | None]:
@@ -76,6 +101,7 @@ def main() -> None:
         audio = f"{args.recipe} {' '.join(overrides)} {args.split}, {args.pieces} x {args.seconds:g} s"
     with torch.inference_mode():
         result = evaluate_codec(codec, wavs)
+        result["autoencoder"] = autoencoder_floor(codec, wavs)
     state = args.checkpoint.with_name(f"{args.checkpoint.stem}.trainer.pt")
     steps = int(torch.load(state, weights_only=True, mmap=True)["step"]) if state.is_file() else None
     log = args.checkpoint.with_name(f"{args.checkpoint.stem}.metrics.jsonl")
@@ -93,12 +119,14 @@ def main() -> None:
            str(steps), f"{result['seconds']:.0f} s unseen ({result['audio']})", f"{by['all']['kbps']:.3g}",
            f"{by['1']['mel_l1']:.3f}", f"{by['all']['mel_l1']:.3f}",
            f"{1 - by[str(min(8, codec.n_levels))]['mel_l1'] / by['1']['mel_l1']:.1%}",
+           *((f"{ae['unquantized_mel_l1']:.3f}", f"{ae['latent_rel_error']['1']:.0%} / "
+              f"{ae['latent_rel_error'][str(min(8, codec.n_levels))]:.0%}") if (ae := result["autoencoder"]) else ("—", "—")),
            f"{opus['mel_l1']:.3f} ({opus['kbps']:.2g})" if opus else "unavailable",
            f"{by['all']['si_sdr']:.1f}", f"{opus['si_sdr']:.1f}" if opus else "—",
            f"{min(h['used_fraction'] for h in result['codebooks']):.0%}", *(mark[ok[k]] for k in "abc")]
     text = RESULTS.read_text()
     with RESULTS.open("a") as f:
-        if "## Codec quality" not in text:
+        if "## Codec quality and its autoencoder floor" not in text:
             f.write(HEADER.lstrip("\n") if text.endswith("\n\n") else HEADER)
         f.write("| " + " | ".join(row) + " |\n")
 

@@ -78,6 +78,22 @@ def test_decode_first_k_levels_adds_codebook_vectors():
         codec.decode(torch.zeros(1, 5, 3, dtype=torch.long))
 
 
+def test_encode_latent_is_what_the_levels_approximate():
+    """Each added level brings the quantized sum closer to encode_latent's output, and level 1's code
+    is its nearest codebook vector."""
+    codec = tiny_codec()
+    wav = torch.randn(2, 1, 4000)
+    latent, codes, books = codec.encode_latent(wav), codec.encode(wav), codec.codebooks()
+    assert latent.shape == (2, 16, 100)
+    errors = []
+    for k in range(1, 5):
+        quantized = sum(books[i][codes[:, i]] for i in range(k)).transpose(1, 2)
+        errors.append((latent - quantized).pow(2).sum().item())
+    assert errors == sorted(errors, reverse=True) and errors[-1] < 0.8 * errors[0]
+    nearest = torch.cdist(latent.transpose(1, 2), books[0][None].expand(2, -1, -1)).argmin(-1)
+    assert torch.equal(nearest, codes[:, 0])
+
+
 def test_checkpoint_roundtrip_and_identity(tmp_path):
     codec = tiny_codec()
     path = tmp_path / "c.safetensors"

@@ -222,6 +222,11 @@ class SoundStream(TrainableCodec):
         self.train(was_training)
 
     @torch.no_grad()
+    def encode_latent(self, wav: torch.Tensor) -> torch.Tensor:
+        """wav [B, 1, S] -> the encoder's continuous output [B, D, T], before any quantization."""
+        return self._latent(wav)
+
+    @torch.no_grad()
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
         codes = self.quantizer.encode(self._latent(wav), n_q=self.n_levels)  # [K, B, T]
         return codes.transpose(0, 1).contiguous()
