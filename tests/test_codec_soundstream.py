@@ -111,6 +111,23 @@ def test_checkpoint_roundtrip_and_identity(tmp_path):
     assert pianogen.get_codec("soundstream", checkpoint="$PIANOGEN_HOME/codecs/x.safetensors").n_levels == 4
 
 
+def test_snake_activation_is_a_saved_architecture_choice(tmp_path):
+    """activation="snake" puts a learned per-channel alpha in every residual unit, survives a save, changes
+    the identity, and leaves the reference's ELU codec's config text (and so its hash) as it was."""
+    elu, snake = tiny_codec(), tiny_codec(activation="snake")
+    alphas = [k for k in snake.state_dict() if k.endswith(".alpha")]
+    assert len(alphas) == 2 * 3 * 3 * 2 and not any(k.endswith(".alpha") for k in elu.state_dict())
+    assert "activation" not in elu.config.to_json() and snake.identity() != elu.identity()
+    path = tmp_path / "snake.safetensors"
+    snake.save(path)
+    loaded = pianogen.get_codec("soundstream", checkpoint=str(path)).eval()
+    x = torch.randn(1, 1, 4000)
+    assert loaded.config.activation == "snake"
+    assert torch.equal(loaded.decode(loaded.encode(x)), snake.decode(snake.encode(x)))
+    with pytest.raises(PianogenError, match="'activation' must be one of"):
+        pianogen.get_codec("soundstream", activation="relu")
+
+
 def test_checkpoint_errors(tmp_path):
     codec = tiny_codec()
     path = tmp_path / "c.safetensors"

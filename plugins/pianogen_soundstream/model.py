@@ -47,6 +47,7 @@ class SoundStreamConfig:
     ema_decay: float = REFERENCE_DECAY  # codebook EMA decay (training only)
     kmeans_iters: int = REFERENCE_KMEANS_ITERS  # k-means iterations that initialise each codebook on its first batch
     dead_code_threshold: float = REFERENCE_DEAD_CODE_THRESHOLD  # codes used less (EMA) move to batch vectors
+    activation: str = "elu"  # "elu" (the reference) | "snake" (periodic, as DAC / BigVGAN: suits piano partials)
 
     def __post_init__(self) -> None:
         self.strides = [int(s) for s in self.strides]
@@ -55,6 +56,9 @@ class SoundStreamConfig:
                 raise PianogenError(f"soundstream: '{key}' must be >= 1, got {getattr(self, key)}")
         if not self.strides or min(self.strides) < 1:
             raise PianogenError(f"soundstream: 'strides' must be a non-empty list of positive ints, got {self.strides}")
+        if self.activation not in ACTIVATIONS:
+            raise PianogenError(f"soundstream: 'activation' must be one of {sorted(ACTIVATIONS)}, "
+                                f"got {self.activation!r}")
         if not 0.0 < self.ema_decay < 1.0:
             raise PianogenError(f"soundstream: 'ema_decay' must be in (0, 1), got {self.ema_decay}")
 
@@ -63,7 +67,10 @@ class SoundStreamConfig:
         return math.prod(self.strides)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        fields = dataclasses.asdict(self)
+        if fields["activation"] == "elu":  # written only when not the reference's: older files keep their hash
+            del fields["activation"]
+        return json.dumps(fields, sort_keys=True)
 
 
 def causal_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
@@ -106,16 +113,32 @@ class CausalConvTranspose1d(nn.Module):
         return self.conv(x)[..., : x.shape[-1] * self.stride]
 
 
-class ResidualUnit(nn.Module):
-    """x + ELU(conv1x1(ELU(conv7_dilated(x)))), channels unchanged."""
+class Snake(nn.Module):
+    """x + sin²(αx) / α with a learned α per channel (Ziyin et al. 2020): a periodic inductive bias that
+    lets a small decoder make sustained partials; at α -> 0 it is x + αx², near the identity."""
 
-    def __init__(self, channels: int, dilation: int):
+    def __init__(self, channels: int):
         super().__init__()
+        self.alpha = nn.Parameter(torch.ones(1, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, L] -> [B, C, L]
+        return x + torch.sin(self.alpha * x).pow(2) / (self.alpha + 1e-9)
+
+
+ACTIVATIONS = {"elu": lambda channels: nn.ELU(), "snake": Snake}
+
+
+class ResidualUnit(nn.Module):
+    """x + act(conv1x1(act(conv7_dilated(x)))), channels unchanged; act is ELU in the reference."""
+
+    def __init__(self, channels: int, dilation: int, activation: str = "elu"):
+        super().__init__()
+        act = ACTIVATIONS[activation]
         self.layers = nn.Sequential(
             CausalConv1d(channels, channels, 7, dilation=dilation),
-            nn.ELU(),
+            act(channels),
             CausalConv1d(channels, channels, 1),
-            nn.ELU(),
+            act(channels),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,11 +148,11 @@ class ResidualUnit(nn.Module):
 class EncoderBlock(nn.Module):
     """Three residual units (dilations 1, 3, 9) at c_out / 2, then a strided conv to c_out."""
 
-    def __init__(self, c_out: int, stride: int):
+    def __init__(self, c_out: int, stride: int, activation: str = "elu"):
         super().__init__()
         c = c_out // 2
         self.layers = nn.Sequential(
-            *(ResidualUnit(c, d) for d in (1, 3, 9)), CausalConv1d(c, c_out, 2 * stride, stride=stride)
+            *(ResidualUnit(c, d, activation) for d in (1, 3, 9)), CausalConv1d(c, c_out, 2 * stride, stride=stride)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, c_out/2, L] -> [B, c_out, L / stride]
@@ -139,10 +162,11 @@ class EncoderBlock(nn.Module):
 class DecoderBlock(nn.Module):
     """An upsampling transposed conv from 2 * c_out to c_out, then three residual units."""
 
-    def __init__(self, c_out: int, stride: int):
+    def __init__(self, c_out: int, stride: int, activation: str = "elu"):
         super().__init__()
         self.layers = nn.Sequential(
-            CausalConvTranspose1d(2 * c_out, c_out, stride), *(ResidualUnit(c_out, d) for d in (1, 3, 9))
+            CausalConvTranspose1d(2 * c_out, c_out, stride),
+            *(ResidualUnit(c_out, d, activation) for d in (1, 3, 9)),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, 2 c_out, n] -> [B, c_out, n * stride]
@@ -157,7 +181,7 @@ class Encoder(nn.Module):
         c, n = cfg.channels, len(cfg.strides)
         self.layers = nn.Sequential(
             CausalConv1d(1, c, 7),
-            *(EncoderBlock(c * 2 ** (i + 1), s) for i, s in enumerate(cfg.strides)),
+            *(EncoderBlock(c * 2 ** (i + 1), s, cfg.activation) for i, s in enumerate(cfg.strides)),
             CausalConv1d(c * 2**n, cfg.dim, 3),
         )
 
@@ -173,7 +197,7 @@ class Decoder(nn.Module):
         c, n = cfg.channels, len(cfg.strides)
         self.layers = nn.Sequential(
             CausalConv1d(cfg.dim, c * 2**n, 7),
-            *(DecoderBlock(c * 2**i, s) for i, s in reversed(list(enumerate(cfg.strides)))),
+            *(DecoderBlock(c * 2**i, s, cfg.activation) for i, s in reversed(list(enumerate(cfg.strides)))),
             CausalConv1d(c, 1, 7),
         )
 
