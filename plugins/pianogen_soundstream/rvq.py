@@ -11,7 +11,9 @@ differ from the reference and are put right here:
    gradient cancels that of ``x``, so levels 2.. pass nothing back and only level 1's commitment
    trains the encoder. The reference subtracts ``q.detach()``. Its sum of K straight-through
    outputs then hands the encoder K times the decoder's gradient; we pass it once, straight
-   through the whole sum, as audiocraft does (its fix of encodec issue #25).
+   through the whole sum, as audiocraft does (its fix of encodec issue #25). Under Adam, which
+   is blind to a common scale of a parameter's gradients, the reference's encoder update equals
+   ours with the commitment weighted 1/K (``codec_train.commit_weight``), so nothing is lost.
 3. Numerics: the quantizer runs in float32 even under autocast, as the reference does.
 
 Under torch.distributed every rank adds the batch statistics of all ranks to its EMA (the
