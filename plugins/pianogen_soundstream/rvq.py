@@ -13,7 +13,8 @@ differ from the reference and are put right here:
    outputs then hands the encoder K times the decoder's gradient; we pass it once, straight
    through the whole sum, as audiocraft does (its fix of encodec issue #25). Under Adam, which
    is blind to a common scale of a parameter's gradients, the reference's encoder update equals
-   ours with the commitment weighted 1/K (``codec_train.commit_weight``), so nothing is lost.
+   ours with the commitment weighted 1/K (``codec_train.commit_weight``) when K is fixed; with
+   quantizer dropout K varies by step and the reference also rescales the step, which we do not.
 3. Numerics: the quantizer runs in float32 even under autocast, as the reference does.
 
 Under torch.distributed every rank adds the batch statistics of all ranks to its EMA (the
