@@ -38,7 +38,8 @@ def one_seed(seed: int, home: Path) -> dict:
     if not codec.is_file():
         pianogen("codec", "train", "codec_demo", f"run.seed={seed}", f"codec.checkpoint={codec}", env=env)
     if not (run / "checkpoints" / "last").exists():
-        pianogen("train", "demo", f"run.seed={seed}", f"codec.checkpoint={codec}", f"run.dir={run}", env=env)
+        pianogen("train", "demo", f"run.seed={seed}", f"codec.checkpoint={codec}", "codec.train_recipe=",
+                 f"run.dir={run}", env=env)
     pianogen("eval", str(run), "--prompts", "1", "--seconds", "2", "--out", str(run / "eval"), env=env)
     r = json.loads((run / "eval" / "eval.json").read_text())
     by = r["codec"]["by_levels"]
