@@ -184,3 +184,21 @@ def test_ddp_two_gloo_processes_train_in_step(recipe_file, isolated_home):
                           "29532", "-m", "pianogen", "codec", "train", str(recipe_file), "codec_train.batch_size=3"],
                          env=env, capture_output=True, text=True)
     assert odd.returncode != 0 and "does not split over 2 processes" in odd.stderr
+
+
+def test_a_trainer_state_of_the_0_1_layout_resumes_exactly(recipe_file, isolated_home):
+    """pianogen 0.1 kept the random generators under keys of their own (torch_rng, python_rng, numpy_rng)."""
+    straight = train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=20",
+                                                                   "codec_train.out=$PIANOGEN_HOME/a.safetensors"]),
+                           progress=False)
+    broken = ["codec_train.out=$PIANOGEN_HOME/b.safetensors"]
+    killed = train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=10", *broken]), progress=False)
+    state = torch.load(trainer_state_path(killed), weights_only=True)
+    rng = state["rng"]
+    torch.save({"step": state["step"], "opt": state["opt"], "seed": state["seed"], "torch_rng": rng["torch"],
+                "python_rng": rng["python"], "numpy_rng": rng["numpy"], "pool": state["pool"]},
+               trainer_state_path(killed))
+    resumed = train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=20", *broken]), resume=True,
+                          progress=False)
+    a, b = load_file(straight), load_file(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "resumed run differs"
