@@ -1,13 +1,13 @@
 """The ``pianogen`` command line: a thin layer over the Python API.
 
+The root group and the run commands (train, generate, eval, serve, bench) are here; the ``codec``
+and ``data`` groups live in cli_codec.py and cli_data.py, the shared option types in cli_common.py.
 Every user error ends in one line on stderr and exit code 2; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
 import shutil
 import sys
 import warnings
@@ -15,62 +15,10 @@ from pathlib import Path
 
 import click
 
+from pianogen.cli_codec import codec
+from pianogen.cli_common import MAX_SECONDS, SECONDS, Finite, PluginCommands, output_dir, overrides_argument
+from pianogen.cli_data import data
 from pianogen.errors import PianogenError
-
-overrides_argument = click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
-MAX_SECONDS = 3600.0  # a continuation longer than an hour is a typo far more often than a wish
-
-
-class Finite(click.FloatRange):
-    """A FloatRange that also refuses nan and inf (nan passes every range check: all comparisons are False)."""
-
-    name = "finite number"
-
-    def convert(self, value, param, ctx):
-        number = super().convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number", param, ctx)
-        return number
-
-
-SECONDS = Finite(min=0, min_open=True, max=MAX_SECONDS)
-
-
-def output_dir(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
-    """Check that an output directory can be created before any work is done, not after all of it."""
-    if value is None:
-        return None
-    probe = value.absolute()
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise click.BadParameter(f"{probe} is not a directory, so {value} cannot be created", ctx, param)
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise click.BadParameter(f"{probe} is not writable", ctx, param)
-    return value
-
-
-class PluginCommands(click.Group):
-    """A group that lets plugins add their commands (``register_commands``) only when a name is not a
-    built-in one or the commands are listed: ``pianogen ls`` or ``data get`` load no plugin (nor torch)."""
-
-    group_class = type  # its subgroups (codec, data, codec import) are PluginCommands too
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        command = super().get_command(ctx, name)
-        if command is None and _add_plugin_commands():
-            command = super().get_command(ctx, name)
-        return command
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        _add_plugin_commands()
-        return super().list_commands(ctx)
-
-
-def _add_plugin_commands() -> int:
-    from pianogen import registry
-
-    return registry.add_commands(cli)
 
 
 @click.group(cls=PluginCommands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -78,6 +26,10 @@ def _add_plugin_commands() -> int:
 @click.version_option(package_name="pianogen")
 def cli(debug: bool) -> None:
     """PianoGen: continue piano performances from raw audio."""
+
+
+cli.add_command(codec)
+cli.add_command(data)
 
 
 @cli.command()
@@ -138,52 +90,6 @@ def copy_recipe(name: str, dest: Path) -> None:
     click.echo(str(target))
 
 
-@cli.group()
-def data() -> None:
-    """Corpora."""
-
-
-@data.command(name="synth")
-@click.argument("out_dir", type=click.Path(path_type=Path))
-@click.option("--minutes", default=6.0, show_default=True, type=Finite(min=0, min_open=True))
-@click.option("--seed", default=0, show_default=True)
-def data_synth(out_dir: Path, minutes: float, seed: int) -> None:
-    """Write a synthetic piano corpus in MAESTRO's layout to OUT_DIR."""
-    from pianogen.data.synth import write_corpus
-
-    click.echo(str(write_corpus(out_dir, minutes=minutes, seed=seed)))
-
-
-@data.command(name="get")
-@click.argument("dataset", type=click.Choice(["maestro"]))
-@click.argument("more_years", nargs=-1, metavar="")  # so `--years 2017 2018` works as well as 2017,2018
-@click.option("--version", "version", type=click.Choice(["3.0.0"]), default="3.0.0", show_default=True)
-@click.option("--years", "years", multiple=True, metavar="YEAR[,YEAR...]|all",
-              help="Years whose audio to fetch: 2018, 2017,2018 or 2017 2018  [default: 2018, the report's]")
-@click.option("--root", type=click.Path(path_type=Path), default=None,
-              help="Where to put it  [default: $PIANOGEN_HOME/data/maestro-v3.0.0]")
-@click.option("--url", default=None, help="A mirror URL or a local path of the zip  [$PIANOGEN_MAESTRO_URL, "
-                                          "else the official one]")
-@click.option("--dry-run", is_flag=True, help="Print the files and bytes a fetch would download, fetch nothing.")
-def data_get(dataset: str, more_years: tuple[str, ...], version: str, years: tuple[str, ...], root: Path | None,
-             url: str | None, dry_run: bool) -> None:
-    """Fetch MAESTRO's CSV and only the chosen years' audio (HTTP ranges on the official zip; resumable)."""
-    from pianogen.fetch.maestro import DEFAULT_YEARS, get_maestro
-
-    years = years + more_years
-    get_maestro(root, _parse_years(years) if years else DEFAULT_YEARS, version, url, dry_run=dry_run,
-                log=click.echo)
-
-
-def _parse_years(texts: tuple[str, ...]) -> list[int]:
-    items = [item.strip() for text in texts for item in text.split(",") if item.strip()]
-    if "all" in items:
-        return []
-    if not all(item.isdigit() for item in items):
-        raise PianogenError(f"--years takes years like 2018 or 2017,2018 (or 'all'), got {', '.join(texts)}")
-    return [int(item) for item in items]
-
-
 @cli.command()
 @click.argument("recipe")
 @overrides_argument
@@ -197,80 +103,6 @@ def tokenize(recipe: str, overrides: tuple[str, ...]) -> None:
     train_missing_codec(loaded)
     cache = build_token_cache(loaded, build_codec(loaded))
     click.echo(str(cache.dir))
-
-
-@cli.group()
-def codec() -> None:
-    """Codecs: fetch the report's weights, import a reference checkpoint, train one on piano audio."""
-
-
-@codec.command(name="train")
-@click.argument("recipe")
-@overrides_argument
-@click.option("--resume", is_flag=True, help="Continue from the last checkpoint.")
-def codec_train(recipe: str, overrides: tuple[str, ...], resume: bool) -> None:
-    """Train a codec on the recipe's corpus."""
-    from pianogen import load_recipe
-    from pianogen.codec_train import train_codec
-
-    click.echo(str(train_codec(load_recipe(recipe, overrides), resume=resume)))
-
-
-@codec.group(name="import")
-def codec_import() -> None:
-    """Convert a foreign checkpoint to a codec's .safetensors (plugins add one command per format)."""
-
-
-@codec.command(name="get")
-@click.argument("name", type=click.Choice(["soundstream", "encodec"]))
-@click.argument("source", required=False)
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Where to write it  [default: under $PIANOGEN_HOME/codecs/]")
-def codec_get(name: str, source: str | None, out: Path | None) -> None:
-    """The report's SoundStream (model hub, imported to safetensors) or EnCodec 24 kHz (checksum-verified);
-    SOURCE, a local file, does the same offline."""
-    from pianogen.fetch.weights import get_codec_weights
-
-    click.echo(str(get_codec_weights(name, source, out)))
-
-
-@codec.command(name="eval")
-@click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.argument("audio", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--codec", "codec_name", default="soundstream", show_default=True, help="Registered codec that reads it.")
-@click.option("--recipe", help="Score this recipe's corpus (its [data]) instead of AUDIO files.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Recipe override, e.g. data.seed=1.")
-@click.option("--split", default="test", show_default=True, help="Split of the recipe's corpus.")
-@click.option("--pieces", default=8, show_default=True, type=click.IntRange(min=1), help="Pieces of the split.")
-@click.option("--seconds", default=4.0, show_default=True, type=click.FloatRange(min=0),
-              help="Seconds from the start of each piece or file (0 = all).")
-@click.option("--no-opus", is_flag=True, help="Skip the Opus anchor.")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def codec_eval(checkpoint: Path, audio: tuple[Path, ...], codec_name: str, recipe: str | None,
-               overrides: tuple[str, ...], split: str, pieces: int, seconds: float, no_opus: bool, device: str,
-               as_json: bool) -> None:
-    """Score codec CHECKPOINT on AUDIO files or a recipe's split: reconstruction by levels, codebook use, Opus."""
-    import pianogen
-    from pianogen.codec_metrics import clip, evaluate_codec, markdown_tables, recipe_audio
-    from pianogen.device import pick_device
-
-    if bool(audio) == bool(recipe):
-        raise PianogenError("give AUDIO files or --recipe, not both and not neither")
-    codec = pianogen.get_codec(codec_name, checkpoint=str(checkpoint)).to(pick_device(device)).eval()
-    if recipe:
-        wavs = recipe_audio(pianogen.load_recipe(recipe, overrides), split, codec.sample_rate, seconds, pieces)
-    else:
-        wavs = [clip(path, codec.sample_rate, seconds) for path in audio]
-    result = {"checkpoint": str(checkpoint), "codec": codec.identity(), **evaluate_codec(codec, wavs, opus=not no_opus)}
-    for line in result["warnings"]:
-        click.echo(f"warning: {line}", err=True)
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-        return
-    name, digest = result["codec"]["name"], result["codec"]["config_hash"]
-    click.echo(f"# Codec {name} {digest} ({result['seconds']:.1f} s of audio)\n")
-    click.echo("\n".join(markdown_tables(result, codec.codebook_size)))
 
 
 @cli.command()

@@ -13,31 +13,36 @@ Weights go to ``<out>.safetensors``, trainer state (optimizers, step, RNG) to
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 import pianogen
 from pianogen.codec_metrics import codebook_health, usage_warnings
 from pianogen.data.audio import load_audio
 from pianogen.data.sources import open_source
 from pianogen.device import pick_device
-from pianogen.distributed import autocast, init_distributed
+from pianogen.distributed import autocast
 from pianogen.errors import PianogenError
 from pianogen.interfaces import TrainableCodec
 from pianogen.metrics import mel_l1, stft_distance
 from pianogen.paths import expand
-from pianogen.plots import plot_losses
+from pianogen.progress import StepBar
 from pianogen.recipe import Recipe
+from pianogen.trainloop import (
+    MetricsLog,
+    Trainer,
+    TrainState,
+    capture_rng,
+    join_processes,
+    restore_rng,
+    save_trainer_state,
+)
 
 ADV_WEIGHT, FEAT_WEIGHT = 1.0, 3.0  # adversarial and feature-matching weights (as encodec)
 POOL_SECONDS = 1200.0  # audio kept in memory to cut segments from; bigger corpora rotate through it
@@ -151,173 +156,194 @@ def _disc_loss(disc: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor) ->
     return torch.stack([F.relu(1 - lg[:n]).mean() + F.relu(1 + lg[n:]).mean() for lg in logits]).mean()
 
 
-def _rng_state(rngs: dict[str, random.Random], sampler: SegmentSampler) -> dict[str, Any]:
-    """Everything random in training, so that a resumed run continues exactly as an unbroken one."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"torch_rng": torch.get_rng_state(), "python_rng": {k: r.getstate() for k, r in rngs.items()},
-             "numpy_rng": [kind, torch.from_numpy(keys.copy()), pos, has_gauss, gauss], "pool": sampler.pool_paths}
-    if torch.cuda.is_available():
-        state["cuda_rng"] = torch.cuda.get_rng_state()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], rngs: dict[str, random.Random]) -> None:
-    torch.set_rng_state(state["torch_rng"])
-    if "cuda_rng" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda_rng"])
-    for key, rng in rngs.items():
-        rng.setstate(state["python_rng"][key])
-    kind, keys, pos, has_gauss, gauss = state["numpy_rng"]
-    np.random.set_state((kind, keys.numpy(), pos, has_gauss, gauss))
-
-
 def train_codec(recipe: Recipe, resume: bool = False, progress: bool = True) -> Path:
     """Train ``recipe.codec`` with ``recipe.codec_train``; returns the checkpoint path. Under torchrun
     each process draws batch_size / world segments (DDP; gloo on CPU, NCCL on CUDA)."""
-    cfg = recipe.codec_train
-    options: dict[str, Any] = {k: v for k, v in recipe.codec.options.items() if k != "checkpoint"}
-    out = output_path(recipe)
-    state_path = trainer_state_path(out)
-    resuming = resume and out.is_file() and state_path.is_file()
-    if resume and not resuming:
-        raise PianogenError(f"nothing to resume: {out} or {state_path} is missing")
-    ddp = init_distributed(pick_device(recipe.run.device))  # gloo for a CPU run even where CUDA exists
-    if cfg.batch_size % ddp.world:
-        raise PianogenError(f"codec_train.batch_size = {cfg.batch_size} does not split over {ddp.world} processes")
+    trainer = CodecTrainer(recipe, resume, progress)
+    trainer.fit()
+    return trainer.close()
 
-    torch.manual_seed(recipe.run.seed)
-    # "steps" picks the level count and is shared by all ranks (every rank must run the same codebooks);
-    # "segments" draws this rank's audio
-    rngs = {"steps": random.Random(recipe.run.seed), "segments": random.Random(recipe.run.seed + 1000 * ddp.rank)}
-    device = pick_device(recipe.run.device)
-    if device.type == "cuda" and ddp.world > 1:
-        device = torch.device("cuda", ddp.local_rank)
-        torch.cuda.set_device(device)
-    extra = {"checkpoint": str(out)} if resuming else {}
-    codec = pianogen.get_codec(recipe.codec.name, **options, **extra).to(device).train()
-    if not isinstance(codec, TrainableCodec):
-        raise PianogenError(f"codec '{recipe.codec.name}' cannot be trained (it is not a TrainableCodec)")
-    opt = torch.optim.Adam(codec.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
-    disc = disc_opt = None
-    if cfg.discriminator:
-        from encodec.msstftd import MultiScaleSTFTDiscriminator
 
-        disc = MultiScaleSTFTDiscriminator(filters=32).to(device).train()
-        disc_opt = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+class CodecTrainer(Trainer):
+    """A codec's training: setup in ``__init__``, then ``fit`` (trainloop.Trainer) alternates ``run_epoch``
+    (the steps up to the next checkpoint) and ``end_epoch`` (the checkpoint and the loss curve)."""
 
-    step, state = 0, None
-    if resuming:
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        step = state["step"]
-        opt.load_state_dict(state["opt"])
-        if disc is not None and "disc" in state:
-            disc.load_state_dict(state["disc"])
-            disc_opt.load_state_dict(state["disc_opt"])
+    def __init__(self, recipe: Recipe, resume: bool, progress: bool) -> None:
+        self.recipe, self.cfg = recipe, recipe.codec_train
+        self.out = output_path(recipe)
+        self.state_path = trainer_state_path(self.out)
+        resuming = resume and self.out.is_file() and self.state_path.is_file()
+        if resume and not resuming:
+            raise PianogenError(f"nothing to resume: {self.out} or {self.state_path} is missing")
+        # gloo for a CPU run even where CUDA exists
+        self.device, self.ddp = join_processes(pick_device(recipe.run.device))
+        if self.cfg.batch_size % self.ddp.world:
+            raise PianogenError(f"codec_train.batch_size = {self.cfg.batch_size} does not split over "
+                                f"{self.ddp.world} processes")
+        torch.manual_seed(recipe.run.seed)
+        # "steps" picks the level count and is shared by all ranks (every rank must run the same codebooks);
+        # "segments" draws this rank's audio
+        self.rngs = {"steps": random.Random(recipe.run.seed),
+                     "segments": random.Random(recipe.run.seed + 1000 * self.ddp.rank)}
+        self._build_models(resuming)
+        saved = torch.load(self.state_path, map_location="cpu", weights_only=True) if resuming else None
+        self.state = TrainState() if saved is None else self._restore(saved)
+        self.sampler = self._segments(saved)
+        # drawn with their own generator, so measuring never changes what training sees
+        self.health_batch = self.sampler.batch(HEALTH_SEGMENTS, random.Random(recipe.run.seed + 1))
+        if not resuming and callable(getattr(self.codec, "init_codebooks", None)):  # so steps = 0 gives usable codes
+            self.codec.init_codebooks(self.sampler.batch(self.cfg.batch_size // self.ddp.world).to(self.device))
+        self.wrapped, self.disc_wrapped = self.codec, self.disc
+        if self.ddp.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
 
-    def save() -> None:
-        codec.save(out)
-        state = {"step": step, "opt": opt.state_dict(), "seed": recipe.run.seed, **_rng_state(rngs, sampler)}
-        if disc is not None:
-            state |= {"disc": disc.state_dict(), "disc_opt": disc_opt.state_dict()}
-        tmp = state_path.with_name(f".{state_path.name}.tmp{os.getpid()}")
-        torch.save(state, tmp)
-        os.replace(tmp, state_path)
-        if metrics_path(out).stat().st_size:
-            plot_losses(metrics_path(out), out.with_name(f"{out.stem}.loss.png"))
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # codebooks stay in sync through their all-reduced statistics (rvq.py), not by broadcasting buffers
+            self.wrapped = DDP(self.codec, device_ids=ids, broadcast_buffers=False)
+            if self.disc is not None:
+                self.disc_wrapped = DDP(self.disc, device_ids=ids)
+        self.metrics = MetricsLog(metrics_path(self.out), self.out.with_name(f"{self.out.stem}.loss.png"),
+                                  enabled=self.ddp.main)
+        self.metrics.start(self.state.step if resuming else None)
+        self.saved_step = self.state.step if resuming else None
+        self.bar = StepBar("codec", self.cfg.steps, self.state.step, enabled=progress and self.ddp.main)
+        self.clock = time.perf_counter()
 
-    length = round(cfg.segment_seconds * codec.sample_rate)
-    per_rank = cfg.batch_size // ddp.world
-    paths = _train_paths(recipe)
-    if state is not None and "python_rng" in state and ddp.world == 1:
-        _set_rng_state(state, rngs)  # exact: the same draws, the same pool, as if never stopped
-        sampler = SegmentSampler(paths, codec.sample_rate, length, rngs["segments"], pooled=state["pool"])
-    else:
-        if state is not None:  # a state of an older version, or another world size: continue, reseeded
-            torch.set_rng_state(state["torch_rng"])
-            for rng in rngs.values():
-                rng.seed(recipe.run.seed + 1000 * ddp.rank + step)
-        sampler = SegmentSampler(paths, codec.sample_rate, length, rngs["segments"])
-    # drawn with their own generator, so measuring never changes what training sees
-    health_batch = sampler.batch(HEALTH_SEGMENTS, random.Random(recipe.run.seed + 1))
-    if not resuming and callable(getattr(codec, "init_codebooks", None)):
-        codec.init_codebooks(sampler.batch(per_rank).to(device))  # so even steps = 0 gives usable codes
-    wrapped, disc_wrapped = codec, disc
-    if ddp.world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
+    def _build_models(self, resuming: bool) -> None:
+        """The codec (from its checkpoint when resuming), its optimizer, and the discriminator if asked for."""
+        recipe, cfg, device = self.recipe, self.cfg, self.device
+        options: dict[str, Any] = {k: v for k, v in recipe.codec.options.items() if k != "checkpoint"}
+        extra = {"checkpoint": str(self.out)} if resuming else {}
+        self.codec = pianogen.get_codec(recipe.codec.name, **options, **extra).to(device).train()
+        if not isinstance(self.codec, TrainableCodec):
+            raise PianogenError(f"codec '{recipe.codec.name}' cannot be trained (it is not a TrainableCodec)")
+        self.opt = torch.optim.Adam(self.codec.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+        self.disc = self.disc_opt = None
+        if cfg.discriminator:
+            from encodec.msstftd import MultiScaleSTFTDiscriminator
 
-        ids = [device.index] if device.type == "cuda" else None
-        # codebooks stay in sync through their all-reduced statistics (rvq.py), not by broadcasting buffers
-        wrapped = DDP(codec, device_ids=ids, broadcast_buffers=False)
-        if disc is not None:
-            disc_wrapped = DDP(disc, device_ids=ids)
-    if ddp.main:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    log = metrics_path(out).open("a" if resuming else "w") if ddp.main else open(os.devnull, "w")
-    saved_step = step if resuming else None
-    columns = (TextColumn("codec"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-               TimeRemainingColumn())
-    with log, Progress(*columns, disable=not (progress and ddp.main), transient=False) as bar:
-        task = bar.add_task("train", total=cfg.steps, completed=step, info="")
-        tic = time.perf_counter()
-        while step < cfg.steps:
-            real = sampler.batch(per_rank).to(device)
-            draw = rngs["steps"]
-            n_q = draw.randint(1, codec.n_levels) if draw.random() < cfg.quantizer_dropout else codec.n_levels
-            with autocast(device, cfg.precision):
-                fake, commit = wrapped(real, n_q)
-            fake = fake[..., : real.shape[-1]].float()  # the losses' FFTs run in float32
-            parts = {
-                "wav_l1": F.l1_loss(fake, real), "mel": mel_l1(real, fake, codec.sample_rate),
-                "stft": stft_distance(real, fake), "commit": commit.float(),
-            }
-            loss = cfg.wav_weight * parts["wav_l1"] + cfg.mel_weight * parts["mel"] \
-                + cfg.stft_weight * parts["stft"] + cfg.commit_weight * parts["commit"]
-            adversarial = disc is not None and step >= cfg.discriminator_start
-            if adversarial:
-                parts["adv"], parts["feat"] = _hinge_losses(disc, real, fake)
-                loss = loss + ADV_WEIGHT * parts["adv"] + FEAT_WEIGHT * parts["feat"]
-            if not torch.isfinite(loss):
-                kept = f"the last checkpoint {out} (step {saved_step}) is kept" if saved_step is not None \
-                    else "no checkpoint was written"
-                raise PianogenError(f"codec training diverged: loss is {loss.item()} at step {step}; {kept}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if adversarial:
-                parts["disc"] = _disc_loss(disc_wrapped, real, fake)
-                disc_opt.zero_grad(set_to_none=True)
-                parts["disc"].backward()
-                disc_opt.step()
-            step += 1
-            if step % ROTATE_EVERY == 0:
-                sampler.rotate()
-            if ddp.main and (step % cfg.log_every == 0 or step == cfg.steps):
-                seconds = time.perf_counter() - tic
-                health = _codebook_health(codec, health_batch.to(device))
-                row = {"step": step, "split": "train", "loss": loss.item(), "n_q": n_q, "lr": cfg.lr,
-                       **{k: v.item() for k, v in parts.items()},
-                       "codes_used": [h["codes_used"] for h in health],
-                       "perplexity": [round(h["perplexity"], 2) for h in health],
-                       "audio_s_per_s": cfg.log_every * cfg.batch_size * cfg.segment_seconds / max(seconds, 1e-9)}
-                log.write(json.dumps(row) + "\n")
-                log.flush()
-                used = " ".join(f"{h['used_fraction']:.0%}" for h in health)
-                bar.update(task, info=f"loss {row['loss']:.3f} mel {row['mel']:.3f} codes used {used}")
-                tic = time.perf_counter()
-            if step % cfg.save_every == 0 or step == cfg.steps:
-                if ddp.main:
-                    save()
-                saved_step = step
-            bar.update(task, completed=step)
-    if saved_step != step and ddp.main:  # steps = 0: still write the (untrained) codec
-        save()
-    if ddp.world > 1:
-        _check_ranks_agree(codec)
-    if ddp.main:
-        for line in usage_warnings(_codebook_health(codec, health_batch.to(device)), codec.codebook_size):
-            print(f"warning: {out.name}: {line}", file=sys.stderr)
-    ddp.barrier()
-    return out
+            self.disc = MultiScaleSTFTDiscriminator(filters=32).to(device).train()
+            self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+
+    def _restore(self, saved: dict[str, Any]) -> TrainState:
+        self.opt.load_state_dict(saved["opt"])
+        if self.disc is not None and "disc" in saved:
+            self.disc.load_state_dict(saved["disc"])
+            self.disc_opt.load_state_dict(saved["disc_opt"])
+        return TrainState.from_dict(saved)
+
+    def _segments(self, saved: dict[str, Any] | None) -> SegmentSampler:
+        """The segment sampler: as it was when ``saved`` was written (its pool, every generator), else new."""
+        length = round(self.cfg.segment_seconds * self.codec.sample_rate)
+        paths, seed = _train_paths(self.recipe), self.recipe.run.seed
+        rng = None if saved is None else _saved_rng(saved)
+        if rng is not None and "python" in rng and self.ddp.world == 1:
+            restore_rng(rng, self.rngs)  # exact: the same draws, the same pool, as if never stopped
+            return SegmentSampler(paths, self.codec.sample_rate, length, self.rngs["segments"], pooled=saved["pool"])
+        if rng is not None:  # a state of an older version, or another world size: continue, reseeded
+            torch.set_rng_state(rng["torch"])
+            for generator in self.rngs.values():
+                generator.seed(seed + 1000 * self.ddp.rank + self.state.step)
+        return SegmentSampler(paths, self.codec.sample_rate, length, self.rngs["segments"])
+
+    def finished(self) -> bool:
+        return self.state.step >= self.cfg.steps
+
+    def run_epoch(self) -> None:
+        """Steps up to the next checkpoint (every save_every steps, and the last)."""
+        while True:
+            self._step()
+            step = self.state.step
+            if step % self.cfg.save_every == 0 or step == self.cfg.steps:
+                return
+            self.bar.update(step)
+
+    def _step(self) -> None:
+        cfg, codec = self.cfg, self.codec
+        real = self.sampler.batch(cfg.batch_size // self.ddp.world).to(self.device)
+        draw = self.rngs["steps"]
+        n_q = draw.randint(1, codec.n_levels) if draw.random() < cfg.quantizer_dropout else codec.n_levels
+        with autocast(self.device, cfg.precision):
+            fake, commit = self.wrapped(real, n_q)
+        fake = fake[..., : real.shape[-1]].float()  # the losses' FFTs run in float32
+        parts = {
+            "wav_l1": F.l1_loss(fake, real), "mel": mel_l1(real, fake, codec.sample_rate),
+            "stft": stft_distance(real, fake), "commit": commit.float(),
+        }
+        loss = cfg.wav_weight * parts["wav_l1"] + cfg.mel_weight * parts["mel"] \
+            + cfg.stft_weight * parts["stft"] + cfg.commit_weight * parts["commit"]
+        adversarial = self.disc is not None and self.state.step >= cfg.discriminator_start
+        if adversarial:
+            parts["adv"], parts["feat"] = _hinge_losses(self.disc, real, fake)
+            loss = loss + ADV_WEIGHT * parts["adv"] + FEAT_WEIGHT * parts["feat"]
+        if not torch.isfinite(loss):
+            kept = f"the last checkpoint {self.out} (step {self.saved_step}) is kept" \
+                if self.saved_step is not None else "no checkpoint was written"
+            raise PianogenError(f"codec training diverged: loss is {loss.item()} at step {self.state.step}; {kept}")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        if adversarial:
+            parts["disc"] = _disc_loss(self.disc_wrapped, real, fake)
+            self.disc_opt.zero_grad(set_to_none=True)
+            parts["disc"].backward()
+            self.disc_opt.step()
+        self.state.step += 1
+        if self.state.step % ROTATE_EVERY == 0:
+            self.sampler.rotate()
+        if self.ddp.main and (self.state.step % cfg.log_every == 0 or self.state.step == cfg.steps):
+            self._log(loss, n_q, parts)
+
+    def _log(self, loss: torch.Tensor, n_q: int, parts: dict[str, torch.Tensor]) -> None:
+        cfg, seconds = self.cfg, time.perf_counter() - self.clock
+        health = _codebook_health(self.codec, self.health_batch.to(self.device))
+        row = {"step": self.state.step, "split": "train", "loss": loss.item(), "n_q": n_q, "lr": cfg.lr,
+               **{k: v.item() for k, v in parts.items()},
+               "codes_used": [h["codes_used"] for h in health],
+               "perplexity": [round(h["perplexity"], 2) for h in health],
+               "audio_s_per_s": cfg.log_every * cfg.batch_size * cfg.segment_seconds / max(seconds, 1e-9)}
+        self.metrics.append(row)
+        used = " ".join(f"{h['used_fraction']:.0%}" for h in health)
+        self.bar.update(self.state.step, f"loss {row['loss']:.3f} mel {row['mel']:.3f} codes used {used}")
+        self.clock = time.perf_counter()
+
+    def end_epoch(self) -> None:
+        if self.ddp.main:
+            self.save()
+        self.saved_step = self.state.step
+        self.bar.update(self.state.step)
+
+    def save(self) -> None:
+        self.codec.save(self.out)
+        saved = {**self.state.to_dict(), "opt": self.opt.state_dict(), "seed": self.recipe.run.seed,
+                 "rng": capture_rng(self.rngs), "pool": self.sampler.pool_paths}
+        if self.disc is not None:
+            saved |= {"disc": self.disc.state_dict(), "disc_opt": self.disc_opt.state_dict()}
+        save_trainer_state(self.state_path, saved)
+        self.metrics.plot()
+
+    def close(self) -> Path:
+        """After the last step: the (untrained, for steps = 0) codec is saved, ranks agree, code usage is checked."""
+        if self.saved_step != self.state.step and self.ddp.main:
+            self.save()
+        if self.ddp.world > 1:
+            _check_ranks_agree(self.codec)
+        if self.ddp.main:
+            for line in usage_warnings(_codebook_health(self.codec, self.health_batch.to(self.device)),
+                                       self.codec.codebook_size):
+                print(f"warning: {self.out.name}: {line}", file=sys.stderr)
+        self.ddp.barrier()
+        return self.out
+
+
+def _saved_rng(saved: dict[str, Any]) -> dict[str, Any]:
+    """A trainer state's random generators (``trainloop.capture_rng``); states of pianogen 0.1 kept them
+    under keys of their own, and older ones the torch generator only."""
+    if "rng" in saved:
+        return saved["rng"]
+    old = {"torch": saved["torch_rng"], "cuda": saved.get("cuda_rng"), "numpy": saved.get("numpy_rng"),
+           "python": saved.get("python_rng")}
+    return {key: value for key, value in old.items() if value is not None}
 
 
 def _check_ranks_agree(codec: torch.nn.Module) -> None:

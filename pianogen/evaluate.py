@@ -28,8 +28,8 @@ from pianogen.device import pick_device
 from pianogen.drift import coloured_noise, drift_curves
 from pianogen.errors import PianogenError
 from pianogen.eval_report import write_report
-from pianogen.generate import counting_progress
 from pianogen.precision import PRECISIONS, in_precision
+from pianogen.progress import progress_bar
 
 LN2 = math.log(2)
 CODEC_LEVELS: tuple[int | str, ...] = (1, 2, 4, 8, "all")
@@ -128,7 +128,7 @@ def token_metrics(model: torch.nn.Module, cache: Any, split: str, levels: int, w
     nll = {n: torch.zeros(levels, dtype=torch.float64) for n in names}
     hits = {n: torch.zeros(levels, dtype=torch.float64) for n in names}
     count = 0.0
-    with counting_progress(progress, transient=True) as bar:
+    with progress_bar(progress, transient=True) as bar:
         task = bar.add_task(f"scoring {split} tokens", total=n_batches)
         for batch in batches:
             codes, mask = batch["codes"].to(device), batch["mask"].to(device)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -28,12 +28,10 @@ from pianogen.errors import PianogenError
 from pianogen.paths import atomic_write_bytes
 from pianogen.plots import plot_mel
 from pianogen.precision import PRECISIONS, in_precision  # noqa: F401 (re-exported: the API's old home)
+from pianogen.progress import progress_bar
 from pianogen.sampling import make_sampler
 from pianogen.take_codes import codes_path_for, load_take_codes, save_take_codes
 from pianogen.takes import Recording, prompt_window, read_recording, splice, write_recording
-
-if TYPE_CHECKING:
-    from rich.progress import Progress
 
 # listener(stage, done, total): stages "encode", "sample" (done = frames), "decode", "write" (done = takes)
 Listener = Callable[[str, int, int], None]
@@ -106,21 +104,13 @@ def next_free_dir(parent: Path, stem: str) -> Path:
     return parent / f"{safe}-{n:03d}"
 
 
-def counting_progress(enabled: bool, transient: bool = False) -> "Progress":
-    """A rich bar of ``done/total`` with the task's description and time remaining."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    disable=not enabled, transient=transient)
-
-
 def continue_codes(model: torch.nn.Module, prompt_codes: torch.Tensor, n_frames: int, request: GenerationRequest,
                    progress: bool = True, on_frame: Callable[[int], None] | None = None) -> torch.Tensor:
     """prompt_codes LongTensor[B, K, T0] -> LongTensor[B, K, n_frames], with a rich progress bar;
     ``on_frame(frames_done)`` is told too (the web page's progress)."""
     sample = make_sampler(request.temperature, request.top_k, request.top_p, request.seed)
 
-    with counting_progress(progress) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("sampling", total=n_frames)
 
         def frame_done(i: int) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -11,12 +13,27 @@ def home() -> Path:
     return Path(os.environ.get("PIANOGEN_HOME") or Path.home() / ".cache" / "pianogen").expanduser()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write through a temp file + rename so a killed process never leaves half a file."""
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temp path beside ``path`` for the block to write; renamed over ``path`` when the block succeeds,
+    removed when it fails, so a killed or failing writer never leaves half a file under ``path``.
+
+    The one atomic write of the package: ``atomic_write_bytes`` and every writer that needs a file
+    name (torch.save, safetensors, matplotlib, a copy) go through it."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file + rename (``atomic_path``)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def expand(path: str | Path) -> Path:

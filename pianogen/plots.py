@@ -12,13 +12,15 @@ matplotlib.use("Agg")  # headless: files only
 import matplotlib.pyplot as plt
 import torch
 
+from pianogen.paths import atomic_path
+
 
 def save_figure(fig, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(out)
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 def plot_losses(metrics_path: Path, out: Path) -> None:

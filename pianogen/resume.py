@@ -1,4 +1,4 @@
-"""What ``train --resume`` may change, and reading back what an interrupted run logged.
+"""What ``train --resume`` may change.
 
 A resumed run must follow the trajectory the run recorded, so its settings are compared with the
 run's saved recipe.toml before anything is loaded or written; only settings that cannot change the
@@ -9,7 +9,6 @@ finished run is not extended: its learning-rate schedule was laid out for the re
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -60,23 +59,3 @@ def check_resume_settings(recipe: Recipe, run_dir: Path) -> None:
            "train longer in a new run.dir" if any(k in LENGTH_KEYS for k in changed)
            else f"resume with the recorded settings ({saved_path}), or train them in a new run.dir")
     raise PianogenError(f"--resume would change the recorded run: {shown}{more}; {why}")
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of a metrics.jsonl; a line that does not parse (a kill mid-append) is skipped."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("step"), int):
-            records.append(record)
-    return records
-
-
-def metrics_up_to(path: Path, step: int) -> bytes:
-    """metrics.jsonl as it stood at ``step`` (what a resumed run continues from), partial lines dropped."""
-    return "".join(json.dumps(r) + "\n" for r in read_metrics(path) if r["step"] <= step).encode()

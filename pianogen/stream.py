@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from pianogen.errors import PianogenError
+from pianogen.paths import atomic_write_bytes
 
 
 def decoder_context_frames(codec: nn.Module) -> int | None:
@@ -129,8 +130,9 @@ def stream_generate(run_dir: str | Path, request: Any, device: str = "auto", chu
 
     from pianogen import pipeline
     from pianogen.device import pick_device
-    from pianogen.generate import check_request, counting_progress, open_source
+    from pianogen.generate import check_request, open_source
     from pianogen.precision import in_precision
+    from pianogen.progress import progress_bar
     from pianogen.sampling import make_sampler
 
     check_request(request)
@@ -151,7 +153,7 @@ def stream_generate(run_dir: str | Path, request: Any, device: str = "auto", chu
                for p in parts]  # as save_audio writes: 16-bit PCM, clipped to [-1, 1]
     first_audio = None
     try:
-        with counting_progress(progress) as bar:
+        with progress_bar(progress) as bar:
             task = bar.add_task("sampling (streaming)", total=n_frames)
             for chunk in stream_audio(model, codec, prompt_codes, n_frames, sample, chunk_frames,
                                       on_frame=lambda i: bar.update(task, completed=i + 1)):
@@ -173,5 +175,5 @@ def stream_generate(run_dir: str | Path, request: Any, device: str = "auto", chu
               "time_to_first_audio_s": first_audio, "notes": source.notes,
               "prompt_window_s": list(source.window_s),
               "realtime_factor": n_frames / codec.frame_rate * request.num / elapsed}
-    (out / "generation.json").write_text(json.dumps(report, indent=2))
+    atomic_write_bytes(out / "generation.json", json.dumps(report, indent=2).encode())
     return report

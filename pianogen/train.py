@@ -8,14 +8,12 @@ resumed run follows the trajectory of an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
+import sys
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -25,14 +23,18 @@ from torch.utils.data import DataLoader, Sampler
 from pianogen import checkpoint, pipeline
 from pianogen import resume as resuming
 from pianogen.codec_prepare import train_missing_codec
+from pianogen.data.tokenize import TokenCache
+from pianogen.data.windows import WindowDataset, check_window, iter_windows
 from pianogen.device import pick_device
-from pianogen.distributed import Distributed, autocast, init_distributed
+from pianogen.distributed import Distributed, autocast, init_distributed  # noqa: F401 (init_distributed: its old home)
 from pianogen.errors import PianogenError
 from pianogen.fetch.run_codec import record_codec
-from pianogen.interfaces import LossContext
+from pianogen.interfaces import Codec, LossContext
 from pianogen.paths import atomic_write_bytes
+from pianogen.progress import StepBar
 from pianogen.recipe import Recipe, dump_toml, recorded_raw
 from pianogen.runlock import run_lock
+from pianogen.trainloop import MetricsLog, Trainer, TrainState, capture_rng, join_processes, restore_rng
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -112,212 +114,218 @@ class Objective:
         return total, metrics
 
 
-def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])
-
-
-def append_metrics(path: Path, record: dict[str, Any]) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
 def train(recipe: Recipe, resume: bool = False, progress: bool = True,
           on_step: Callable[[int], None] | None = None) -> Path:
     """Train the recipe's token model; returns the run directory. ``on_step(step)`` runs after each step.
 
     The run directory is locked for the whole training: a second training of it stops with one line."""
     with run_lock(recipe.run_dir(), enabled=int(os.environ.get("RANK", "0")) == 0):
-        return _train(recipe, resume, progress, on_step)
+        trainer = TokenTrainer(recipe, resume, progress, on_step)
+        trainer.fit()
+        return trainer.close()
 
 
-def _train(recipe: Recipe, resume: bool, progress: bool, on_step: Callable[[int], None] | None) -> Path:
-    from pianogen.data.windows import WindowDataset, check_window, iter_windows
-    from pianogen.plots import plot_losses
+class TokenTrainer(Trainer):
+    """A token model's training: setup in ``__init__``, then ``fit`` (trainloop.Trainer) alternates
+    ``run_epoch`` (one pass over the training windows) and ``end_epoch`` (validation, checkpoints, plot)."""
 
-    device = pick_device(recipe.run.device)
-    ddp = init_distributed(device)
-    if device.type == "cuda" and ddp.world > 1:
-        device = torch.device("cuda", ddp.local_rank)
-        torch.cuda.set_device(device)
-    run_dir = recipe.run_dir()
-    ckpt_root = run_dir / "checkpoints"
-    last = checkpoint.find(ckpt_root, "last")
-    if last is not None and not resume:
-        raise PianogenError(f"{run_dir} already has checkpoints: pass --resume to continue, "
-                            f"or choose another run.dir")
-    if resume and last is None:
-        raise PianogenError(f"nothing to resume: no checkpoint under {ckpt_root}")
-    if resume:
-        resuming.check_resume_settings(recipe, run_dir)
+    def __init__(self, recipe: Recipe, resume: bool, progress: bool, on_step: Callable[[int], None] | None) -> None:
+        self.recipe, self.cfg, self.on_step = recipe, recipe.train, on_step
+        self.device, self.ddp = join_processes(pick_device(recipe.run.device))
+        self.run_dir = recipe.run_dir()
+        self.ckpt_root = self.run_dir / "checkpoints"
+        last = self._resume_point(resume)
+        self.codec, cache = self._prepare_tokens(progress)
+        torch.manual_seed(recipe.run.seed)
+        check_window(cache, recipe.data.window)  # before the model allocates anything of window size
+        self.model = pipeline.build_token_model(recipe, self.codec).to(self.device)
+        self.loaders, self.samplers = self._loaders(cache)
+        self.objective = self._objective(cache)
+        self.total_steps = self._total_steps()
+        self.optimizer = make_optimizer(self.model, recipe, self.device)
+        self.scheduler = make_scheduler(self.optimizer, recipe, self.total_steps)
+        self.state = TrainState() if last is None else self._restore(last)
+        self.wrapped = torch.compile(self.model) if self.cfg.compile else self.model
+        if self.ddp.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.wrapped = DistributedDataParallel(self.wrapped, device_ids=ids)
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png", enabled=self.ddp.main)
+        if self.ddp.main:
+            atomic_write_bytes(self.run_dir / "recipe.toml", dump_toml(recorded_raw(recipe)).encode())
+            record_codec(self.run_dir, recipe)  # by content hash, so eval/generate elsewhere find the same codec
+        self.metrics.start(self.state.step if resume else None)
+        self.bar = StepBar("train", self.total_steps, self.state.step, enabled=progress and self.ddp.main)
 
-    torch.manual_seed(recipe.run.seed)
-    # Rank 0 prepares the codec, corpus and token cache; the others then find them ready.
-    if ddp.main:
-        train_missing_codec(recipe, progress=progress)
-        codec = pipeline.build_codec(recipe, device)
-        cache = pipeline.build_token_cache(recipe, codec, progress=progress)
-    ddp.barrier()
-    if not ddp.main:
-        codec = pipeline.build_codec(recipe, device)
-        cache = pipeline.build_token_cache(recipe, codec, progress=False)
+    def _resume_point(self, resume: bool) -> Path | None:
+        """The checkpoint to continue from (None for a fresh run), after checking that resuming is what was asked."""
+        last = checkpoint.find(self.ckpt_root, "last")
+        if last is not None and not resume:
+            raise PianogenError(f"{self.run_dir} already has checkpoints: pass --resume to continue, "
+                                f"or choose another run.dir")
+        if resume and last is None:
+            raise PianogenError(f"nothing to resume: no checkpoint under {self.ckpt_root}")
+        if resume:
+            resuming.check_resume_settings(self.recipe, self.run_dir)
+        return last
 
-    torch.manual_seed(recipe.run.seed)
-    levels, cfg = recipe.codec.levels, recipe.train
-    check_window(cache, recipe.data.window)  # before the model allocates anything of window size
-    model = pipeline.build_token_model(recipe, codec).to(device)
-    datasets = {split: WindowDataset(cache, split, levels, recipe.data.window, recipe.data.window_overlap)
-                for split in ("train", "validation")}
-    if len(datasets["train"]) < cfg.batch_size:
-        raise PianogenError(f"only {len(datasets['train'])} training windows for train.batch_size = "
-                            f"{cfg.batch_size}: use more data or a smaller batch or window")
-    if cfg.batch_size % ddp.world:
-        raise PianogenError(f"train.batch_size = {cfg.batch_size} does not split over {ddp.world} processes")
-    samplers = {split: EpochBatchSampler(len(ds), cfg.batch_size, ddp, recipe.run.seed, shuffle=split == "train",
-                                         drop_last=split == "train") for split, ds in datasets.items()}
-    workers = recipe.data.num_workers
-    # Own generators: creating an epoch's iterator must not draw from the global RNG (exact resume).
-    loaders = {split: DataLoader(ds, batch_sampler=samplers[split], num_workers=workers,
-                                 persistent_workers=workers > 0, pin_memory=device.type == "cuda",
-                                 generator=torch.Generator().manual_seed(recipe.run.seed))
-               for split, ds in datasets.items()}
-
-    losses = pipeline.build_losses(recipe)
-    train_codes = lambda: (b["codes"] for b in  # noqa: E731
-                           iter_windows(cache, "train", codec.n_levels, recipe.data.window, cfg.batch_size))
-    for _, _, loss in losses:
-        loss.to(device).prepare(LossContext(codec, levels, cache.dir, train_codes, device))
-    objective = Objective(losses)
-
-    micro_per_epoch = len(samplers["train"])
-    steps_per_epoch = micro_per_epoch // cfg.grad_accum
-    if steps_per_epoch == 0:
-        raise PianogenError(f"train.grad_accum = {cfg.grad_accum} exceeds the {micro_per_epoch} micro-batches "
-                            f"of an epoch")
-    # An epoch's leftover micro-batches (fewer than grad_accum) are not drawn at all: their gradients
-    # would never reach an optimizer step and would leak into the next epoch's first one.
-    samplers["train"].used = steps_per_epoch * cfg.grad_accum
-    total_steps = cfg.epochs * steps_per_epoch
-    if cfg.max_steps:
-        total_steps = min(total_steps, cfg.max_steps)
-    optimizer = make_optimizer(model, recipe, device)
-    scheduler = make_scheduler(optimizer, recipe, total_steps)
-    step, epoch, micro_done, best_val = 0, 0, 0, math.inf
-    # The open logging window: per-metric sums over its steps so far. Kept in checkpoints, so the first
-    # average logged after a resume covers the same log_every steps as in an uninterrupted run.
-    sums: dict[str, float] = defaultdict(float)
-    window_steps = 0
-    if resume:
-        checkpoint.load_weights(last, model)
-        meta, state = checkpoint.load_meta(last), checkpoint.load_trainer_state(last)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
-        step, epoch, micro_done, best_val = meta["step"], meta["epoch"], meta["micro_done"], meta["best_val"]
-        window = state.get("log_window", {"sums": {}, "steps": 0})  # older checkpoints: an empty window
-        sums.update(window["sums"])
-        window_steps = window["steps"]
-
-    wrapped = torch.compile(model) if cfg.compile else model
-    if ddp.world > 1:
-        wrapped = DistributedDataParallel(wrapped, device_ids=[device.index] if device.type == "cuda" else None)
-    metrics_path = run_dir / "metrics.jsonl"
-    if ddp.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(run_dir / "recipe.toml", dump_toml(recorded_raw(recipe)).encode())
-        record_codec(run_dir, recipe)  # by content hash, so eval/generate elsewhere find the same codec
-        if resume:  # forget what was logged after the checkpoint (and a line cut by a kill): those steps run again
-            atomic_write_bytes(metrics_path, resuming.metrics_up_to(metrics_path, step))
-        else:
-            metrics_path.unlink(missing_ok=True)
-
-    def save(tag: str) -> None:
+    def _prepare_tokens(self, progress: bool) -> tuple[Codec, TokenCache]:
+        """Rank 0 prepares the codec, corpus and token cache; the others then find them ready."""
+        recipe, ddp = self.recipe, self.ddp
+        torch.manual_seed(recipe.run.seed)
+        if ddp.main:
+            train_missing_codec(recipe, progress=progress)
+            codec = pipeline.build_codec(recipe, self.device)
+            cache = pipeline.build_token_cache(recipe, codec, progress=progress)
+        ddp.barrier()
         if not ddp.main:
+            codec = pipeline.build_codec(recipe, self.device)
+            cache = pipeline.build_token_cache(recipe, codec, progress=False)
+        return codec, cache
+
+    def _loaders(self, cache: TokenCache) -> tuple[dict[str, DataLoader], dict[str, EpochBatchSampler]]:
+        recipe, cfg, ddp = self.recipe, self.cfg, self.ddp
+        datasets = {split: WindowDataset(cache, split, recipe.codec.levels, recipe.data.window,
+                                         recipe.data.window_overlap) for split in ("train", "validation")}
+        if len(datasets["train"]) < cfg.batch_size:
+            raise PianogenError(f"only {len(datasets['train'])} training windows for train.batch_size = "
+                                f"{cfg.batch_size}: use more data or a smaller batch or window")
+        if cfg.batch_size % ddp.world:
+            raise PianogenError(f"train.batch_size = {cfg.batch_size} does not split over {ddp.world} processes")
+        samplers = {split: EpochBatchSampler(len(ds), cfg.batch_size, ddp, recipe.run.seed,
+                                             shuffle=split == "train", drop_last=split == "train")
+                    for split, ds in datasets.items()}
+        workers = recipe.data.num_workers
+        # Own generators: creating an epoch's iterator must not draw from the global RNG (exact resume).
+        loaders = {split: DataLoader(ds, batch_sampler=samplers[split], num_workers=workers,
+                                     persistent_workers=workers > 0, pin_memory=self.device.type == "cuda",
+                                     generator=torch.Generator().manual_seed(recipe.run.seed))
+                   for split, ds in datasets.items()}
+        return loaders, samplers
+
+    def _objective(self, cache: TokenCache) -> Objective:
+        """The recipe's losses, prepared on the training windows; those that fit something (the mel loss's
+        linear stand-in) measure it on the validation windows."""
+        recipe, levels = self.recipe, self.codec.n_levels
+
+        def windows(split: str) -> Callable[[], Iterator[torch.Tensor]]:
+            return lambda: (b["codes"] for b in iter_windows(cache, split, levels, recipe.data.window,
+                                                              self.cfg.batch_size))
+
+        validation = windows("validation") if len(self.loaders["validation"].dataset) else None
+        if validation is None:
+            print("the validation split has no windows: losses that fit something hold out training windows "
+                  "instead", file=sys.stderr)
+        losses = pipeline.build_losses(recipe)
+        for _, _, loss in losses:
+            loss.to(self.device).prepare(LossContext(self.codec, recipe.codec.levels, cache.dir, windows("train"),
+                                                     self.device, validation_codes=validation))
+        return Objective(losses)
+
+    def _total_steps(self) -> int:
+        cfg = self.cfg
+        micro_per_epoch = len(self.samplers["train"])
+        steps_per_epoch = micro_per_epoch // cfg.grad_accum
+        if steps_per_epoch == 0:
+            raise PianogenError(f"train.grad_accum = {cfg.grad_accum} exceeds the {micro_per_epoch} micro-batches "
+                                f"of an epoch")
+        # An epoch's leftover micro-batches (fewer than grad_accum) are not drawn at all: their gradients
+        # would never reach an optimizer step and would leak into the next epoch's first one.
+        self.samplers["train"].used = steps_per_epoch * cfg.grad_accum
+        total = cfg.epochs * steps_per_epoch
+        return min(total, cfg.max_steps) if cfg.max_steps else total
+
+    def _restore(self, last: Path) -> TrainState:
+        checkpoint.load_weights(last, self.model)
+        meta, saved = checkpoint.load_meta(last), checkpoint.load_trainer_state(last)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        restore_rng(saved["rng"])
+        return TrainState.from_dict({**meta, **saved})  # 0.1 checkpoints kept the counters in meta.json only
+
+    def save(self, tag: str) -> None:
+        if not self.ddp.main:
             return
-        meta = {"step": step, "epoch": epoch, "micro_done": micro_done, "best_val": best_val,
-                "codec_name": recipe.codec.name, "codec": codec.identity(), "levels": levels,
+        recipe, codec, loop = self.recipe, self.codec, self.state.to_dict()
+        meta = {**{k: loop[k] for k in ("step", "epoch", "micro_done", "best_val")},
+                "codec_name": recipe.codec.name, "codec": codec.identity(), "levels": recipe.codec.levels,
                 "model": recipe.model.name, "model_config": recipe.model.options,
                 "vocab_size": codec.codebook_size, "block_size": recipe.data.window}
-        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(),
-                 "log_window": {"sums": dict(sums), "steps": window_steps}}
-        checkpoint.save(ckpt_root, tag, model, meta, state)
+        trainer_state = {**loop, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                         "rng": capture_rng()}
+        checkpoint.save(self.ckpt_root, tag, self.model, meta, trainer_state)
 
-    bar = _Progress(enabled=progress and ddp.main, total=total_steps, done=step)
-    tokens_per_micro = cfg.batch_size * levels * recipe.data.window
-    with bar:
-        while step < total_steps and epoch < cfg.epochs:
-            samplers["train"].set_epoch(epoch, skip=micro_done)
-            wrapped.train()
-            # tokens/s is timed from here (validation and resumes restart the clock); sums span epochs
-            window_start, window_tokens = time.perf_counter(), 0
-            for batch in loaders["train"]:
-                codes = batch["codes"].to(device, non_blocking=True)
-                mask = batch["mask"].to(device, non_blocking=True)
-                sync = (micro_done + 1) % cfg.grad_accum == 0
-                with (contextlib.nullcontext() if sync or ddp.world == 1 else wrapped.no_sync()):
-                    with autocast(device, cfg.precision):
-                        logits = wrapped(codes)
-                    loss, parts = objective(logits, codes, mask)
-                    if not math.isfinite(parts["loss"]):
-                        raise PianogenError(f"loss became {parts['loss']} at step {step} (epoch {epoch}); "
-                                            f"the last good checkpoint is kept under {ckpt_root}")
-                    (loss / cfg.grad_accum).backward()
-                micro_done += 1
-                window_tokens += tokens_per_micro
-                for key, value in parts.items():
-                    sums[key] += value / cfg.grad_accum
-                if not sync:
-                    continue
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-                step += 1
-                window_steps += 1
-                if step % cfg.log_every == 0 or step == total_steps:
-                    elapsed = time.perf_counter() - window_start
-                    record = {"epoch": epoch, "step": step, "split": "train",
-                              **{k: v / window_steps for k, v in sums.items()},
-                              "lr": scheduler.get_last_lr()[0], "tokens_per_s": window_tokens / elapsed}
-                    if ddp.main:
-                        append_metrics(metrics_path, record)
-                    bar.update(step, record)
-                    window_start, window_tokens, window_steps = time.perf_counter(), 0, 0
-                    sums.clear()
-                else:
-                    bar.update(step, None)
-                if cfg.save_every and step % cfg.save_every == 0:
-                    save("last")
-                if on_step is not None:
-                    on_step(step)
-                if step >= total_steps:
-                    break
-            # Epoch end (or max_steps): validate, checkpoint, plot.
-            val = evaluate_split(wrapped, loaders["validation"], objective, device, cfg.precision, ddp,
-                                 cfg.val_batches)
-            epoch, micro_done = epoch + 1, 0
-            if ddp.main:
-                append_metrics(metrics_path, {"epoch": epoch - 1, "step": step, "split": "validation", **val})
-                bar.log(f"epoch {epoch}: validation loss {val['loss']:.4f}")
-            if val["loss"] < best_val:
-                best_val = val["loss"]
-                save("best")
-            save("last")
-            if ddp.main:
-                plot_losses(metrics_path, run_dir / "loss.png")
-    ddp.barrier()
-    if ddp.world > 1:
-        dist.destroy_process_group()
-    return run_dir
+    def finished(self) -> bool:
+        return self.state.step >= self.total_steps or self.state.epoch >= self.cfg.epochs
+
+    def run_epoch(self) -> None:
+        state, cfg = self.state, self.cfg
+        self.samplers["train"].set_epoch(state.epoch, skip=state.micro_done)
+        self.wrapped.train()
+        # tokens/s is timed from here (validation and resumes restart the clock); the window's sums span epochs
+        clock, tokens = time.perf_counter(), 0
+        for batch in self.loaders["train"]:
+            state.accumulate(self._micro_step(batch), cfg.grad_accum)
+            state.micro_done += 1
+            tokens += cfg.batch_size * self.recipe.codec.levels * self.recipe.data.window
+            if state.micro_done % cfg.grad_accum:
+                continue
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            state.step += 1
+            state.window_steps += 1
+            if state.step % cfg.log_every == 0 or state.step == self.total_steps:
+                record = {"epoch": state.epoch, "step": state.step, "split": "train", **state.close_window(),
+                          "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": tokens / (time.perf_counter() - clock)}
+                self.metrics.append(record)
+                self.bar.update(state.step, f"loss {record['loss']:.3f}  lr {record['lr']:.2e}  "
+                                            f"{record['tokens_per_s']:,.0f} tok/s")
+                clock, tokens = time.perf_counter(), 0
+            else:
+                self.bar.update(state.step)
+            if cfg.save_every and state.step % cfg.save_every == 0:
+                self.save("last")
+            if self.on_step is not None:
+                self.on_step(state.step)
+            if state.step >= self.total_steps:
+                break
+
+    def _micro_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Forward and backward of one micro-batch; DDP syncs gradients only on a step's last one."""
+        codes = batch["codes"].to(self.device, non_blocking=True)
+        mask = batch["mask"].to(self.device, non_blocking=True)
+        sync = (self.state.micro_done + 1) % self.cfg.grad_accum == 0
+        with (contextlib.nullcontext() if sync or self.ddp.world == 1 else self.wrapped.no_sync()):
+            with autocast(self.device, self.cfg.precision):
+                logits = self.wrapped(codes)
+            loss, parts = self.objective(logits, codes, mask)
+            if not math.isfinite(parts["loss"]):
+                raise PianogenError(f"loss became {parts['loss']} at step {self.state.step} (epoch "
+                                    f"{self.state.epoch}); the last good checkpoint is kept under {self.ckpt_root}")
+            (loss / self.cfg.grad_accum).backward()
+        return parts
+
+    def end_epoch(self) -> None:
+        """Epoch end (or max_steps): validate, checkpoint, plot."""
+        state = self.state
+        val = evaluate_split(self.wrapped, self.loaders["validation"], self.objective, self.device,
+                             self.cfg.precision, self.ddp, self.cfg.val_batches)
+        state.epoch, state.micro_done = state.epoch + 1, 0
+        self.metrics.append({"epoch": state.epoch - 1, "step": state.step, "split": "validation", **val})
+        self.bar.log(f"epoch {state.epoch}: validation loss {val['loss']:.4f}")
+        if val["loss"] < state.best_val:
+            state.best_val = val["loss"]
+            self.save("best")
+        self.save("last")
+        self.metrics.plot()
+
+    def close(self) -> Path:
+        self.ddp.barrier()
+        if self.ddp.world > 1:
+            dist.destroy_process_group()
+        return self.run_dir
 
 
 @torch.no_grad()
@@ -344,38 +352,3 @@ def evaluate_split(model: torch.nn.Module, loader: DataLoader, objective: Object
     if summed[-1] == 0:
         raise PianogenError("the validation split has no windows: use more data or a shorter data.window")
     return {n: float(v / summed[-1]) for n, v in zip(names, summed[:-1])}
-
-
-class _Progress:
-    """A rich bar with loss, lr, tokens/s and ETA; silent off rank 0."""
-
-    def __init__(self, enabled: bool, total: int, done: int) -> None:
-        self.enabled = enabled
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[info]}"), TimeRemainingColumn())
-            self.task = self.progress.add_task("train", total=total, completed=done, info="")
-
-    def __enter__(self) -> "_Progress":
-        if self.enabled:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.progress.stop()
-
-    def update(self, step: int, record: dict[str, Any] | None) -> None:
-        if not self.enabled:
-            return
-        info = {}
-        if record is not None:
-            info["info"] = (f"loss {record['loss']:.3f}  lr {record['lr']:.2e}  "
-                            f"{record['tokens_per_s']:,.0f} tok/s")
-        self.progress.update(self.task, completed=step, **info)
-
-    def log(self, text: str) -> None:
-        if self.enabled:
-            self.progress.console.log(text)

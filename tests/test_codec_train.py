@@ -195,3 +195,21 @@ def test_loss_weights_from_the_recipe_make_the_logged_loss(recipe_file, isolated
     expected = weights["wav"] * row["wav_l1"] + sum(weights[k] * row[k] for k in ("mel", "stft", "commit"))
     assert row["loss"] == pytest.approx(expected, rel=1e-5)
     assert abs(row["loss"] - (row["wav_l1"] + row["mel"] + row["stft"] + row["commit"])) > 1e-2  # not unit weights
+
+
+def test_a_trainer_state_of_the_0_1_layout_resumes_exactly(recipe_file, isolated_home):
+    """pianogen 0.1 kept the random generators under keys of their own (torch_rng, python_rng, numpy_rng)."""
+    straight = train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=20",
+                                                                   "codec_train.out=$PIANOGEN_HOME/a.safetensors"]),
+                           progress=False)
+    broken = ["codec_train.out=$PIANOGEN_HOME/b.safetensors"]
+    killed = train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=10", *broken]), progress=False)
+    state = torch.load(trainer_state_path(killed), weights_only=True)
+    rng = state["rng"]
+    torch.save({"step": state["step"], "opt": state["opt"], "seed": state["seed"], "torch_rng": rng["torch"],
+                "python_rng": rng["python"], "numpy_rng": rng["numpy"], "pool": state["pool"]},
+               trainer_state_path(killed))
+    resumed = train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=20", *broken]), resume=True,
+                          progress=False)
+    a, b = load_file(straight), load_file(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "resumed run differs"

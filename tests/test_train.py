@@ -196,3 +196,61 @@ def test_ddp_on_cpu_uses_gloo_even_where_cuda_exists():
     backends = mp.Manager().dict()
     mp.spawn(_backend_of_a_cpu_run, args=(29533, backends), nprocs=2, join=True)
     assert dict(backends) == {0: "gloo", 1: "gloo"}
+
+
+class ValidationSeen(Loss):
+    """NLL that keeps the validation windows its ``prepare`` was handed (None when it got none)."""
+
+    seen: list[torch.Tensor] | None = None
+
+    def prepare(self, ctx):
+        ValidationSeen.seen = None if ctx.validation_codes is None else list(ctx.validation_codes())
+
+    def forward(self, logits, targets, mask=None):
+        return torch.nn.functional.cross_entropy(logits.flatten(0, 2), targets.flatten()), {}
+
+
+class ValidationSeenPlugin:
+    @staticmethod
+    @pianogen.hookimpl
+    def register_losses(register):
+        register("validation_seen", ValidationSeen)
+
+
+def test_losses_are_prepared_with_the_validation_windows(tmp_path, tiny_codec_path, tiny_corpus, fresh_registry):
+    """What the mel loss measures its linear stand-in on: the validation split's windows, not training ones."""
+    from pianogen import pipeline
+    from pianogen.data.windows import WindowDataset
+
+    registry.register_module(ValidationSeenPlugin, "validation-seen")
+    recipe = pianogen.load_recipe(tiny_recipe(tmp_path, tiny_codec_path, tiny_corpus,
+                                              loss=[{"name": "validation_seen"}],
+                                              train={"epochs": 1, "max_steps": 1}))
+    train(recipe, progress=False)
+    cache = pipeline.build_token_cache(recipe, pipeline.build_codec(recipe), progress=False)
+    split = lambda name: WindowDataset(cache, name, 4, recipe.data.window, overlap=0.0)  # noqa: E731
+    validation, training = split("validation"), split("train")
+    assert ValidationSeen.seen is not None, "the trainer passed no validation_codes"
+    seen = torch.cat(ValidationSeen.seen)
+    assert torch.equal(seen, torch.stack([validation[i]["codes"] for i in range(len(validation))]))
+    assert not any(torch.equal(seen[0], training[i]["codes"]) for i in range(len(training)))
+
+
+def test_a_checkpoint_of_the_0_1_layout_resumes_exactly(tmp_path, tiny_codec_path, tiny_corpus):
+    """Checkpoints of pianogen 0.1 kept the loop counters in meta.json only and the RNG as torch's state."""
+    settings = {"train": {"save_every": 3, "log_every": 2}, "model": {"dropout": 0.1}}
+    straight = train(pianogen.load_recipe(tiny_recipe(tmp_path / "a", tiny_codec_path, tiny_corpus, **settings)),
+                     progress=False)
+    recipe = pianogen.load_recipe(tiny_recipe(tmp_path / "b", tiny_codec_path, tiny_corpus, **settings))
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, progress=False, on_step=kill_at(8))
+    state_file = recipe.run_dir() / "checkpoints/last/trainer_state.pt"
+    state = torch.load(state_file, weights_only=True)
+    torch.save({"optimizer": state["optimizer"], "scheduler": state["scheduler"],
+                "rng": {"torch": state["rng"]["torch"]}, "log_window": state["log_window"]}, state_file)
+    resumed = train(recipe, resume=True, progress=False)
+    a = load_file(straight / "checkpoints/last/model.safetensors")
+    b = load_file(resumed / "checkpoints/last/model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert records(resumed, "train") != [] and \
+        [r["loss"] for r in records(resumed, "train")] == [r["loss"] for r in records(straight, "train")]

@@ -21,6 +21,7 @@ import numpy as np
 
 from pianogen.data.audio import save_audio
 from pianogen.errors import PianogenError
+from pianogen.progress import progress_bar
 
 SAMPLE_RATE = 44100
 CSV_NAME = "maestro-v3.0.0.csv"
@@ -292,13 +293,9 @@ def remove_stale_temp_dirs(out_dir: Path) -> None:
 
 
 def _render_corpus(tmp: Path, pieces: list[tuple[float, str]], seed: int, progress: bool) -> None:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
     rows, audio_s, started = [], 0.0, time.perf_counter()
-    columns = [TextColumn("synthesising piano"), BarColumn(), TextColumn("{task.completed}/{task.total} pieces"),
-               TextColumn("{task.fields[rt]}"), TimeRemainingColumn()]
-    with Progress(*columns, disable=not progress, transient=True) as bar:
-        task = bar.add_task("synth", total=len(pieces), rt="")
+    with progress_bar(progress, info=True, transient=True) as bar:
+        task = bar.add_task("synthesising piano", total=len(pieces), info="")
         for i, (seconds, split) in enumerate(pieces):
             rng = np.random.default_rng([seed, i + 1])
             score = compose(rng, seconds)
@@ -310,7 +307,7 @@ def _render_corpus(tmp: Path, pieces: list[tuple[float, str]], seed: int, progre
             rows.append(["PianoGen Synth", f"{score.title} (No. {i + 1})", split, YEAR, f"{stem}.midi",
                          f"{stem}.wav", f"{duration:.6f}"])
             audio_s += duration
-            bar.update(task, advance=1, rt=f"{audio_s / (time.perf_counter() - started):.0f}x real time")
+            bar.update(task, advance=1, info=f"{audio_s / (time.perf_counter() - started):.0f}x real time")
     with open(tmp / CSV_NAME, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(CSV_COLUMNS)

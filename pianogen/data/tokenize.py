@@ -31,6 +31,7 @@ from pianogen.data.sources import open_source, source_config
 from pianogen.errors import PianogenError
 from pianogen.interfaces import Codec, Piece
 from pianogen.paths import atomic_write_bytes, expand, home
+from pianogen.progress import progress_bar
 from pianogen.recipe import DataConfig
 
 MANIFEST = "manifest.json"
@@ -138,8 +139,6 @@ def cached_codes(path: Path, levels: int) -> np.ndarray | None:
 def tokenize(data: DataConfig, codec: Codec, codec_name: str, progress: bool = True,
              batch_size: int = 8) -> TokenCache:
     """Encode every piece of the recipe's source that is not cached yet; return the cache."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     if codec.codebook_size > 2**16:
         raise PianogenError(f"codebook size {codec.codebook_size} does not fit the cache's uint16 codes")
     if data.chunk_seconds <= 0 or data.chunk_overlap_seconds < 0:
@@ -152,10 +151,8 @@ def tokenize(data: DataConfig, codec: Codec, codec_name: str, progress: bool = T
     total_s = sum(seconds_of.values())
     done_s = encoded_s = 0.0
     started = time.perf_counter()
-    columns = [TextColumn("tokenizing"), BarColumn(), TextColumn("{task.fields[hours]}"),
-               TextColumn("{task.fields[rt]}"), TimeElapsedColumn()]
-    with Progress(*columns, disable=not progress, transient=True) as bar:
-        task = bar.add_task("tokenize", total=total_s or len(pieces), hours="", rt="")
+    with progress_bar(progress, units="none", info=True, elapsed=True, transient=True) as bar:
+        task = bar.add_task("tokenizing", total=total_s or len(pieces), info="")
         codec.eval()
         for piece in pieces:
             path = out / _piece_file(piece)
@@ -180,7 +177,7 @@ def tokenize(data: DataConfig, codec: Codec, codec_name: str, progress: bool = T
             done_s += seconds
             rt = encoded_s / max(time.perf_counter() - started, 1e-9)
             bar.update(task, advance=seconds if total_s else 1,
-                       hours=f"{done_s / 3600:.2f}/{total_s / 3600:.2f} h", rt=f"{rt:.1f}x real time")
+                       info=f"{done_s / 3600:.2f}/{total_s / 3600:.2f} h {rt:.1f}x real time")
     if not entries:
         raise PianogenError(f"no readable audio in data source '{data.source}'")
     identity = codec.identity()

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 from pianogen.errors import PianogenError
+from pianogen.progress import progress_bar
 
 TIMEOUT = (15.0, 60.0)  # seconds to connect, and to wait for the next bytes
 CHUNK = 1 << 20
@@ -48,14 +49,6 @@ def make_dirs(path: Path) -> None:
         raise write_error(path, err) from None
 
 
-def byte_progress(enabled: bool):
-    """A rich bar in bytes with speed and ETA."""
-    from rich import progress as rp
-
-    return rp.Progress(rp.TextColumn("{task.description}"), rp.BarColumn(), rp.DownloadColumn(),
-                       rp.TransferSpeedColumn(), rp.TimeRemainingColumn(), disable=not enabled)
-
-
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -82,7 +75,7 @@ def download(url: str, dest: Path, sha256_prefix: str = "", hint: str = "", prog
                 if response.status_code != 206:
                     have = 0  # the server ignored the range: start over
                 total = have + int(response.headers.get("Content-Length") or 0)
-                with byte_progress(progress) as bar, open(part, "ab" if have else "wb") as out:
+                with progress_bar(progress, units="bytes") as bar, open(part, "ab" if have else "wb") as out:
                     task = bar.add_task(dest.name, total=total or None, completed=have)
                     for block in response.iter_content(CHUNK):
                         out.write(block)

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pianogen.errors import PianogenError
-from pianogen.fetch.http import CHUNK, NetworkError, byte_progress, local_path, make_dirs, write_error
-from pianogen.paths import atomic_write_bytes, home
+from pianogen.fetch.http import CHUNK, NetworkError, local_path, make_dirs, write_error
+from pianogen.paths import atomic_path, atomic_write_bytes, home
+from pianogen.progress import progress_bar
 
 URLS = {"3.0.0": "https://storage.googleapis.com/magentadata/datasets/maestro/v3.0.0/maestro-v3.0.0.zip"}
 URL_ENV = "PIANOGEN_MAESTRO_URL"
@@ -80,7 +81,7 @@ def get_maestro(root: Path | None = None, years: Iterable[int] = DEFAULT_YEARS, 
             return plan
         _check_space(root, plan.disk_bytes + max((i.compress_size for i, _ in plan.todo), default=0))
         _fetcher(archive).persist = True
-        with byte_progress(progress) as bar:
+        with progress_bar(progress, units="bytes") as bar:
             task = bar.add_task(f"MAESTRO {', '.join(map(str, plan.years))}", total=plan.disk_bytes)
             note = bar.console.log if progress else log
             for info, target in plan.todo:
@@ -175,22 +176,20 @@ def _extract(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, url:
     make_dirs(target.parent)
     for stale in target.parent.glob(f".{target.name}.tmp*"):  # left by a killed run
         stale.unlink(missing_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
     for attempt in (1, 2):
         written = 0
         try:
-            with archive.open(info) as src, open(tmp, "wb") as out:
-                for block in iter(lambda: src.read(CHUNK), b""):  # zipfile raises on a bad CRC at the end
-                    out.write(block)
-                    written += len(block)
-                    advance(len(block))
-            if written != info.file_size:
-                raise zipfile.BadZipFile(f"{written} bytes instead of {info.file_size}")
-            os.replace(tmp, target)
+            with atomic_path(target) as tmp:
+                with archive.open(info) as src, open(tmp, "wb") as out:
+                    for block in iter(lambda: src.read(CHUNK), b""):  # zipfile raises on a bad CRC at the end
+                        out.write(block)
+                        written += len(block)
+                        advance(len(block))
+                if written != info.file_size:
+                    raise zipfile.BadZipFile(f"{written} bytes instead of {info.file_size}")
             _fetcher(archive).discard(info)
             return
         except BaseException as err:
-            tmp.unlink(missing_ok=True)
             advance(-written)  # a retry or a rerun decompresses this member from its start
             if isinstance(err, (zipfile.BadZipFile, zlib.error, EOFError)):
                 _fetcher(archive).discard(info)  # the raw bytes kept for resuming are the bad ones

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pianogen.errors import PianogenError
 from pianogen.fetch.http import download, local_path, make_dirs, sha256_of, write_error
-from pianogen.paths import home
+from pianogen.paths import atomic_path, home
 
 SOUNDSTREAM_REPO = "haydenshively/SoundStream"  # soundstream 0.0.1: from_pretrained(repo_id=..., filename=...)
 SOUNDSTREAM_FILE = "soundstream_variant_naturalspeech2.pt"
@@ -73,12 +73,10 @@ def get_encodec(source: str | None = None, out: Path | None = None, progress: bo
         raise PianogenError(f"{path}: sha256 {found[:12]}... does not start with {prefix[1]} as its name promises")
     if path.resolve() != out.resolve():
         make_dirs(out.parent)
-        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
         try:
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, out)
+            with atomic_path(out) as tmp:
+                shutil.copyfile(path, tmp)
         except OSError as err:
-            tmp.unlink(missing_ok=True)
             raise write_error(out, err) from None
     return out
 

@@ -29,6 +29,7 @@ import torchaudio
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from pianogen import atomic_path
 from pianogen.errors import PianogenError
 from pianogen.interfaces import Codec, Loss, LossContext
 
@@ -179,12 +180,10 @@ class MelLoss(Loss):
                 else windows  # the training windows after the fitted ones
             self.validation_error = self.linear.error(codec, self.codebooks,
                                                       [b for _, b in zip(range(c.fit_batches), held_out)])
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            save_file({"weight": self.linear.weight.cpu(), "bias": self.linear.bias.cpu()}, str(tmp),
-                      metadata={"levels": str(K), "relative_error": repr(self.fit_error),
-                                "validation_error": repr(self.validation_error)})
-            tmp.replace(path)
+            with atomic_path(path) as tmp:
+                save_file({"weight": self.linear.weight.cpu(), "bias": self.linear.bias.cpu()}, str(tmp),
+                          metadata={"levels": str(K), "relative_error": repr(self.fit_error),
+                                    "validation_error": repr(self.validation_error)})
         else:
             self.fit_error, self.validation_error = loaded
         print(f"mel loss: linear stand-in for the decoder, relative RMS error {self.fit_error:.3f} on its fit "
