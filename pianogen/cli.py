@@ -114,9 +114,12 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool, fetch: bool) ->
     """Train a token model (tokenizes the corpus first when needed)."""
     from pianogen import load_recipe
     from pianogen.fetch.needs import ensure
+    from pianogen.resume import follow_moved_run
     from pianogen.train import train as run_training
 
     loaded = load_recipe(recipe, overrides)
+    if resume:
+        loaded = follow_moved_run(loaded, overrides)
     ensure(loaded, fetch=fetch)  # one line with the exact fetch command when data or weights are missing
     run_dir = run_training(loaded, resume=resume)
     click.echo(str(run_dir))

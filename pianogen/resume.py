@@ -20,6 +20,23 @@ RESUMABLE_CHANGES = ("run.dir", "run.device", "data.num_workers", "data.strict",
 LENGTH_KEYS = ("train.epochs", "train.max_steps")
 
 
+def follow_moved_run(recipe: Recipe, overrides: tuple[str, ...] | list[str] = ()) -> Recipe:
+    """A run's own recipe.toml, read from a run folder that was moved or copied, resumes where it now is.
+
+    The saved run.dir is absolute (so a run can be found from anywhere); read from another place it
+    would send the resumed training back to the old folder, or to nothing. An explicit ``run.dir=``
+    wins. Says so in one line on stderr when it changes anything."""
+    import sys
+
+    here = recipe.path.resolve().parent
+    if recipe.path.name != "recipe.toml" or not (here / "checkpoints").is_dir() \
+            or any(str(o).startswith("run.dir=") for o in overrides) or recipe.run_dir().resolve() == here:
+        return recipe
+    print(f"note: {recipe.path} records run.dir {recipe.run.dir}; resuming the run where the file is: {here}",
+          file=sys.stderr)
+    return dataclasses.replace(recipe, run=dataclasses.replace(recipe.run, dir=str(here)))
+
+
 def flat_settings(recipe: Recipe) -> dict[str, Any]:
     """Every setting of a recipe as ``table.key`` -> value, defaults included (so an explicit default
     and an omitted key compare equal)."""

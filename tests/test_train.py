@@ -254,3 +254,27 @@ def test_a_checkpoint_of_the_0_1_layout_resumes_exactly(tmp_path, tiny_codec_pat
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert records(resumed, "train") != [] and \
         [r["loss"] for r in records(resumed, "train")] == [r["loss"] for r in records(straight, "train")]
+
+
+def test_a_moved_run_resumes_where_it_now_is(tmp_path, tiny_codec_path, tiny_corpus):
+    """The saved recipe.toml records the old absolute run.dir; `train MOVED/recipe.toml --resume` resumes
+    in MOVED and finishes exactly as an unbroken run, and writes nothing at the old place."""
+    from click.testing import CliRunner
+
+    from pianogen.cli import cli
+
+    settings = {"train": {"save_every": 3, "log_every": 1}}
+    straight = train(pianogen.load_recipe(tiny_recipe(tmp_path / "a", tiny_codec_path, tiny_corpus, **settings)),
+                     progress=False)
+    recipe = pianogen.load_recipe(tiny_recipe(tmp_path / "b", tiny_codec_path, tiny_corpus, **settings))
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, progress=False, on_step=kill_at(8))
+    old = recipe.run_dir().resolve()
+    moved = tmp_path / "moved"
+    old.rename(moved)
+    result = CliRunner().invoke(cli, ["train", str(moved / "recipe.toml"), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "resuming the run where the file is" in result.output and not old.exists()
+    a = load_file(straight / "checkpoints/last/model.safetensors")
+    b = load_file(moved / "checkpoints/last/model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
