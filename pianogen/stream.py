@@ -93,7 +93,6 @@ def stream_audio(model: nn.Module, codec: nn.Module, prompt_codes: torch.Tensor,
         finally:
             ready.put(None)
 
-    worker = threading.Thread(target=work, name="pianogen-sampling", daemon=True)
     def decode(codes: torch.Tensor, first: int) -> torch.Tensor:
         """Audio of frames first.. of ``codes``, decoded from ``context`` frames before, on one thread."""
         begin = 0 if context is None else max(0, first - context)
@@ -104,13 +103,14 @@ def stream_audio(model: nn.Module, codec: nn.Module, prompt_codes: torch.Tensor,
         finally:
             torch.set_num_threads(threads)
 
+    worker = threading.Thread(target=work, name="pianogen-sampling", daemon=True)
     worker.start()
-    if postfilter is not None:  # the prompt's end, decoded exactly, sets the filter's state
-        lead = min(T0, math.ceil(postfilter.settle_samples / codec.hop_length))
-        postfilter(decode(prompt_codes, T0 - lead))
     frames = [prompt_codes]  # prompt, then the continuation's frames [B, K, n] in order
     done = emitted = 0  # continuation frames complete / already decoded
     try:
+        if postfilter is not None:  # the prompt's end, decoded exactly while the prefill runs, sets its state
+            lead = min(T0, math.ceil(postfilter.settle_samples / codec.hop_length))
+            postfilter(decode(prompt_codes, T0 - lead))
         while True:
             item = ready.get()
             if item is not None:
