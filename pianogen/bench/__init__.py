@@ -69,6 +69,7 @@ def run_bench(device: str = "auto", frames: int = 1000, prompt_frames: int = 250
         details["train_demo"] = training_speed(demo_model, demo.train.batch_size, demo.data.window, train_steps,
                                                torch_device)
     with console.status("generation speed"):
+        novel = in_precision(novel, "fp32")  # as `pianogen generate` decodes: the fp32 layout for one-row products
         details["generate_novel"] = [generation_speed(novel, prompt_frames, frames, b, reference_codec.frame_rate,
                                                       torch_device) for b in batches]
         if torch_device.type == "cuda":  # CUDA graphs; on CPU compiled decoding is slower (full-buffer attention)
