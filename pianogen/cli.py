@@ -155,7 +155,8 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool, fetch: bool) ->
 @click.option("--compile", "compile_decode", is_flag=True,
               help="torch.compile the one-frame decode (CUDA graphs on CUDA; on CPU it is slower).")
 @click.option("--stream", is_flag=True,
-              help="Write the continuation WAVs chunk by chunk while sampling (no post-filters).")
+              help="Write the continuation WAVs chunk by chunk while sampling (post-filtered as it streams when the "
+                   "filters are causal), then the same files as one-shot generation.")
 @click.option("--device", default="auto", show_default=True)
 def generate(run_dir: Path, prompt: str | None, window_start: float | None, window_end: float | None,
              extend: Path | None, seconds: float | None, out: Path | None, prompt_seconds: float | None,

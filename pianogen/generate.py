@@ -216,36 +216,20 @@ def refuse_overwriting_inputs(out: Path, num: int, inputs: list[Path]) -> None:
                                 f"choose another --out")
 
 
-def generate(run_dir: str | Path, request: GenerationRequest, device: str = "auto", progress: bool = True,
-             listener: Listener | None = None) -> dict[str, Any]:
-    """Write the takes, continuations, re-syntheses, codes, Mel PNGs and generation.json; return the JSON."""
-    check_request(request)
-    tell = listener or (lambda stage, done, total: None)
-    torch_device = pick_device(device)
-    recipe, codec, model, meta = pipeline.load_run(run_dir, request.checkpoint, torch_device)
-    model = in_precision(model, request.precision)
-    levels = recipe.codec.levels
-    filter_specs = request.postfilters if request.postfilters is not None else [
+def postfilters_for(recipe: Any, request: GenerationRequest) -> tuple[list[dict[str, Any]], list[Any]]:
+    """The request's post-filters (the recipe's when it names none): their specs and the filters."""
+    specs = request.postfilters if request.postfilters is not None else [
         {"name": spec.name, **spec.options} for spec in recipe.postfilter]
-    filters = [pianogen.get_postfilter(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
-               for spec in filter_specs]
-    out = Path(request.out)
+    return specs, [pianogen.get_postfilter(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
+                   for spec in specs]
 
-    start = _clock(torch_device)
-    tell("encode", 0, 1)
-    prompt_path, source = open_source(recipe, request, codec, torch_device)
-    prompt_codes = source.prompt_codes.expand(request.num, -1, -1).contiguous()
-    n_frames = max(1, round(request.seconds * codec.frame_rate))
-    encoded = _clock(torch_device)
-    new_codes = continue_codes(model, prompt_codes, n_frames, request, progress,
-                               on_frame=lambda done: tell("sample", done, n_frames))
-    sampled = _clock(torch_device)
-    tell("decode", 0, 1)
-    audio = decode_codes(codec, torch.cat([prompt_codes, new_codes], dim=-1), filters)
-    decoded = _clock(torch_device)
 
-    out.mkdir(parents=True, exist_ok=True)
-    boundary = prompt_codes.shape[-1] * codec.hop_length
+def write_takes(out: Path, request: GenerationRequest, source: Source, prompt_path: Path, codec: Any, levels: int,
+                prompt_frames: int, new_codes: torch.Tensor, audio: torch.Tensor,
+                tell: Listener) -> tuple[list[str], list[dict[str, Any]]]:
+    """Per continuation i: take_i.wav (spliced onto the original), continuation_i.wav, full_i.wav, the codes and
+    the Mel PNG, from ``audio`` [num, 1, S] (the post-filtered decoding of prompt + continuation)."""
+    boundary = prompt_frames * codec.hop_length
     files, takes = [], []
     for i in range(request.num):
         tell("write", i, request.num)
@@ -267,6 +251,37 @@ def generate(run_dir: str | Path, request: GenerationRequest, device: str = "aut
         takes.append({**names, "seconds": joined.take.seconds, "prompt_lufs": joined.prompt_lufs,
                       "continuation_lufs": joined.continuation_lufs, "gain_db": joined.gain_db,
                       "crossfade_s": joined.crossfade_s})
+    return files, takes
+
+
+def generate(run_dir: str | Path, request: GenerationRequest, device: str = "auto", progress: bool = True,
+             listener: Listener | None = None) -> dict[str, Any]:
+    """Write the takes, continuations, re-syntheses, codes, Mel PNGs and generation.json; return the JSON."""
+    check_request(request)
+    tell = listener or (lambda stage, done, total: None)
+    torch_device = pick_device(device)
+    recipe, codec, model, meta = pipeline.load_run(run_dir, request.checkpoint, torch_device)
+    model = in_precision(model, request.precision)
+    levels = recipe.codec.levels
+    filter_specs, filters = postfilters_for(recipe, request)
+    out = Path(request.out)
+
+    start = _clock(torch_device)
+    tell("encode", 0, 1)
+    prompt_path, source = open_source(recipe, request, codec, torch_device)
+    prompt_codes = source.prompt_codes.expand(request.num, -1, -1).contiguous()
+    n_frames = max(1, round(request.seconds * codec.frame_rate))
+    encoded = _clock(torch_device)
+    new_codes = continue_codes(model, prompt_codes, n_frames, request, progress,
+                               on_frame=lambda done: tell("sample", done, n_frames))
+    sampled = _clock(torch_device)
+    tell("decode", 0, 1)
+    audio = decode_codes(codec, torch.cat([prompt_codes, new_codes], dim=-1), filters)
+    decoded = _clock(torch_device)
+
+    out.mkdir(parents=True, exist_ok=True)
+    files, takes = write_takes(out, request, source, prompt_path, codec, levels, prompt_codes.shape[-1], new_codes,
+                               audio, tell)
     tell("write", request.num, request.num)
     seconds_out = n_frames / codec.frame_rate
     report = {

@@ -136,6 +136,21 @@ class PostFilter(abc.ABC):
     def __call__(self, wav: torch.Tensor, sample_rate: int) -> torch.Tensor:
         """wav FloatTensor[B, 1, S] -> FloatTensor[B, 1, S]."""
 
+    def stream(self, sample_rate: int) -> "StreamingFilter | None":
+        """A causal filter returns a fresh StreamingFilter (zero state) that filters audio chunk by chunk as
+        one call over the whole signal would; None (the default) = not causal, filter finished files only."""
+        return None
+
+
+class StreamingFilter(abc.ABC):
+    """A causal post-filter with state: consecutive chunks [B, 1, n] come out as one call over their whole."""
+
+    settle_samples: int  # input samples after which the zero start state no longer shows (< 1e-6 of it)
+
+    @abc.abstractmethod
+    def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
+        """chunk FloatTensor[B, 1, n] -> the filtered chunk, continuing from the previous one."""
+
 
 @dataclass(frozen=True)
 class Piece:

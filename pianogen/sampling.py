@@ -24,6 +24,16 @@ def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
         raise PianogenError(f"top_p must be in [0, 1] (0 = off), got {top_p}")
 
 
+def draw(weights: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One index per row of ``weights`` [N, V] (>= 0, not all zero), with probability proportional to
+    its weight -> LongTensor[N, 1]: inverse-CDF sampling, one uniform per row (a third of
+    torch.multinomial's time for 4 x 250 weights, which draws one exponential per weight)."""
+    cdf = weights.cumsum(dim=-1)
+    u = torch.rand(weights.shape[0], 1, generator=generator, device=weights.device, dtype=cdf.dtype) * cdf[:, -1:]
+    # the first index whose cumulative weight exceeds u: zero weights are never picked
+    return torch.searchsorted(cdf, u, right=True).clamp_max(weights.shape[-1] - 1)
+
+
 def sample_logits(
     logits: torch.Tensor,
     temperature: float = 1.0,
@@ -46,15 +56,12 @@ def sample_logits(
         sorted_probs, order = probs.sort(dim=-1, descending=True)
         # drop a code once the mass strictly before it already reaches top_p (the first code always stays)
         drop = sorted_probs.cumsum(dim=-1) - sorted_probs > top_p
-        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-        picked = torch.multinomial(sorted_probs, 1, generator=generator)  # multinomial renormalises
-        codes = order.gather(-1, picked)
-    elif top_k > 0:  # the k largest logits first: the softmax then spans k codes, not V
-        top_logits, top_codes = flat.topk(min(top_k, flat.shape[-1]), dim=-1)
-        picked = torch.multinomial(torch.softmax(top_logits / temperature, dim=-1), 1, generator=generator)
-        codes = top_codes.gather(-1, picked)
+        codes = order.gather(-1, draw(sorted_probs.masked_fill(drop, 0.0), generator))
+    elif top_k > 0:  # the k largest logits first, in any order: the softmax then spans k codes, not V
+        top_logits, top_codes = flat.topk(min(top_k, flat.shape[-1]), dim=-1, sorted=False)
+        codes = top_codes.gather(-1, draw(torch.softmax(top_logits / temperature, dim=-1), generator))
     else:
-        codes = torch.multinomial(torch.softmax(flat / temperature, dim=-1), 1, generator=generator)
+        codes = draw(torch.softmax(flat / temperature, dim=-1), generator)
     return codes.view(logits.shape[:-1])
 
 

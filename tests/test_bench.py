@@ -96,7 +96,16 @@ def test_training_and_codec_speed():
     assert speed["encode_realtime_factor"] > 0 and speed["decode_realtime_factor"] > 0
 
 
-def test_bench_cli_json_has_the_design_keys():
+def test_codec_training_speed_runs_the_real_trainer_without_then_with_the_discriminator():
+    from pianogen.bench import codec_training_speed
+
+    result = codec_training_speed("codec_demo", "cpu", batch=1, segment_seconds=0.25, steps=1)
+    assert result["size"]["channels"] == pianogen.load_recipe("codec_demo").codec.options["channels"]
+    for key in ("steps_per_s", "adversarial_steps_per_s"):
+        assert math.isfinite(result[key]) and result[key] > 0, key
+
+
+def test_bench_cli_json_has_the_headline_keys():
     args = [sys.executable, "-m", "pianogen", "bench", "--json", "--device", "cpu", "--frames", "4",
             "--prompt-frames", "4", "--batch", "1", "--audio-seconds", "1", "--train-steps", "1"]
     done = subprocess.run(args, capture_output=True, text=True, check=False)
@@ -109,7 +118,12 @@ def test_bench_cli_json_has_the_design_keys():
         assert math.isfinite(result[key]) and result[key] > 0, key
     by_precision = result["details"]["decode_vs_plain"]["by_precision"]
     assert set(by_precision) == {"fp32", "bf16", "int8"} and all(r["ratio"] > 0 for r in by_precision.values())
-    assert len(summary_rows(result)) == 8 + 3 + 1  # a row per precision (ours vs plain), one codec vs the package
+    # a row per precision (ours vs plain), one codec vs the package, one codec training
+    assert len(summary_rows(result)) == 8 + 3 + 1 + 1
+    codec_train = result["details"]["train_codec_reference"]
+    assert codec_train["size"] == {"channels": 58, "dim": 256, "strides": [2, 4, 5, 5], "n_levels": 16,
+                                   "codebook_size": 1024}  # the reference size, from recipes/codec.toml
+    assert codec_train["steps_per_s"] > 0 and codec_train["adversarial_steps_per_s"] > 0
     # real time is measured against the reference codec's own frame rate, not a constant
     rate = pianogen.get_codec("soundstream").frame_rate
     assert result["details"]["generate_novel"][0]["frame_rate"] == rate

@@ -54,3 +54,19 @@ def test_bad_config():
     for config in (dict(cutoff=0.0), dict(cutoff=1.2), dict(order=3)):
         with pytest.raises(PianogenError):
             pianogen.get_postfilter("lowpass", **config)
+
+
+@pytest.mark.parametrize("order", [2, 4])
+def test_causal_lowpass_streams_chunk_by_chunk_as_one_call_and_zero_phase_does_not(order):
+    from pianogen_filters.lowpass import Lowpass, LowpassConfig
+
+    wav = torch.randn(2, 1, 3000, generator=torch.Generator().manual_seed(0)) * 0.3
+    whole = Lowpass(LowpassConfig(cutoff=0.05, order=order))
+    stream = whole.stream(16000)
+    sizes, start, chunks = [1, 1, 5, 700, 2, 1200], 0, []
+    for size in [*sizes, wav.shape[-1] - sum(sizes)]:
+        chunks.append(stream(wav[..., start:start + size]))
+        start += size
+    torch.testing.assert_close(torch.cat(chunks, dim=-1), whole(wav, 16000), atol=1e-6, rtol=0)
+    assert 10 < stream.settle_samples < 3000  # poles well inside the unit circle at 400 Hz
+    assert Lowpass(LowpassConfig(zero_phase=True)).stream(16000) is None

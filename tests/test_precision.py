@@ -77,3 +77,43 @@ def test_int8_generation_writes_audio(trained_run, tmp_path):
     report = generate(trained_run, request, progress=False)
     cont, _ = sf.read(tmp_path / "g/continuation_0.wav")
     assert report["settings"]["precision"] == "int8" and np.isfinite(cont).all() and np.abs(cont).max() > 0
+
+
+def tiny_multi_output() -> nn.Module:
+    torch.manual_seed(0)
+    return pianogen.get_token_model("multi_output", n_levels=2, vocab_size=32, block_size=64, d_model=32,
+                                    n_layers=2, n_heads=2, d_ff=64).eval()
+
+
+def linear_weights(model: nn.Module) -> list[torch.Tensor]:
+    return [m.weight for m in model.modules() if type(m) is nn.Linear]
+
+
+def test_fp32_lays_linear_weights_column_major_and_bf16_lays_them_back():
+    model = tiny_multi_output()
+    codes = torch.randint(0, 32, (1, 2, 20))
+    with torch.inference_mode():
+        reference = model(codes)
+        in_precision(model, "fp32")
+        assert all(w.stride() == (1, w.shape[0]) for w in linear_weights(model))  # [out, in], in-major
+        torch.testing.assert_close(model(codes), reference, atol=1e-5, rtol=1e-5)
+        in_precision(model, "bf16")
+    assert all(w.is_contiguous() and w.dtype == torch.bfloat16 for w in linear_weights(model))
+
+
+def test_bf16_decoding_attends_over_an_fp32_cache_where_the_cpu_has_no_bf16_units():
+    """Each cached step's logits equal those of a prefill over the whole context (the same cache path)."""
+    from pianogen_transformers.layers import CPU_HAS_BF16
+
+    model = in_precision(tiny_multi_output(), "bf16")
+    codes = torch.randint(0, 32, (1, 2, 12))
+    with torch.inference_mode():
+        model.trunk.setup_caches(1, 12)
+        assert model.trunk.blocks[0].attn.cache.k.dtype == (torch.bfloat16 if CPU_HAS_BF16 else torch.float32)
+        model.step_logits(codes[:, :, :6], 0)
+        stepped = [model.step_logits(codes[:, :, t:t + 1], t, last_only=True) for t in range(6, 12)]
+        for t, logits in zip(range(6, 12), stepped):
+            model.trunk.setup_caches(1, 12)
+            prefilled = model.step_logits(codes[:, :, :t + 1], 0, last_only=True)
+            torch.testing.assert_close(logits, prefilled, atol=2e-2, rtol=2e-2)
+        model.trunk.clear_caches()

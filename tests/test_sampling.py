@@ -58,3 +58,13 @@ def test_bad_settings_are_user_errors():
     for options in (dict(temperature=-1.0), dict(top_k=-2), dict(top_p=1.5)):
         with pytest.raises(PianogenError):
             make_sampler(**options)
+
+
+def test_draw_never_picks_a_zero_weight_and_follows_the_others():
+    from pianogen.sampling import draw
+
+    weights = torch.tensor([[0.0, 3.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0, 2.0]]).repeat(5000, 1)
+    picks = draw(weights, torch.Generator().manual_seed(1)).view(-1, 2)
+    assert picks[:, 1].eq(4).all()  # a row with one non-zero weight always picks it
+    first = torch.bincount(picks[:, 0], minlength=5).float() / picks.shape[0]
+    assert first[[0, 2, 4]].eq(0).all() and abs(first[1] - 0.75) < 0.02

@@ -104,13 +104,52 @@ def test_generate_stream_cli_writes_the_one_shot_continuation(trained_run, tmp_p
     from pianogen.generate import GenerationRequest, generate
 
     args = [sys.executable, "-m", "pianogen", "generate", str(trained_run), "--prompt", "test:0", "--seconds", "0.5",
-            "--prompt-seconds", "0.4", "--top-k", "20", "--seed", "3", "--stream", "--out", str(tmp_path / "s")]
+            "--prompt-seconds", "0.4", "--top-k", "20", "--seed", "3", "--stream", "--out", str(tmp_path / "s"),
+            "--postfilter", "lowpass:cutoff=0.2"]
     done = subprocess.run(args, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "first audio after" in done.stderr and not list((tmp_path / "s").glob("*.part"))
     generate(trained_run, GenerationRequest(prompt="test:0", seconds=0.5, out=tmp_path / "g", prompt_seconds=0.4,
-                                            top_k=20, seed=3, postfilters=[]), progress=False)
-    streamed, sr = sf.read(tmp_path / "s/continuation_0.wav")
-    one_shot, _ = sf.read(tmp_path / "g/continuation_0.wav")
-    assert sr == 8000 and len(streamed) == len(one_shot) == 100 * 40 and np.abs(one_shot).max() > 0
-    np.testing.assert_allclose(streamed, one_shot, atol=2 / 32768)  # 16-bit PCM: one step of rounding apart
+                                            top_k=20, seed=3, postfilters=[{"name": "lowpass", "cutoff": 0.2}]),
+             progress=False)
+    # the same final files as one-shot generation: the take spliced onto the original, post-filtered audio
+    for name in ("continuation_0.wav", "full_0.wav", "take_0.wav"):
+        streamed, sr = sf.read(tmp_path / "s" / name)
+        one_shot, sr_one_shot = sf.read(tmp_path / "g" / name)
+        assert sr == sr_one_shot and streamed.shape == one_shot.shape and np.abs(one_shot).max() > 0, name
+        np.testing.assert_allclose(streamed, one_shot, atol=2 / 32768, err_msg=name)  # 16-bit PCM rounding
+    assert len(sf.read(tmp_path / "s/continuation_0.wav")[0]) == 100 * 40
+    from safetensors.torch import load_file
+
+    streamed_codes, one_shot_codes = (load_file(tmp_path / d / "codes_0.safetensors") for d in ("s", "g"))
+    assert streamed_codes.keys() == one_shot_codes.keys()
+    assert all(torch.equal(streamed_codes[k], one_shot_codes[k]) for k in streamed_codes)
+    import json
+
+    report = json.loads((tmp_path / "s/generation.json").read_text())
+    assert report["streamed_postfiltered"] and report["postfilters"] == [{"name": "lowpass", "cutoff": 0.2}]
+    assert {"take_0.wav", "mel_0.png"} <= set(report["files"])
+
+
+def test_streamed_chunks_are_post_filtered_as_the_one_shot_file_and_the_first_chunk_is_small():
+    from pianogen_filters.lowpass import Lowpass, LowpassConfig
+
+    codec, model = tiny_codec(), tiny_model("multi_output")
+    with torch.no_grad():
+        for layer in codec.quantizer.layers:
+            layer._codebook.embed.normal_()
+    prompt = torch.randint(0, 16, (2, 2, 2 * decoder_context_frames(codec)))
+    lowpass = Lowpass(LowpassConfig(cutoff=0.1))
+    with torch.inference_mode():
+        codes = model.generate(prompt, 23, make_sampler(1.0, seed=4))
+        full = lowpass(codec.decode(torch.cat([prompt, codes], dim=2)), codec.sample_rate)
+    expected = full[..., prompt.shape[2] * codec.hop_length:]
+    received = []
+    chunks = list(stream_audio(model, codec, prompt, 23, make_sampler(1.0, seed=4), chunk_frames=8,
+                               first_chunk_frames=2, postfilter=lowpass.stream(codec.sample_rate),
+                               on_codes=received.append))
+    assert [c.shape[-1] // codec.hop_length for c in chunks] == [2, 8, 8, 5]
+    assert torch.equal(received[0], codes)
+    torch.testing.assert_close(torch.cat(chunks, dim=-1), expected, atol=1e-4, rtol=0)
+    raw = torch.cat(list(stream_audio(model, codec, prompt, 23, make_sampler(1.0, seed=4), chunk_frames=8)), -1)
+    assert (raw - expected).abs().max() > 1e-3  # the filter really changed the chunks

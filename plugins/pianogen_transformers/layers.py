@@ -52,8 +52,8 @@ class KVCache(nn.Module):
         """
         if isinstance(start, torch.Tensor):
             input_pos = start + torch.arange(k.shape[2], device=k.device)
-            self.k.index_copy_(2, input_pos, k)
-            self.v.index_copy_(2, input_pos, v)
+            self.k.index_copy_(2, input_pos, k.to(self.k.dtype))
+            self.v.index_copy_(2, input_pos, v.to(self.v.dtype))
             return self.k, self.v
         end = start + k.shape[2]
         self.k[:, :, start:end] = k
@@ -88,9 +88,8 @@ class CausalSelfAttention(nn.Module):
             if N > 1 or isinstance(start, torch.Tensor):  # query i sits at start+i and sees keys 0..start+i
                 mask = (torch.arange(k.shape[2], device=x.device)[None, :]
                         <= start + torch.arange(N, device=x.device)[:, None])  # [N, start+N or L]
-            if q.dtype == torch.bfloat16 and x.device.type == "cpu" and not CPU_HAS_BF16:
-                # CPUs without bf16 units run bf16 attention several times slower than fp32 (AVX2: ~6x)
-                y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask).to(q.dtype)
+            if k.dtype != q.dtype:  # a bf16 model's fp32 cache (see Transformer.setup_caches)
+                y = F.scaled_dot_product_attention(q.to(k.dtype), k, v, attn_mask=mask).to(q.dtype)
             else:
                 y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = self.proj(y.transpose(1, 2).contiguous().view(B, N, D))
@@ -149,10 +148,14 @@ class Transformer(nn.Module):
         """Zeroed caches of max_len steps for compiled decoding (static shapes); with ``length``, unzeroed
         caches of that many steps at most, for eager decoding, which reads only what it wrote."""
         weight = self.wpe.weight
+        dtype = weight.dtype
+        if dtype == torch.bfloat16 and weight.device.type == "cpu" and not CPU_HAS_BF16:
+            # CPUs without bf16 units run bf16 attention ~6x slower than fp32 (AVX2): the cache holds the
+            # bf16 keys and values exactly in fp32, so no step converts the whole cache
+            dtype = torch.float32
         for block in self.blocks:
             block.attn.cache = KVCache(batch, self.n_heads, min(length or self.max_len, self.max_len),
-                                       self.d_model // self.n_heads, weight.dtype, weight.device,
-                                       zeroed=length is None)
+                                       self.d_model // self.n_heads, dtype, weight.device, zeroed=length is None)
 
     def clear_caches(self) -> None:
         for block in self.blocks:
