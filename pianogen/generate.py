@@ -254,14 +254,22 @@ def write_takes(out: Path, request: GenerationRequest, source: Source, prompt_pa
     return files, takes
 
 
+def load_generation_run(run_dir: str | Path, request: GenerationRequest, device: torch.device
+                        ) -> tuple[Any, Any, torch.nn.Module, dict[str, Any]]:
+    """(recipe, codec, token model in the request's precision, checkpoint meta) of a trained run."""
+    recipe, codec, model, meta = pipeline.load_run(run_dir, request.checkpoint, device)
+    return recipe, codec, in_precision(model, request.precision), meta
+
+
 def generate(run_dir: str | Path, request: GenerationRequest, device: str = "auto", progress: bool = True,
-             listener: Listener | None = None) -> dict[str, Any]:
-    """Write the takes, continuations, re-syntheses, codes, Mel PNGs and generation.json; return the JSON."""
+             listener: Listener | None = None, loader: Callable[..., tuple] = load_generation_run) -> dict[str, Any]:
+    """Write the takes, continuations, re-syntheses, codes, Mel PNGs and generation.json; return the JSON.
+    ``loader`` (default ``load_generation_run``) is how the run is loaded: ``pianogen serve`` passes one that
+    keeps loaded runs between generations."""
     check_request(request)
     tell = listener or (lambda stage, done, total: None)
     torch_device = pick_device(device)
-    recipe, codec, model, meta = pipeline.load_run(run_dir, request.checkpoint, torch_device)
-    model = in_precision(model, request.precision)
+    recipe, codec, model, meta = loader(run_dir, request, torch_device)
     levels = recipe.codec.levels
     filter_specs, filters = postfilters_for(recipe, request)
     out = Path(request.out)

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from pianogen.errors import PianogenError
-from pianogen.generate import GenerationRequest, check_request, generate, next_free_dir
+from pianogen.generate import GenerationRequest, check_request, generate, load_generation_run, next_free_dir
 from pianogen.takes import prompt_window, read_recording
 
 PAGE = Path(__file__).with_name("web") / "index.html"
@@ -67,6 +68,7 @@ class Job:
     started: float | None = None
     finished: float | None = None
     sampling_since: float | None = None
+    model_reused: bool | None = None  # the run was already loaded by an earlier generation
 
     def listen(self, stage: str, done: int, total: int) -> None:
         if stage == "sample" and self.sampling_since is None:
@@ -85,6 +87,31 @@ class Job:
         return {name for name in (self.upload, *(self.report["files"] if self.report else [])) if name}
 
 
+class LoadedRuns:
+    """Runs kept loaded between the page's generations, so only the first one pays for loading.
+
+    Keyed on everything that changes what is loaded: the run, its checkpoint tag and that checkpoint's
+    modification time (a run trained further while serving is loaded again), the precision (int8 and
+    the fp32 layout change the model in place) and the device. The ``size`` most recent stay."""
+
+    def __init__(self, size: int = 2) -> None:
+        self.size, self.entries, self.last_hit = size, OrderedDict(), False
+
+    def __call__(self, run_dir: Path, request: GenerationRequest, device: Any) -> tuple:
+        from pianogen import checkpoint
+
+        found = checkpoint.find(Path(run_dir) / "checkpoints", request.checkpoint)
+        stamp = (found / checkpoint.MODEL_FILE).stat().st_mtime_ns if found else None
+        key = (str(Path(run_dir).resolve()), request.checkpoint, stamp, request.precision, str(device))
+        self.last_hit = key in self.entries
+        if not self.last_hit:
+            self.entries[key] = load_generation_run(run_dir, request, device)
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+        self.entries.move_to_end(key)
+        return self.entries[key]
+
+
 class Studio:
     """The runs on offer, the jobs and the worker that runs them one at a time."""
 
@@ -92,6 +119,7 @@ class Studio:
         self.runs, self.device = runs, device
         self.jobs: dict[str, Job] = {}
         self.pending: queue.Queue[Job] = queue.Queue()
+        self.loaded = LoadedRuns()
         self.lock = threading.Lock()
         threading.Thread(target=self._work, name="pianogen-generate", daemon=True).start()
 
@@ -184,7 +212,7 @@ class Studio:
                   "total": job.total, "ahead": ahead if job.state == "queued" else 0, "eta_s": job.eta_s(),
                   "error": job.error, "upload": job.upload and base + job.upload, "submitted": job.submitted,
                   "extends": job.request.extend and Path(job.request.extend).name,
-                  "started": job.started, "finished": job.finished}
+                  "started": job.started, "finished": job.finished, "model_reused": job.model_reused}
         if job.report:
             result.update(notes=job.report["notes"], prompt_window_s=job.report["prompt_window_s"],
                           report=base + "generation.json",
@@ -198,7 +226,8 @@ class Studio:
             job.state, job.stage, job.started = "running", "loading the model", time.time()
             try:
                 job.report = generate(self.runs[job.run], job.request, device=self.device, progress=False,
-                                      listener=job.listen)
+                                      listener=job.listen, loader=self.loaded)
+                job.model_reused = self.loaded.last_hit
                 job.state = "done"
             except PianogenError as err:
                 job.state, job.error = "error", str(err)

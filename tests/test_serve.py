@@ -78,6 +78,7 @@ def test_api_queues_one_generation_at_a_time_and_serves_only_its_files(server, t
     assert status == 202 and second["state"] == "queued" and second["ahead"] == 1, second
     first, second = wait_done(server, first["id"]), wait_done(server, second["id"])
     assert first["state"] == second["state"] == "done", (first["error"], second["error"])
+    assert first["model_reused"] is False and second["model_reused"] is True  # loaded once, not per generation
     assert second["started"] >= first["finished"]  # queued: the second began only after the first ended
 
     status, data = get(server + first["takes"][0]["take"])
@@ -102,6 +103,28 @@ def test_api_queues_one_generation_at_a_time_and_serves_only_its_files(server, t
 
     for path in ("/files/{id}/../recipe.toml", "/files/{id}/recipe.toml", "/files/nope/take_0.wav", "/etc/passwd"):
         assert get(server + path.format(id=first["id"]))[0] == 404, path
+
+
+def test_loaded_runs_are_kept_until_what_they_loaded_changes(trained_run):
+    """The same run, checkpoint and precision reuse the loaded model; another precision or a checkpoint
+    written again (a run trained further while serving) loads afresh."""
+    import torch
+
+    from pianogen.generate import GenerationRequest
+    from pianogen.serve import LoadedRuns
+
+    loaded, cpu = LoadedRuns(size=2), torch.device("cpu")
+    fp32 = GenerationRequest(prompt="test:0", seconds=1.0, out=Path("unused"))
+    first = loaded(trained_run, fp32, cpu)
+    assert not loaded.last_hit and loaded(trained_run, fp32, cpu)[2] is first[2] and loaded.last_hit
+    int8 = loaded(trained_run, GenerationRequest(prompt="test:0", seconds=1.0, out=Path("unused"), precision="int8"),
+                  cpu)
+    assert not loaded.last_hit and int8[2] is not first[2]
+    kinds = lambda model: {type(m).__name__ for m in model.modules()}  # noqa: E731
+    assert "Int8Linear" in kinds(int8[2]) and "Int8Linear" not in kinds(first[2])  # the cached fp32 one untouched
+    model_file = trained_run / "checkpoints" / "best" / "model.safetensors"
+    os.utime(model_file, ns=(model_file.stat().st_atime_ns, model_file.stat().st_mtime_ns + 10**9))
+    assert loaded(trained_run, fp32, cpu)[2] is not first[2] and not loaded.last_hit
 
 
 @pytest.mark.parametrize("query, body, message", [
