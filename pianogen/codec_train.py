@@ -191,7 +191,7 @@ class CodecTrainer(Trainer):
         self.sampler = self._segments(saved)
         # drawn with their own generator, so measuring never changes what training sees
         self.health_batch = self.sampler.batch(HEALTH_SEGMENTS, random.Random(recipe.run.seed + 1))
-        if not resuming and callable(getattr(self.codec, "init_codebooks", None)):  # so steps = 0 gives usable codes
+        if not resuming:  # TrainableCodec.init_codebooks: so even steps = 0 gives usable codes
             self.codec.init_codebooks(self.sampler.batch(self.cfg.batch_size // self.ddp.world).to(self.device))
         self.wrapped, self.disc_wrapped = self.codec, self.disc
         if self.ddp.world > 1:

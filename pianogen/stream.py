@@ -170,17 +170,21 @@ def stream_generate(run_dir: str | Path, request: Any, device: str = "auto", chu
 
     import soundfile as sf
 
-    from pianogen import pipeline
     from pianogen.device import pick_device
-    from pianogen.generate import check_request, decode_codes, open_source, postfilters_for, write_takes
-    from pianogen.precision import in_precision
+    from pianogen.generate import (
+        check_request,
+        decode_codes,
+        load_generation_run,
+        open_source,
+        postfilters_for,
+        write_takes,
+    )
     from pianogen.progress import progress_bar
     from pianogen.sampling import make_sampler
 
     check_request(request)
     torch_device = pick_device(device)
-    recipe, codec, model, meta = pipeline.load_run(run_dir, request.checkpoint, torch_device)
-    model = in_precision(model, request.precision)
+    recipe, codec, model, meta = load_generation_run(run_dir, request, torch_device)
     filter_specs, filters = postfilters_for(recipe, request)
     streaming = [f.stream(codec.sample_rate) for f in filters]
     causal = all(f is not None for f in streaming)
