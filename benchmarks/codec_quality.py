@@ -53,14 +53,15 @@ def autoencoder_floor(codec, wavs: list[torch.Tensor], levels=(1, 2, 4, 8)) -> d
     if not (hasattr(codec, "encode_latent") and hasattr(codec, "decode_latent")):
         return None
     err = {k: [] for k in levels if k <= codec.n_levels}
-    mel = []
+    books, mel = codec.codebooks(), []  # [K, V, D]
     for wav in wavs:
         x = wav.reshape(1, 1, -1).float()
-        latent = codec.encode_latent(x)
-        codes = codec.encode(x)  # [1, K, T]
-        for k in err:
-            quantized = codec.quantizer.decode(codes[:, :k].transpose(0, 1))
-            err[k].append(((latent - quantized).pow(2).sum() / latent.pow(2).sum()).item())
+        latent, codes = codec.encode_latent(x), codec.encode(x)  # [1, D, T], [1, K, T]
+        quantized = torch.zeros_like(latent)
+        for k in range(1, max(err) + 1):  # the first k levels' codebook vectors, summed one level at a time
+            quantized += books[k - 1][codes[0, k - 1]].T[None]
+            if k in err:
+                err[k].append(((latent - quantized).pow(2).sum() / latent.pow(2).sum()).item())
         mel.append(mel_l1(x, codec.decode_latent(latent)[..., : x.shape[-1]], codec.sample_rate).item())
     return {"latent_rel_error": {str(k): sum(v) / len(v) for k, v in err.items()},
             "unquantized_mel_l1": sum(mel) / len(mel)}
