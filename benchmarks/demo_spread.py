@@ -8,6 +8,7 @@ by ``pianogen codec train codec_demo run.seed=S`` into its own checkpoint, the d
 runs what ``make demo`` runs (its thread count may change the last digits). Printed and appended to
 RESULTS.md: per seed the codec file's sha256 and its Mel L1 at 1 and 8 levels on the test split, the
 test NLL per level beside the unigram floor, bits/s; then mean and range. Nothing here is timed.
+A codec or run already in ``--home`` (from an earlier call) is reused, and only scored again.
 """
 
 from __future__ import annotations
