@@ -95,6 +95,23 @@ class CausalSelfAttention(nn.Module):
         y = self.proj(y.transpose(1, 2).contiguous().view(B, N, D))
         return self.proj_dropout(y) if self.training else y  # a decoded step skips 13 no-op Dropout calls
 
+    def decode_one(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """One eager decoded step: x [B, D] at position ``start`` -> [B, D]; the cache holds 0..start-1.
+
+        The same arithmetic as forward(x[:, None], start) (bit-identical), in fewer operator calls:
+        no mask, no transposes, no contiguous copy. At batch 1 a step is bound by per-call overhead.
+        """
+        B, D = x.shape
+        H = self.n_heads
+        qkv = self.qkv(x).view(B, 3, H, 1, D // H)  # q, k, v, each [B, H, 1, Dh]
+        k, v = self.cache.update(start, qkv[:, 1], qkv[:, 2])  # [B, H, start+1, Dh]
+        q = qkv[:, 0]
+        if k.dtype != q.dtype:  # a bf16 model's fp32 cache (see Transformer.setup_caches)
+            y = F.scaled_dot_product_attention(q.to(k.dtype), k, v).to(q.dtype)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v)  # [B, H, 1, Dh]
+        return self.proj(y.reshape(B, D))
+
 
 class Block(nn.Module):
     """Pre-norm Transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
@@ -113,6 +130,12 @@ class Block(nn.Module):
         if self.training:
             return x + self.mlp(self.ln_2(x))
         fc, act, out, _ = self.mlp  # no Dropout call in eval
+        return x + out(act(fc(self.ln_2(x))))
+
+    def decode_one(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """One eager decoded step, x [B, D] -> [B, D] (see CausalSelfAttention.decode_one)."""
+        x = x + self.attn.decode_one(self.ln_1(x), start)
+        fc, act, out, _ = self.mlp
         return x + out(act(fc(self.ln_2(x))))
 
 
@@ -134,6 +157,11 @@ class Transformer(nn.Module):
         offset = 0 if start is None else start
         if not isinstance(offset, torch.Tensor) and offset + N > self.max_len:  # tensors: generate_steps bounds them
             raise PianogenError(f"sequence of {offset + N} steps exceeds the model's {self.max_len} positions")
+        if N == 1 and isinstance(start, int) and not self.training:  # one eager decoded step: ~10 % faster
+            x = x[:, 0] + self.wpe.weight[start]  # [B, D]
+            for block in self.blocks:
+                x = block.decode_one(x, start)
+            return self.ln_f(x)[:, None]
         if isinstance(offset, torch.Tensor):
             x = x + self.wpe(offset + torch.arange(N, device=x.device))
         else:  # a slice of the table: no index tensor to build at every decoded step
