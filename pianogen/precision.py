@@ -16,12 +16,32 @@ row-major layout: its CPU kernels run ~10x slower on column-major weights.
 
 from __future__ import annotations
 
+import itertools
+import weakref
+
 import torch
 from torch import nn
 
 from pianogen.errors import PianogenError
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}
+
+
+# fbgemm's packed weights are a TorchScript object, which torch.compile cannot pass to an op: a compiled
+# graph calls pianogen::int8_linear with an integer handle instead, looked up here (dropped with the layer)
+_PACKED: dict[int, torch.ScriptObject] = {}
+_HANDLES = itertools.count()
+
+
+@torch.library.custom_op("pianogen::int8_linear", mutates_args=())
+def int8_linear(x: torch.Tensor, handle: int, out_features: int) -> torch.Tensor:
+    """x [..., in] @ the int8 weights registered under ``handle`` -> [..., out_features] (fp32)."""
+    return torch.ops.quantized.linear_dynamic(x, _PACKED[handle], True)
+
+
+@int8_linear.register_fake
+def _(x: torch.Tensor, handle: int, out_features: int) -> torch.Tensor:
+    return x.new_empty(*x.shape[:-1], out_features)
 
 
 class Int8Linear(nn.Module):
@@ -39,8 +59,20 @@ class Int8Linear(nn.Module):
         qweight = torch.quantize_per_channel(weight, scale, torch.zeros_like(scale, dtype=torch.long), 0, torch.qint8)
         bias = None if linear.bias is None else linear.bias.detach().float().cpu()
         self.packed = torch.ops.quantized.linear_prepack(qweight, bias)
+        self._register()
+
+    def _register(self) -> None:
+        self.handle = next(_HANDLES)
+        _PACKED[self.handle] = self.packed
+        weakref.finalize(self, _PACKED.pop, self.handle, None)
+
+    def __setstate__(self, state: dict) -> None:  # a deep copy packs its own weights: a handle of its own
+        super().__setstate__(state)
+        self._register()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            return int8_linear(x.float(), self.handle, self.out_features)
         return torch.ops.quantized.linear_dynamic(x.float(), self.packed, True)
 
     def dequantized_weight(self) -> torch.Tensor:
