@@ -31,6 +31,9 @@ result = decode_vs_plain(model, args.prompt_frames, args.frames, codec.frame_rat
                          repeats=args.repeats, clock=clock)
 for precision, r in result["by_precision"].items():
     ratios = sorted(a / b for a, b in zip(r["runs"]["ours"], r["runs"]["plain"]))
-    print(f"{precision}: ours {r['frames_per_s']:.1f} vs plain {r['plain_frames_per_s']:.1f} frames/s ({clock_name}, "
+    ours, plain = sorted(r["runs"]["ours"]), sorted(r["runs"]["plain"])
+    # a shared host's load moves frames/s by +-20 % within minutes; the ratio of interleaved pairs does not
+    print(f"{precision}: ours {r['frames_per_s']:.1f} (range {ours[0]:.1f}-{ours[-1]:.1f}) vs plain "
+          f"{r['plain_frames_per_s']:.1f} ({plain[0]:.1f}-{plain[-1]:.1f}) frames/s ({clock_name}, "
           f"{args.threads} thread(s)), ratio median {r['ratio']:.3f} "
           f"(range {ratios[0]:.3f}-{ratios[-1]:.3f}, {args.repeats} pairs)")

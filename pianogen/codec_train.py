@@ -40,6 +40,7 @@ from pianogen.trainloop import (
     TrainState,
     capture_rng,
     join_processes,
+    lr_factor,
     restore_rng,
     save_trainer_state,
 )
@@ -218,6 +219,7 @@ class CodecTrainer(Trainer):
         if not isinstance(self.codec, TrainableCodec):
             raise PianogenError(f"codec '{recipe.codec.name}' cannot be trained (it is not a TrainableCodec)")
         self.opt = torch.optim.Adam(self.codec.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+        self.lr_factor = lr_factor(cfg.schedule, cfg.warmup, cfg.steps)
         self.disc = self.disc_opt = None
         if cfg.discriminator:
             from encodec.msstftd import MultiScaleSTFTDiscriminator
@@ -280,6 +282,9 @@ class CodecTrainer(Trainer):
             kept = f"the last checkpoint {self.out} (step {self.saved_step}) is kept" \
                 if self.saved_step is not None else "no checkpoint was written"
             raise PianogenError(f"codec training diverged: loss is {loss.item()} at step {self.state.step}; {kept}")
+        lr = cfg.lr * self.lr_factor(self.state.step)  # a function of the step alone: resume needs no state
+        for group in self.opt.param_groups + (self.disc_opt.param_groups if self.disc_opt else []):
+            group["lr"] = lr
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -297,7 +302,8 @@ class CodecTrainer(Trainer):
     def _log(self, loss: torch.Tensor, n_q: int, parts: dict[str, torch.Tensor]) -> None:
         cfg, seconds = self.cfg, time.perf_counter() - self.clock
         health = _codebook_health(self.codec, self.health_batch.to(self.device))
-        row = {"step": self.state.step, "split": "train", "loss": loss.item(), "n_q": n_q, "lr": cfg.lr,
+        row = {"step": self.state.step, "split": "train", "loss": loss.item(), "n_q": n_q,
+               "lr": self.opt.param_groups[0]["lr"],
                **{k: v.item() for k, v in parts.items()},
                "codes_used": [h["codes_used"] for h in health],
                "perplexity": [round(h["perplexity"], 2) for h in health],

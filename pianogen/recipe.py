@@ -87,7 +87,9 @@ class CodecTrainConfig:
     steps: int = 20000  # optimizer steps
     batch_size: int = 16  # audio segments per step
     segment_seconds: float = 1.0  # length of each training segment
-    lr: float = 3e-4  # Adam learning rate (generator and discriminator)
+    lr: float = 3e-4  # Adam learning rate (generator and discriminator); the peak under "cosine"
+    schedule: str = "constant"  # constant | cosine (linear warm-up over `warmup` of the steps, then to 0)
+    warmup: float = 0.0  # fraction of steps spent warming up under "cosine"
     quantizer_dropout: float = 1.0  # probability of training with a random number of levels
     wav_weight: float = 1.0  # weight of the waveform L1 (audiocraft's encodec uses 0.1)
     mel_weight: float = 1.0  # weight of the multi-scale log-Mel L1
@@ -151,13 +153,13 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "train.val_batches": (0, None, True),
     "codec_train.steps": (1, None, True), "codec_train.batch_size": (1, None, True),
     "codec_train.segment_seconds": (0, None, False), "codec_train.lr": (0, None, False),
-    "codec_train.quantizer_dropout": (0, 1, True),
+    "codec_train.quantizer_dropout": (0, 1, True), "codec_train.warmup": (0, 1, True),
     **{f"codec_train.{name}_weight": (0, None, True) for name in ("wav", "mel", "stft", "commit")},
     "generate.seconds": (0, None, False), "generate.prompt_seconds": (0, None, False),
     "generate.temperature": (0, None, True), "generate.top_k": (0, None, True), "generate.top_p": (0, 1, True),
 }
 CHOICES = {"train.schedule": ("onecycle", "cosine", "constant"), "train.precision": ("fp32", "bf16"),
-           "codec_train.precision": ("fp32", "bf16")}
+           "codec_train.precision": ("fp32", "bf16"), "codec_train.schedule": ("constant", "cosine")}
 
 
 def builtin_recipes_dir() -> Path:

@@ -34,7 +34,15 @@ from pianogen.paths import atomic_write_bytes
 from pianogen.progress import StepBar
 from pianogen.recipe import Recipe, dump_toml, recorded_raw
 from pianogen.runlock import run_lock
-from pianogen.trainloop import MetricsLog, Trainer, TrainState, capture_rng, join_processes, restore_rng
+from pianogen.trainloop import (
+    MetricsLog,
+    Trainer,
+    TrainState,
+    capture_rng,
+    join_processes,
+    lr_factor,
+    restore_rng,
+)
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -81,16 +89,8 @@ def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps
         # and silently ignore the recipe's train.betas.
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=max(total_steps, 2),
                                                    pct_start=max(cfg.warmup, 1e-3), cycle_momentum=False)
-    warmup = max(1, round(cfg.warmup * total_steps))
-    if cfg.schedule == "cosine":
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
-    else:
-        def factor(step: int) -> float:
-            return 1.0
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.schedule, cfg.warmup, total_steps))
+
 
 
 class Objective:

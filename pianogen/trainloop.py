@@ -14,6 +14,7 @@ import abc
 import json
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,3 +177,17 @@ class Trainer(abc.ABC):
             while not self.finished():
                 self.run_epoch()
                 self.end_epoch()
+
+
+def lr_factor(schedule: str, warmup: float, total_steps: int) -> Callable[[int], float]:
+    """step -> multiple of the peak lr: "cosine" warms up linearly over the first ``warmup`` fraction of
+    the steps, then falls to 0 along a half cosine; "constant" is 1 throughout."""
+    if schedule != "cosine":
+        return lambda step: 1.0
+    warm = max(1, round(warmup * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total_steps - warm))))
+    return factor

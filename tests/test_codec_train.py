@@ -168,6 +168,20 @@ def test_resume_continues_exactly_like_an_unbroken_run(recipe_file, isolated_hom
     assert all(p >= 1 for p in rows[-1]["perplexity"])
 
 
+def test_a_cosine_schedule_decays_the_lr_to_zero(recipe_file, isolated_home):
+    """The lr is a function of the step alone (nothing to restore on resume); the default stays constant."""
+    cosine = ["codec_train.schedule=cosine", "codec_train.warmup=0.1", "codec_train.log_every=5"]
+    straight = train_codec(pianogen.load_recipe(str(recipe_file), [
+        *cosine, "codec_train.steps=20", "codec_train.out=$PIANOGEN_HOME/a.safetensors"]), progress=False)
+    lrs = [json.loads(line)["lr"] for line in metrics_path(straight).read_text().splitlines()]
+    assert lrs == sorted(lrs, reverse=True) and len(set(lrs)) == 4
+    assert lrs[0] < 3e-3 and lrs[-1] < 0.05 * 3e-3  # below the peak after warm-up, near zero at the end
+    constant = train_codec(pianogen.load_recipe(str(recipe_file), [
+        "codec_train.steps=10", "codec_train.log_every=5", "codec_train.out=$PIANOGEN_HOME/c.safetensors"]),
+        progress=False)
+    assert {json.loads(line)["lr"] for line in metrics_path(constant).read_text().splitlines()} == {3e-3}
+
+
 def test_ddp_two_gloo_processes_train_in_step(recipe_file, isolated_home):
     """torchrun, 2 CPU processes: each draws half the batch; codebook statistics are all-reduced, and the
     trainer checks at the end that both processes hold the same weights and codebooks."""
