@@ -133,11 +133,24 @@ def main() -> None:
            f"{opus['mel_l1']:.3f} ({opus['kbps']:.2g})" if opus else "unavailable",
            f"{by['all']['si_sdr']:.1f}", f"{opus['si_sdr']:.1f}" if opus else "—",
            f"{min(h['used_fraction'] for h in result['codebooks']):.0%}", *(mark[ok[k]] for k in "abc")]
-    text = RESULTS.read_text()
-    with RESULTS.open("a") as f:
-        if "## Codec quality and its autoencoder floor" not in text:
-            f.write(HEADER.lstrip("\n") if text.endswith("\n\n") else HEADER)
-        f.write("| " + " | ".join(row) + " |\n")
+    append_row(RESULTS, "| " + " | ".join(row) + " |")
+
+
+def append_row(results: Path, line: str) -> None:
+    """``line`` added as the last row of this script's table in ``results`` (the table and its header made
+    at the end of the file the first time), however many sections follow it; written atomically."""
+    lines = results.read_text().splitlines() if results.exists() else []
+    title = HEADER.strip().splitlines()[0]
+    if title not in lines:
+        text = "\n".join(lines).rstrip("\n") + "\n" + HEADER + line + "\n"
+    else:
+        end = lines.index(title) + 1
+        while end < len(lines) and not lines[end].startswith("|"):  # the prose under the title
+            end += 1
+        while end < len(lines) and lines[end].startswith("|"):  # the table's rows
+            end += 1
+        text = "\n".join([*lines[:end], line, *lines[end:]]) + "\n"
+    pianogen.atomic_write_bytes(results, text.encode())
 
 
 if __name__ == "__main__":

@@ -128,3 +128,21 @@ def test_bench_cli_json_has_the_headline_keys():
     rate = pianogen.get_codec("soundstream").frame_rate
     assert result["details"]["generate_novel"][0]["frame_rate"] == rate
     assert all(f"at {rate:g} frames/s" in value for what, value in summary_rows(result) if what.startswith("generate"))
+
+
+def test_codec_quality_rows_land_in_their_own_table_whatever_follows_it(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "codec_quality.py"
+    spec = importlib.util.spec_from_file_location("codec_quality", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Results\n\n## Other\n\n| a |\n|---|\n| 1 |\n")
+    module.append_row(results, "| first |")  # no table yet: header and row at the end
+    results.write_text(results.read_text() + "\n## Later section\n\n| b |\n|---|\n| 2 |\n")
+    module.append_row(results, "| second |")
+    lines = results.read_text().splitlines()
+    assert lines.index("| second |") == lines.index("| first |") + 1  # under the first, not after "Later"
+    assert lines.index("| second |") < lines.index("## Later section") and lines.count("| 1 |") == 1
