@@ -92,7 +92,6 @@ def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.schedule, cfg.warmup, total_steps))
 
 
-
 class Objective:
     """Σ weight · loss over the recipe's [[loss]] list, on next-frame targets."""
 

@@ -59,11 +59,15 @@ def test_int8_decoding_compiles_to_the_eager_tokens_and_a_copy_packs_its_own_wei
                                      n_layers=2, n_heads=2, d_ff=64).eval()
     in_precision(model, "int8")
     prompt = torch.randint(0, 32, (1, 2, 6))
+    from torch._dynamo.utils import counters
+
     with torch.inference_mode():
         eager = model.generate(prompt, 12, make_sampler(temperature=0))
+        counters.clear()
         # torch.compile cannot pass fbgemm's packed weights to an op: the graph calls pianogen::int8_linear
         compiled = model.generate(prompt, 12, make_sampler(temperature=0), compile=True)
     assert torch.equal(eager, compiled)
+    assert counters["stats"]["unique_graphs"] >= 1 and not counters["graph_break"]  # compiled whole, no fallback
     original = model.trunk.blocks[0].mlp[0]
     copied = copy.deepcopy(original)
     assert copied.handle != original.handle
