@@ -84,14 +84,15 @@ class TokenModel(nn.Module, abc.ABC):
         sample: Callable[[torch.Tensor], torch.Tensor],
         use_cache: bool = True,
         on_frame: Callable[[int], None] | None = None,
-        compile: bool = False,
+        compile: bool | str = False,
     ) -> torch.Tensor:
         """Continue ``prompt`` LongTensor[B, K, T0] by ``n_frames`` frames -> LongTensor[B, K, n_frames].
 
         ``sample(logits FloatTensor[B, K, V]) -> LongTensor[B, K]`` draws one frame (or one
         delayed step); ``use_cache=False`` recomputes the whole context each step, which must
         give the same tokens. Past ``block_size`` the context slides. ``on_frame(i)`` reports progress.
-        ``compile=True`` may compile the one-step decode (a model without such a path ignores it).
+        ``compile=True`` may compile the one-step decode, in the layout best for the device; "static"
+        (CUDA graphs) or "dynamic" ask for one (a model without such a path ignores it).
         """
 
     def num_params(self) -> int:

@@ -131,13 +131,21 @@ def test_cache_gives_the_logits_of_recomputation_while_the_context_slides(name, 
         torch.testing.assert_close(cached, recomputed, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name,K", [("multi_output", 2), ("delay", 3)])
-def test_compiled_decoding_gives_the_eager_tokens(name, K):
+@pytest.mark.parametrize("name,K,mode", [("multi_output", 2, "static"), ("multi_output", 2, "dynamic"),
+                                         ("delay", 3, True)])
+def test_compiled_decoding_gives_the_eager_tokens_and_compiles_once(name, K, mode):
+    """"static" is the CUDA-graph layout (what compile=True means on CUDA), "dynamic" the CPU's. A second
+    run of another prompt and run length must reuse the first one's graph: once, the cache's length and
+    the step's strides followed the run's length, and every call compiled again (seconds per call)."""
+    from torch._dynamo.utils import counters
+
     model = tiny(name, K, block_size=8)  # 30 frames slide the context several times
-    prompt = codes(2, K, 5)
-    eager = model.generate(prompt, 30, make_sampler(1.0, seed=5))
-    compiled = model.generate(prompt, 30, make_sampler(1.0, seed=5), compile=True)
-    assert torch.equal(eager, compiled)
+    for prompt, frames in ((codes(2, K, 5), 30), (codes(2, K, 3), 4)):  # the second fits the context
+        eager = model.generate(prompt, frames, make_sampler(1.0, seed=5))
+        counters.clear()
+        compiled = model.generate(prompt, frames, make_sampler(1.0, seed=5), compile=mode)
+        assert torch.equal(eager, compiled)
+    assert counters["stats"]["unique_graphs"] == 0 and not counters["graph_break"]  # the second run compiled nothing
 
 
 @pytest.mark.parametrize("name,K", MODELS)

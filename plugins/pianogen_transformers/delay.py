@@ -103,7 +103,7 @@ class DelayTransformer(MultiOutputTransformer):
         sample: Callable[[torch.Tensor], torch.Tensor],
         use_cache: bool = True,
         on_frame: Callable[[int], None] | None = None,
-        compile: bool = False,
+        compile: bool | str = False,
     ) -> torch.Tensor:
         """prompt LongTensor[B, K, T0] -> the next n_frames frames LongTensor[B, K, n_frames].
 

@@ -8,6 +8,7 @@ H heads, Dh = D / H head width, L cache length.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from typing import Protocol
@@ -15,6 +16,7 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from pianogen.errors import PianogenError
 
@@ -178,9 +180,9 @@ class Transformer(nn.Module):
             x = block.decode_one(x, start)
         return x
 
-    def setup_caches(self, batch: int, length: int | None = None) -> None:
-        """Zeroed caches of max_len steps for compiled decoding (static shapes); with ``length``, unzeroed
-        caches of that many steps at most, for eager decoding, which reads only what it wrote."""
+    def setup_caches(self, batch: int, length: int | None = None, zeroed: bool = True) -> None:
+        """Caches of ``length`` steps (default and at most max_len). ``zeroed`` for static-shape decoding,
+        which reads the whole buffer under a mask; eager decoding reads only what it wrote."""
         weight = self.wpe.weight
         dtype = weight.dtype
         if dtype == torch.bfloat16 and weight.device.type == "cpu" and not CPU_HAS_BF16:
@@ -189,7 +191,7 @@ class Transformer(nn.Module):
             dtype = torch.float32
         for block in self.blocks:
             block.attn.cache = KVCache(batch, self.n_heads, min(length or self.max_len, self.max_len),
-                                       self.d_model // self.n_heads, dtype, weight.device, zeroed=length is None)
+                                       self.d_model // self.n_heads, dtype, weight.device, zeroed=zeroed)
 
     def clear_caches(self) -> None:
         for block in self.blocks:
@@ -234,7 +236,7 @@ def generate_steps(
     use_cache: bool = True,
     forced: torch.Tensor | None = None,
     on_step: Callable[[int], None] | None = None,
-    compile: bool = False,
+    compile: bool | str = False,
 ) -> torch.Tensor:
     """Extend ``prompt`` steps LongTensor[B, K, N0] by ``n_steps`` -> LongTensor[B, K, n_steps].
 
@@ -246,12 +248,15 @@ def generate_steps(
     renumbered from 0, the cache re-prefilled once), then grows again. With and without the cache
     the contexts are identical step for step, so both give the same tokens.
 
-    ``compile`` (with the cache) runs each one-step decode through ``torch.compile``. On CUDA, on
-    static shapes as CUDA graphs (gpt-fast, mode "reduce-overhead"): the whole cache buffer under a
-    position mask, the position a 0-d tensor. On the CPU, where a static graph would read all
-    max_len keys at every step (slower than eager), the trunk's one-step path is compiled with
-    dynamic shapes over the filled cache prefix: inductor fuses the small operators between the
-    Linear layers, which dominate a batch-1 step. The prefill stays eager.
+    ``compile`` (with the cache) runs each one-step decode through ``torch.compile``. ``"static"``, what
+    True means off the CPU: static shapes, as CUDA graphs on CUDA (gpt-fast, mode "reduce-overhead"):
+    the whole cache buffer under a position mask, the position a 0-d tensor. ``"dynamic"``, what True
+    means on the CPU, where a static graph would read all max_len keys at every step (slower than
+    eager): the trunk's one-step path compiled with dynamic shapes over the filled cache prefix, so
+    inductor fuses the small operators between the Linear layers, which dominate a batch-1 step. The
+    prefill stays eager. Neither graph depends on the prompt's or the run's length (the caches span
+    max_len steps; the step fed in is a contiguous copy), so a second call reuses the first's
+    compilation instead of compiling again.
     """
     B, K, N0 = prompt.shape
     if N0 < 1:
@@ -263,41 +268,53 @@ def generate_steps(
     end, start = N0, max(0, N0 - max_ctx)  # context = seq[:, :, start:end]
     was_training = model.training
     model.train(False)  # dropout off however the caller left the model
-    compiled = compile and use_cache
-    static = compiled and prompt.device.type != "cpu"
-    if use_cache:  # a static graph's shapes must not depend on the prompt; eager needs no more than the run
-        model.trunk.setup_caches(B, None if static else N0 + n_steps)
+    if compile not in (False, True, "static", "dynamic"):
+        raise PianogenError(f"compile must be a bool, 'static' or 'dynamic', not {compile!r}")
+    compiled = bool(compile) and use_cache
+    static = compiled and (compile == "static" or (compile is True and prompt.device.type != "cpu"))
+    if use_cache:  # a compiled graph's shapes must not depend on the run's length; eager needs no more than it
+        model.trunk.setup_caches(B, None if compiled else N0 + n_steps, zeroed=static)
     decode = model.step_logits
     if static:
         mode = "reduce-overhead" if prompt.device.type == "cuda" else "default"
         decode = torch.compile(model.step_logits, mode=mode, fullgraph=True, dynamic=False)
     elif compiled:
         model.trunk.compiled_decode = torch.compile(model.trunk.decode_blocks, dynamic=True)
+    # Eager decoding on CUDA attends over a new key length at every step. cuDNN attention, which torch
+    # may pick for bf16, builds a plan per shape: ~40 ms per new length on an H100 (a first 1000-frame
+    # bf16 run at 23 frames/s, the same run again at 506), so eager decoding leaves it out.
+    attention = contextlib.nullcontext()
+    if prompt.device.type == "cuda" and not static:
+        attention = sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
     try:
-        def context_logits() -> torch.Tensor:  # the whole context, recomputed (also the cache's prefill)
-            return model.step_logits(seq[:, :, start:end], 0 if use_cache else None, last_only=True)[:, :, -1]
+        with attention:
+            def context_logits() -> torch.Tensor:  # the whole context, recomputed (also the cache's prefill)
+                return model.step_logits(seq[:, :, start:end], 0 if use_cache else None, last_only=True)[:, :, -1]
 
-        logits = context_logits()  # [B, K, V]
-        for i in range(n_steps):
-            step = sample(logits)  # [B, K]
-            if forced is not None and i < forced.shape[2]:
-                step = torch.where(forced[:, :, i] >= 0, forced[:, :, i], step)
-            seq[:, :, end] = step
-            end += 1
-            if on_step is not None:
-                on_step(i)
-            if i == n_steps - 1:
-                break
-            if end - start > max_ctx:
-                start = end - keep
-                logits = context_logits()
-            elif use_cache:
-                position = end - 1 - start
-                if static:  # static shapes: a 0-d tensor position over the whole cache buffer
-                    position = torch.tensor(position, device=seq.device)
-                logits = decode(seq[:, :, end - 1:end], position, last_only=True)[:, :, -1]
-            else:
-                logits = context_logits()
+            logits = context_logits()  # [B, K, V]
+            for i in range(n_steps):
+                step = sample(logits)  # [B, K]
+                if forced is not None and i < forced.shape[2]:
+                    step = torch.where(forced[:, :, i] >= 0, forced[:, :, i], step)
+                seq[:, :, end] = step
+                end += 1
+                if on_step is not None:
+                    on_step(i)
+                if i == n_steps - 1:
+                    break
+                if end - start > max_ctx:
+                    start = end - keep
+                    logits = context_logits()
+                elif use_cache:
+                    position = end - 1 - start
+                    if static:  # static shapes: a 0-d tensor position over the whole cache buffer
+                        position = torch.tensor(position, device=seq.device)
+                        # seq's strides grow with n_steps: a contiguous step keeps the graph's input layout fixed
+                        logits = decode(seq[:, :, end - 1:end].contiguous(), position, last_only=True)[:, :, -1]
+                    else:
+                        logits = decode(seq[:, :, end - 1:end], position, last_only=True)[:, :, -1]
+                else:
+                    logits = context_logits()
     finally:
         model.trunk.clear_caches()
         model.train(was_training)
