@@ -155,7 +155,7 @@ def test_checkpoint_errors(tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_device_follows_to():
+def test_codec_follows_to_cuda():
     codec = tiny_codec().to("cuda")
     codes = codec.encode(torch.randn(2, 1, 4000, device="cuda"))
     assert codes.device.type == "cuda" and codec.decode(codes).device.type == "cuda"

@@ -106,11 +106,12 @@ def tokenize_realtime_factor(codec: Codec, seconds: float, device: torch.device,
 
 
 def codec_training_speed(recipe_name: str = "codec", device: str = "cpu", batch: int = 1,
-                         segment_seconds: float = 0.5, steps: int = 2) -> dict[str, Any]:
+                         segment_seconds: float = 0.5, steps: int = 2, precision: str = "fp32") -> dict[str, Any]:
     """Optimizer steps/s of the real codec trainer (``train_codec``) at ``recipe_name``'s codec size on a
     short batch (``batch`` x ``segment_seconds`` of a small synthetic corpus), without and with the
     discriminator: 3 x ``steps`` steps logged every ``steps``; the first group (warm-up, k-means start)
-    is not counted, the second is reconstruction only, the third adds the adversarial losses."""
+    is not counted, the second is reconstruction only, the third adds the adversarial losses. ``precision``:
+    the recipe's ``codec_train.precision`` (bf16 autocasts encoder and decoder on CUDA)."""
     from pianogen.codec_train import metrics_path, train_codec
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,12 +121,12 @@ def codec_training_speed(recipe_name: str = "codec", device: str = "cpu", batch:
             f"codec_train.steps={3 * steps}", f"codec_train.batch_size={batch}",
             f"codec_train.segment_seconds={segment_seconds}", f"codec_train.log_every={steps}",
             f"codec_train.save_every={10 * steps}", "codec_train.discriminator=true",
-            f"codec_train.discriminator_start={2 * steps}"])
+            f"codec_train.discriminator_start={2 * steps}", f"codec_train.precision={precision}"])
         out = train_codec(recipe, progress=False)
         rows = [json.loads(line) for line in metrics_path(out).read_text().splitlines()]
     audio_per_step = batch * segment_seconds
     reconstruction, adversarial = (row["audio_s_per_s"] / audio_per_step for row in rows[1:3])
     config = recipe.codec.options
     return {"steps_per_s": reconstruction, "adversarial_steps_per_s": adversarial, "batch": batch,
-            "segment_seconds": segment_seconds, "steps": steps,
+            "segment_seconds": segment_seconds, "steps": steps, "precision": precision,
             "size": {k: config.get(k) for k in ("channels", "dim", "strides", "n_levels", "codebook_size")}}

@@ -35,24 +35,27 @@ def token_model(recipe_name: str, vocab_size: int, device: torch.device) -> Toke
     return model.to(device)
 
 
-def training_speed(model: TokenModel, batch: int, seq_len: int, steps: int, device: torch.device) -> dict[str, Any]:
+def training_speed(model: TokenModel, batch: int, seq_len: int, steps: int, device: torch.device,
+                   compile: bool = False) -> dict[str, Any]:
     """Tokens (codes, as the trainer counts them) and frames per second of AdamW steps on NLL over random
-    codes [batch, K, seq_len]; bf16 autocast on CUDA, with MFU (FLOPs per Transformer position = frame)."""
+    codes [batch, K, seq_len]; bf16 autocast on CUDA, with MFU (FLOPs per Transformer position = frame).
+    ``compile``: the forward through ``torch.compile`` (its compilation falls in the untimed warm-up step)."""
     model.train()
+    forward = torch.compile(model) if compile else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     codes = torch.randint(0, model.vocab_size, (batch, model.n_levels, seq_len), device=device)
     autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else nullcontext()
 
     def step() -> None:
         with autocast:
-            logits = model(codes)[:, :, :-1]
+            logits = forward(codes)[:, :, :-1]
         loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 2), codes[:, :, 1:].flatten())
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     seconds = timed(lambda: [step() for _ in range(steps)], device) / steps
-    result = {"batch": batch, "seq_len": seq_len, "params": model.num_params(), "step_s": seconds,
+    result = {"batch": batch, "seq_len": seq_len, "params": model.num_params(), "step_s": seconds, "compile": compile,
               "tokens_per_s": batch * model.n_levels * seq_len / seconds, "frames_per_s": batch * seq_len / seconds}
     peak = peak_flops(device)
     if peak:
