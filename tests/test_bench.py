@@ -120,6 +120,13 @@ def test_bench_cli_json_has_the_headline_keys():
     assert set(by_precision) == {"fp32", "bf16", "int8"} and all(r["ratio"] > 0 for r in by_precision.values())
     # a row per precision (ours vs plain), one codec vs the package, one codec training
     assert len(summary_rows(result)) == 8 + 3 + 1 + 1
+    # on CUDA the bench adds compiled training and bf16 CUDA-graph generation: a row each
+    on_cuda = json.loads(done.stdout)
+    on_cuda["details"]["train_novel_compiled"] = on_cuda["details"]["train_novel"]
+    on_cuda["details"]["generate_novel_bf16_compiled"] = on_cuda["details"]["generate_novel_bf16"]
+    extra = [what for what, _ in summary_rows(on_cuda) if "compiled" in what]
+    assert extra == ["train novel model compiled, batch 2 x 256 frames",
+                     "generate novel model bf16 compiled, batch 1, 4 frames after 4"]
     codec_train = result["details"]["train_codec_reference"]
     assert codec_train["size"] == {"channels": 58, "dim": 256, "strides": [2, 4, 5, 5], "n_levels": 16,
                                    "codebook_size": 1024}  # the reference size, from recipes/codec.toml
