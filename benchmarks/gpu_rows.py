@@ -36,6 +36,7 @@ from pianogen.bench import (
     peak_flops,
     token_model,
     training_speed,
+    untrained_codec,
 )
 from pianogen.precision import in_precision
 
@@ -142,9 +143,7 @@ measure("generate_b1_fp32", lambda: generate(1, "fp32", compile=False))
 measure("generate_b1_fp32_graphs", lambda: generate(1, "fp32", compile=True))
 measure("generate_b8_fp32", lambda: generate(8, "fp32", compile=False))
 measure("generate_b8_fp32_graphs", lambda: generate(8, "fp32", compile=True))
-measure("codec_demo", lambda: codec_speed(pianogen.get_codec("soundstream", **{
-    k: v for k, v in pianogen.load_recipe("codec_demo").codec.options.items() if k != "checkpoint"}),
-    CODEC_SECONDS * 3, device))
+measure("codec_demo", lambda: codec_speed(untrained_codec("codec_demo"), CODEC_SECONDS * 3, device))
 measure("codec_reference", lambda: codec_speed(reference_codec, CODEC_SECONDS, device))
 measure("codec_vs_reference_package", lambda: codec_vs_reference(reference_codec, CODEC_SECONDS, device))
 measure("train_codec_reference_fp32", lambda: codec_training_speed(

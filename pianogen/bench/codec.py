@@ -17,6 +17,13 @@ from pianogen.bench.timing import timed
 from pianogen.interfaces import Codec
 
 
+def untrained_codec(recipe_name: str) -> Codec:
+    """A recipe's codec at its size and random initialisation (speed does not depend on the weights)."""
+    recipe = pianogen.load_recipe(recipe_name)
+    return pianogen.get_codec(recipe.codec.name, **{k: v for k, v in recipe.codec.options.items()
+                                                    if k != "checkpoint"})
+
+
 def codec_speed(codec: Codec, seconds: float, device: torch.device) -> dict[str, float]:
     """Encode and decode × real time on ``seconds`` of noise in one batch item."""
     codec = codec.to(device).eval()

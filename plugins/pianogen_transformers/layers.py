@@ -281,8 +281,8 @@ def generate_steps(
     elif compiled:
         model.trunk.compiled_decode = torch.compile(model.trunk.decode_blocks, dynamic=True)
     # Eager decoding on CUDA attends over a new key length at every step. cuDNN attention, which torch
-    # may pick for bf16, builds a plan per shape: ~40 ms per new length on an H100 (a first 1000-frame
-    # bf16 run at 23 frames/s, the same run again at 506), so eager decoding leaves it out.
+    # may pick for bf16, builds a plan per shape: 62 ms per new length on an H100 against 0.3 ms for the
+    # memory-efficient kernel (a first 1000-frame bf16 run at 23 frames/s), so eager decoding leaves it out.
     attention = contextlib.nullcontext()
     if prompt.device.type == "cuda" and not static:
         attention = sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
@@ -306,13 +306,11 @@ def generate_steps(
                     start = end - keep
                     logits = context_logits()
                 elif use_cache:
-                    position = end - 1 - start
-                    if static:  # static shapes: a 0-d tensor position over the whole cache buffer
-                        position = torch.tensor(position, device=seq.device)
-                        # seq's strides grow with n_steps: a contiguous step keeps the graph's input layout fixed
-                        logits = decode(seq[:, :, end - 1:end].contiguous(), position, last_only=True)[:, :, -1]
-                    else:
-                        logits = decode(seq[:, :, end - 1:end], position, last_only=True)[:, :, -1]
+                    position, last = end - 1 - start, seq[:, :, end - 1:end]
+                    if static:  # a 0-d tensor position over the whole cache buffer, and a contiguous step:
+                        # seq's strides grow with n_steps, and the graph's input layout must not
+                        position, last = torch.tensor(position, device=seq.device), last.contiguous()
+                    logits = decode(last, position, last_only=True)[:, :, -1]
                 else:
                     logits = context_logits()
     finally:
