@@ -23,15 +23,28 @@ def test_int8_linear_multiplies_by_its_int8_weights():
     quantized = Int8Linear(linear)
     x = torch.randn(3, 5, 64)
     weight = quantized.dequantized_weight()
-    # per-channel symmetric: every row's largest weight is exactly +-127 steps, the others round to a step
-    steps = weight / (linear.weight.abs().amax(dim=1, keepdim=True) / 127)
+    # per-channel symmetric, 7 bits: every row's largest weight is exactly +-63 steps, the others round to a step
+    steps = weight / (linear.weight.abs().amax(dim=1, keepdim=True) / 63)
     assert torch.allclose(steps, steps.round(), atol=1e-3)
-    assert torch.allclose(steps.abs().amax(dim=1), torch.tensor(127.0))
+    assert torch.allclose(steps.abs().amax(dim=1), torch.tensor(63.0))
+    assert (weight - linear.weight).abs().max() <= linear.weight.abs().amax() / 63 / 2 + 1e-6
     exact = x @ weight.T + linear.bias
     got = quantized(x)
     assert got.shape == (3, 5, 48)
-    # activations are quantized per call to 7 bits: close to the int8-weight product, far closer than a zero map
-    assert (got - exact).abs().max() < 0.05 * exact.abs().max()
+    # activations are quantized per call to 8 bits: close to the int8-weight product, far closer than a zero map
+    assert (got - exact).abs().max() < 0.02 * exact.abs().max()
+
+
+def test_int8_linear_does_not_saturate_on_large_activations():
+    # AVX2's int8 kernel sums pairs of u8 x s8 products in int16: 8-bit activations at their extreme
+    # against full-scale weights would clip (2 x 255 x 127 > 32767) without the 7-bit weights
+    linear = nn.Linear(256, 8, bias=False)
+    with torch.no_grad():
+        linear.weight.fill_(1.0)
+    x = torch.full((1, 256), 5.0)
+    x[0, 0] = -5.0  # the zero point near the middle: 5.0 maps to 255
+    got = Int8Linear(linear)(x)
+    assert torch.allclose(got, linear(x), rtol=0.01)
 
 
 def test_in_precision_int8_swaps_linears_but_keeps_the_folded_combine_map():
