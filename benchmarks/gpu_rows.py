@@ -39,6 +39,7 @@ from pianogen.bench import (
     untrained_codec,
 )
 from pianogen.precision import in_precision
+from pianogen.sampling import make_sampler
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--out", type=Path, required=True)
@@ -128,6 +129,74 @@ def sdpa_new_shapes(n: int = 30) -> dict[str, Any]:
     return out
 
 
+def graph_kernels(precision: str, top: int = 12) -> dict[str, Any]:
+    """Where a CUDA-graph decoding step spends its time: the top kernels by device time over 100 frames
+    of ``generate(compile="static")`` after a warm-up run (fp32's graphs ran no faster than eager)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model = in_precision(novel().eval(), precision)
+    prompt = torch.randint(0, model.vocab_size, (1, model.n_levels, PROMPT), device=device)
+    sample = make_sampler(1.0, top_k=250, seed=0)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    frames = 8 if q else 100
+    with torch.inference_mode():
+        model.generate(prompt, frames, sample, compile="static")
+        sync()
+        t0 = time.perf_counter()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            model.generate(prompt, frames, sample, compile="static")
+            sync()
+        wall = time.perf_counter() - t0
+    rows = sorted(prof.key_averages(), key=lambda e: e.self_device_time_total, reverse=True)
+    kernels = [{"name": e.key[:90], "calls": e.count,
+                "device_us_per_frame": round(e.self_device_time_total / frames, 1)} for e in rows[:top]]
+    return {"precision": precision, "frames": frames, "wall_ms_per_frame_profiled": round(wall / frames * 1e3, 2),
+            "allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision(), "kernels": kernels}
+
+
+def sdpa_fp32_one_query(repeats: int = 50) -> dict[str, Any]:
+    """Microseconds per call of fp32 single-query attention (8 heads x 64) per SDPA backend: over 1250 keys
+    (eager decoding's sliced cache) and over 2048 under a mask (the CUDA-graph layout)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    out: dict[str, Any] = {}
+    for n_keys, masked in ((1250, False), (2048, True)):
+        q, k = torch.randn(1, 8, 1, 64, device=device), torch.randn(1, 8, n_keys, 64, device=device)
+        mask = torch.arange(n_keys, device=device) < n_keys // 2 if masked else None
+        for name in ("EFFICIENT_ATTENTION", "MATH"):
+            with sdpa_kernel([getattr(SDPBackend, name)]):
+                for _ in range(3):
+                    torch.nn.functional.scaled_dot_product_attention(q, k, k, attn_mask=mask)
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                for _ in range(repeats):
+                    torch.nn.functional.scaled_dot_product_attention(q, k, k, attn_mask=mask)
+                torch.cuda.synchronize()
+            key = f"{name}_{n_keys}{'_masked' if masked else ''}_us"
+            out[key] = round((time.perf_counter() - t0) / repeats * 1e6, 1)
+    return out
+
+
+def nccl_two_ranks_one_gpu() -> dict[str, Any]:
+    """Can two NCCL ranks share this one GPU (a DDP test without a second one)? NCCL refuses duplicate
+    devices in one communicator; this records what it says."""
+    script = (
+        "import os, torch, torch.distributed as dist\n"
+        "dist.init_process_group('nccl', device_id=torch.device('cuda', 0))\n"
+        "x = torch.ones(4, device='cuda:0') * (dist.get_rank() + 1)\n"
+        "dist.all_reduce(x)\n"
+        "torch.cuda.synchronize()\n"
+        "print('rank', dist.get_rank(), 'all_reduce', x.tolist(), flush=True)\n"
+        "dist.destroy_process_group()\n")
+    path = args.out / "nccl_two_ranks.py"
+    path.write_text(script)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(path)],
+                          capture_output=True, text=True, timeout=90, check=False)
+    said = [line for line in done.stderr.splitlines() if "Error" in line or "NCCL" in line or "Duplicate" in line]
+    return {"returncode": done.returncode, "stdout": done.stdout[-800:], "errors": said[:12]}
+
+
 def cuda_tests() -> dict[str, Any]:
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-k", "cuda or gpu", "tests"],
                           capture_output=True, text=True, timeout=120, check=False)
@@ -159,6 +228,10 @@ measure("decode_vs_plain", lambda: decode_vs_plain(in_precision(novel().eval(), 
 measure("cuda_tests", cuda_tests)
 measure("sdpa_new_shapes", sdpa_new_shapes)
 measure("generate_b1_fp32_graphs_again", lambda: generate(1, "fp32", compile=True))
+measure("graph_kernels_fp32", lambda: graph_kernels("fp32"))
+measure("graph_kernels_bf16", lambda: graph_kernels("bf16"))
+measure("nccl_two_ranks_one_gpu", nccl_two_ranks_one_gpu)
+measure("sdpa_fp32_one_query", sdpa_fp32_one_query)
 for name in (args.only.split(",") if args.only else PLAN):
     run(name, PLAN[name])
 
@@ -180,8 +253,15 @@ for name, r in results.items():
     elif name == "decode_vs_plain":
         text = "; ".join(f"{p} {v['frames_per_s']:.1f} vs {v['plain_frames_per_s']:.1f} ({v['ratio']:.2f}x)"
                          for p, v in r.get("by_precision", {}).items())
+    elif name == "sdpa_fp32_one_query":
+        text = ", ".join(f"{k} {v}" for k, v in r.items() if k != "wall_s")
     elif name == "sdpa_new_shapes":
         text = "ms per call at a new key length: " + ", ".join(f"{k} {v}" for k, v in r.items() if k != "wall_s")
+    elif name.startswith("graph_kernels"):
+        text = f"{r['wall_ms_per_frame_profiled']} ms/frame; " + "; ".join(
+            f"{k['name'][:40]} {k['device_us_per_frame']} us" for k in r["kernels"][:4])
+    elif name == "nccl_two_ranks_one_gpu":
+        text = f"rc {r['returncode']}: " + (r["stdout"] + " ".join(r["errors"][:2])).strip()[:200]
     elif name == "cuda_tests":
         text = f"rc {r['returncode']}: " + r["tail"].strip().splitlines()[-1] if r["tail"].strip() else ""
     else:

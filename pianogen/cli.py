@@ -153,8 +153,8 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool, fetch: bool) ->
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "int8"]), default="fp32", show_default=True,
               help="Token-model weights: bf16 halves the memory read per frame, int8 (CPU) quarters it.")
 @click.option("--compile", "compile_decode", is_flag=True,
-              help="torch.compile the one-frame decode. CUDA: CUDA graphs, 3.5x eager with --precision bf16 on an "
-                   "H100 (fp32 gains nothing); CPU: 0.99-1.07x eager, rarely worth its 5-15 s compile.")
+              help="torch.compile the one-frame decode. CUDA: CUDA graphs, 2.8-3.9x eager at batch 1 on an H100 "
+                   "(fp32 and bf16); CPU: 0.99-1.07x eager, rarely worth its 5-15 s compile.")
 @click.option("--stream", is_flag=True,
               help="Write the continuation WAVs chunk by chunk while sampling (post-filtered as it streams when the "
                    "filters are causal), then the same files as one-shot generation.")

@@ -280,11 +280,17 @@ def generate_steps(
         decode = torch.compile(model.step_logits, mode=mode, fullgraph=True, dynamic=False)
     elif compiled:
         model.trunk.compiled_decode = torch.compile(model.trunk.decode_blocks, dynamic=True)
-    # Eager decoding on CUDA attends over a new key length at every step. cuDNN attention, which torch
-    # may pick for bf16, builds a plan per shape: 62 ms per new length on an H100 against 0.3 ms for the
-    # memory-efficient kernel (a first 1000-frame bf16 run at 23 frames/s), so eager decoding leaves it out.
     attention = contextlib.nullcontext()
-    if prompt.device.type == "cuda" and not static:
+    if static and prompt.device.type == "cuda" and next(model.trunk.parameters()).dtype == torch.float32:
+        # fp32 has only the memory-efficient kernel, which gives one query a tile per head (8 blocks on 132
+        # SMs) that walks every key: 233 us a layer over the CUDA-graph cache on an H100, 1.4 ms of a
+        # frame's 1.6. Inside a graph the plain matmul-softmax-matmul, which spreads the keys over the GPU,
+        # costs no launches (1 868 frames/s against 484-546); eager, its extra launches cost more than it saves.
+        attention = sdpa_kernel([SDPBackend.MATH])
+    elif prompt.device.type == "cuda" and not static:
+        # Eager decoding attends over a new key length at every step. cuDNN attention, which torch may pick
+        # for bf16, builds a plan per shape: 62 ms per new length on an H100 against 0.3 ms for the
+        # memory-efficient kernel (a first 1000-frame bf16 run at 23 frames/s), so eager decoding leaves it out.
         attention = sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
     try:
         with attention:
