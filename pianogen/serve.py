@@ -5,6 +5,8 @@ would add FastAPI, uvicorn, pandas and its front-end bundle to every install of 
 users install it for the model, and it changes its API often; this page needs four JSON endpoints and
 file downloads. One worker thread runs the generations, one at a time, in the order they were asked
 for; the page polls a job for its stage, progress and time remaining. Only files a job wrote are served.
+A job asked to stream (``stream=1``) runs ``stream_generate``: take 0's continuation is kept chunk by chunk
+(``/api/jobs/<id>/chunks/<k>``, small WAVs) and the page plays each one as it arrives (Web Audio).
 """
 
 from __future__ import annotations
@@ -69,6 +71,21 @@ class Job:
     finished: float | None = None
     sampling_since: float | None = None
     model_reused: bool | None = None  # the run was already loaded by an earlier generation
+    stream: bool = False  # take 0's continuation is served chunk by chunk while sampling goes on
+    chunks: list[bytes] = field(default_factory=list)  # each a WAV (16-bit PCM) of the next stretch of take 0
+    first_audio: float | None = None  # when the first chunk was ready
+
+    def add_chunk(self, audio: Any, sample_rate: int) -> None:
+        """stream_generate's chunk float32[num, samples]: take 0's part kept as a small WAV for the page."""
+        import io
+
+        import soundfile as sf
+
+        buffer = io.BytesIO()
+        sf.write(buffer, audio[0], sample_rate, format="WAV", subtype="PCM_16")
+        if self.first_audio is None:
+            self.first_audio = time.time()
+        self.chunks.append(buffer.getvalue())
 
     def listen(self, stage: str, done: int, total: int) -> None:
         if stage == "sample" and self.sampling_since is None:
@@ -154,14 +171,14 @@ class Studio:
             raise PianogenError(f"at most {MAX_TAKES} takes at a time")
         return settings
 
-    def enqueue(self, run: str, request: GenerationRequest, upload: str | None) -> Job:
-        job = Job(secrets.token_hex(6), run, request, upload)
+    def enqueue(self, run: str, request: GenerationRequest, upload: str | None, stream: bool = False) -> Job:
+        job = Job(secrets.token_hex(6), run, request, upload, stream=stream)
         with self.lock:
             self.jobs[job.id] = job
         self.pending.put(job)
         return job
 
-    def submit(self, run: str, filename: str, body: bytes, fields: dict[str, str]) -> Job:
+    def submit(self, run: str, filename: str, body: bytes, fields: dict[str, str], stream: bool = False) -> Job:
         """Check everything the page sent, keep the upload, queue the job; PianogenError says what is wrong."""
         settings = self.settings(run, fields)
         if not body:
@@ -181,9 +198,9 @@ class Studio:
             upload.unlink()
             out.rmdir()
             raise PianogenError(str(err).replace(str(upload), filename)) from None
-        return self.enqueue(run, request, upload.name)
+        return self.enqueue(run, request, upload.name, stream)
 
-    def extend(self, source: str, fields: dict[str, str]) -> Job:
+    def extend(self, source: str, fields: dict[str, str], stream: bool = False) -> Job:
         """Continue ``<job id>/take_<i>.wav`` of a finished job, from its saved codes, into a new folder."""
         job_id, _, name = source.partition("/")
         job = self.jobs.get(job_id)
@@ -201,7 +218,7 @@ class Studio:
         except PianogenError:
             out.rmdir()
             raise
-        return self.enqueue(job.run, request, None)
+        return self.enqueue(job.run, request, None, stream)
 
     def status(self, job: Job) -> dict[str, Any]:
         with self.lock:
@@ -212,7 +229,8 @@ class Studio:
                   "total": job.total, "ahead": ahead if job.state == "queued" else 0, "eta_s": job.eta_s(),
                   "error": job.error, "upload": job.upload and base + job.upload, "submitted": job.submitted,
                   "extends": job.request.extend and Path(job.request.extend).name,
-                  "started": job.started, "finished": job.finished, "model_reused": job.model_reused}
+                  "started": job.started, "finished": job.finished, "model_reused": job.model_reused,
+                  "stream": {"chunks": len(job.chunks), "first_audio": job.first_audio} if job.stream else None}
         if job.report:
             result.update(notes=job.report["notes"], prompt_window_s=job.report["prompt_window_s"],
                           report=base + "generation.json",
@@ -225,8 +243,14 @@ class Studio:
             job = self.pending.get()
             job.state, job.stage, job.started = "running", "loading the model", time.time()
             try:
-                job.report = generate(self.runs[job.run], job.request, device=self.device, progress=False,
-                                      listener=job.listen, loader=self.loaded)
+                if job.stream:
+                    from pianogen.stream import stream_generate
+
+                    job.report = stream_generate(self.runs[job.run], job.request, device=self.device, progress=False,
+                                                 listener=job.listen, loader=self.loaded, on_chunk=job.add_chunk)
+                else:
+                    job.report = generate(self.runs[job.run], job.request, device=self.device, progress=False,
+                                          listener=job.listen, loader=self.loaded)
                 job.model_reused = self.loaded.last_hit
                 job.state = "done"
             except PianogenError as err:
@@ -268,6 +292,9 @@ class Handler(BaseHTTPRequestHandler):
             self._json(200, {"runs": studio.describe_runs()})
         elif len(parts) == 3 and parts[:2] == ["api", "jobs"] and parts[2] in studio.jobs:
             self._json(200, studio.status(studio.jobs[parts[2]]))
+        elif len(parts) == 5 and parts[:2] == ["api", "jobs"] and parts[2] in studio.jobs and parts[3] == "chunks" \
+                and parts[4].isdigit() and int(parts[4]) < len(studio.jobs[parts[2]].chunks):
+            self._send(200, studio.jobs[parts[2]].chunks[int(parts[4])], "audio/wav")
         elif len(parts) == 3 and parts[0] == "files" and parts[1] in studio.jobs and \
                 parts[2] in studio.jobs[parts[1]].files():
             self._file(Path(studio.jobs[parts[1]].request.out) / parts[2])
@@ -307,12 +334,13 @@ class Handler(BaseHTTPRequestHandler):
             return
         body = self.rfile.read(length)
         fields = {key: values[-1] for key, values in parse_qs(url.query).items()}
+        stream = fields.pop("stream", "") not in ("", "0")
         studio = self.server.studio
         try:
             if "extend" in fields:
-                job = studio.extend(fields.pop("extend"), fields)
+                job = studio.extend(fields.pop("extend"), fields, stream)
             else:
-                job = studio.submit(fields.pop("run", ""), fields.pop("filename", "take.wav"), body, fields)
+                job = studio.submit(fields.pop("run", ""), fields.pop("filename", "take.wav"), body, fields, stream)
         except PianogenError as err:
             self._json(400, {"error": str(err)})
             return

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -160,12 +161,17 @@ class FilterChain(StreamingFilter):
 
 
 def stream_generate(run_dir: str | Path, request: Any, device: str = "auto", chunk_seconds: float = 0.25,
-                    progress: bool = True, first_chunk_seconds: float = 0.05) -> dict[str, Any]:
+                    progress: bool = True, first_chunk_seconds: float = 0.05, listener: Callable | None = None,
+                    loader: Callable[..., tuple] | None = None,
+                    on_chunk: Callable[[np.ndarray, int], None] | None = None) -> dict[str, Any]:
     """``pianogen generate --stream``: ``continuation_{i}.wav.part`` grows chunk by chunk while sampling goes
     on (the first chunk after ``first_chunk_seconds``, then every ``chunk_seconds``), post-filtered as it
     streams when every post-filter is causal. Once the codes are complete the same files as one-shot
     generation are written from them (take, continuation, re-synthesis, codes, Mel, generation.json;
-    continuation_{i}.wav replaces the part file). Returns the report, with time to first audio."""
+    continuation_{i}.wav replaces the part file). Returns the report, with time to first audio.
+
+    ``listener(stage, done, total)``, ``loader``: as for ``generate.generate`` (``pianogen serve`` passes
+    both). ``on_chunk(audio float32[num, samples] in [-1, 1], sample_rate)`` gets each chunk as written."""
     import json
 
     import soundfile as sf
@@ -183,12 +189,14 @@ def stream_generate(run_dir: str | Path, request: Any, device: str = "auto", chu
     from pianogen.sampling import make_sampler
 
     check_request(request)
+    tell = listener or (lambda stage, done, total: None)
     torch_device = pick_device(device)
-    recipe, codec, model, meta = load_generation_run(run_dir, request, torch_device)
+    recipe, codec, model, meta = (loader or load_generation_run)(run_dir, request, torch_device)
     filter_specs, filters = postfilters_for(recipe, request)
     streaming = [f.stream(codec.sample_rate) for f in filters]
     causal = all(f is not None for f in streaming)
     start = time.perf_counter()
+    tell("encode", 0, 1)
     # the same prompt window as one-shot generation: the end of the take (or --from/--to), or a take's codes
     prompt_path, source = open_source(recipe, request, codec, torch_device)
     prompt_codes = source.prompt_codes.expand(request.num, -1, -1).contiguous()
@@ -205,22 +213,30 @@ def stream_generate(run_dir: str | Path, request: Any, device: str = "auto", chu
     try:
         with progress_bar(progress) as bar:
             task = bar.add_task("sampling (streaming)", total=n_frames)
-            for chunk in stream_audio(model, codec, prompt_codes, n_frames, sample, chunk_frames,
-                                      on_frame=lambda i: bar.update(task, completed=i + 1),
+            def frame_done(i: int) -> None:
+                bar.update(task, completed=i + 1)
+                tell("sample", i + 1, n_frames)
+
+            for chunk in stream_audio(model, codec, prompt_codes, n_frames, sample, chunk_frames, on_frame=frame_done,
                                       first_chunk_frames=first_frames, on_codes=finished.append,
                                       postfilter=FilterChain(streaming) if causal and streaming else None):
                 first_audio = first_audio or time.perf_counter() - start
-                for writer, audio in zip(writers, chunk[:, 0].clamp(-1, 1).cpu().numpy()):
-                    writer.write(audio)
+                audio = chunk[:, 0].clamp(-1, 1).cpu().numpy()  # [num, samples]
+                for writer, take in zip(writers, audio):
+                    writer.write(take)
                     writer.flush()
+                if on_chunk is not None:
+                    on_chunk(audio, codec.sample_rate)
     finally:
         for writer in writers:
             writer.close()
     streamed = time.perf_counter() - start
     new_codes = finished[0]
+    tell("decode", 0, 1)
     audio = decode_codes(codec, torch.cat([prompt_codes, new_codes], dim=-1), filters)
     files, takes = write_takes(out, request, source, prompt_path, codec, recipe.codec.levels,
-                               prompt_codes.shape[-1], new_codes, audio, lambda stage, done, total: None)
+                               prompt_codes.shape[-1], new_codes, audio, tell)
+    tell("write", request.num, request.num)
     for part in parts:
         part.unlink(missing_ok=True)
     notes = list(source.notes)

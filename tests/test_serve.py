@@ -105,6 +105,30 @@ def test_api_queues_one_generation_at_a_time_and_serves_only_its_files(server, t
         assert get(server + path.format(id=first["id"]))[0] == 404, path
 
 
+def test_a_streamed_job_serves_take_0_chunk_by_chunk_as_the_finished_continuation(server, tmp_path):
+    stereo_take(tmp_path / "mine.wav")
+    query = "run=run&filename=mine.wav&seconds=1.5&prompt_seconds=0.5&num=2&seed=3&stream=1"
+    status, job = post(f"{server}/api/jobs?{query}", (tmp_path / "mine.wav").read_bytes())
+    assert status == 202 and job["stream"] == {"chunks": 0, "first_audio": None}, job
+    job = wait_done(server, job["id"])
+    assert job["state"] == "done", job["error"]
+    n = job["stream"]["chunks"]
+    assert n >= 3  # a short first chunk, then one per 0.25 s
+    assert job["started"] < job["stream"]["first_audio"] < job["finished"]
+    pieces = []
+    for k in range(n):
+        status, data = get(f"{server}/api/jobs/{job['id']}/chunks/{k}")
+        assert status == 200
+        (tmp_path / f"chunk{k}.wav").write_bytes(data)
+        pieces.append(sf.read(tmp_path / f"chunk{k}.wav", dtype="int16")[0])
+    assert get(f"{server}/api/jobs/{job['id']}/chunks/{n}")[0] == 404
+    (tmp_path / "cont.wav").write_bytes(get(server + job["takes"][0]["continuation"])[1])
+    continuation = sf.read(tmp_path / "cont.wav", dtype="int16")[0]
+    streamed = np.concatenate(pieces)
+    # what the page played is the finished continuation of take 0 (one 16-bit step of rounding at most)
+    assert streamed.shape == continuation.shape and np.abs(streamed.astype(int) - continuation).max() <= 1
+
+
 def test_loaded_runs_are_kept_until_what_they_loaded_changes(trained_run):
     """The same run, checkpoint and precision reuse the loaded model; another precision or a checkpoint
     written again (a run trained further while serving) loads afresh."""
@@ -157,8 +181,9 @@ def test_runs_dir_offers_every_trained_run(trained_run, tmp_path):
 
 
 def test_page_in_headless_chromium(server, trained_run, tmp_path):
-    """Upload a take, continue it, play the continued take; a bad file shows its message; record from a
-    (fake) microphone. Saves the page's screenshot (PIANOGEN_SCREENSHOT=path keeps a copy)."""
+    """Upload a take, continue it while hearing take 0 as it is made, play the continued take; a bad file
+    shows its message; record from a (fake) microphone. Saves the page's screenshot (PIANOGEN_SCREENSHOT=path
+    keeps a copy)."""
     if CHROMIUM is None:
         if os.environ.get("CI"):
             pytest.fail("CI must run the browser test: apt-get install chromium (make test does it as root)")
@@ -188,6 +213,9 @@ def test_page_in_headless_chromium(server, trained_run, tmp_path):
             page.click("#generate")
             expect(page.locator("audio.take-audio")).to_have_count(2, timeout=300_000)
             expect(page.locator("#error")).to_be_empty()
+            live = page.locator("#live")  # take 0 played chunk by chunk (Web Audio) before the job was done
+            assert int(live.get_attribute("data-chunks")) >= 2 and int(live.get_attribute("data-while-running")) >= 1
+            assert abs(float(live.get_attribute("data-seconds")) - 1.0) < 0.01
             first = page.locator("audio.take-audio").first
             page.wait_for_function("a => a.readyState >= 4", arg=first.element_handle(), timeout=60_000)
             assert abs(first.evaluate("a => a.duration") - 2.5) < 0.01  # 1.5 s take + 1 s continuation
