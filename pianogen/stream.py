@@ -65,7 +65,8 @@ def stream_audio(model: nn.Module, codec: nn.Module, prompt_codes: torch.Tensor,
     runs), so the chunks equal the filtered one-shot decoding. ``on_codes`` receives the continuation's
     codes LongTensor[B, K, n_frames] once the last chunk is out.
 
-    Threads: sampling runs on all but one of torch's intra-op threads (at least one), decoding on one."""
+    Threads: the prompt's prefill runs on all of torch's intra-op threads, then sampling on all but one (at
+    least one) and decoding on one."""
     if chunk_frames < 1 or (first_chunk_frames is not None and first_chunk_frames < 1):
         raise PianogenError(f"chunk_frames must be >= 1, got {chunk_frames} (first {first_chunk_frames})")
     context = decoder_context_frames(codec) if context_frames is None else context_frames
@@ -81,12 +82,16 @@ def stream_audio(model: nn.Module, codec: nn.Module, prompt_codes: torch.Tensor,
         return codes
 
     def frame_done(i: int) -> None:
+        if i == 0:
+            torch.set_num_threads(max(1, threads - 1))
         ready.put((i, len(draws) - (i + 1)))  # steps drawn beyond frame i: 0, or K - 1 for a delay pattern
         if on_frame is not None:
             on_frame(i)
 
     def work() -> None:
-        torch.set_num_threads(max(1, threads - 1))  # this thread's own setting: the caller's is unchanged
+        # the prefill (the whole prompt at once) gets every thread: no chunk can be decoded before it ends (at
+        # most a post-filter's settling runs beside it); from the first frame on, one is left to the decoder
+        torch.set_num_threads(threads)  # this thread's own setting: the caller's is unchanged
         try:
             with torch.inference_mode():
                 outcome["codes"] = model.generate(prompt_codes, n_frames, recording_sample, on_frame=frame_done)
