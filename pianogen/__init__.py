@@ -67,12 +67,9 @@ def salamander_notes(root: Any = None, progress: bool = True) -> dict[str, list[
     codec evaluation scores, a velocity layer and pitches the train notes leave out}."""
     from pathlib import Path
 
-    from pianogen.fetch.real_piano import DEFAULT_NOTES, EVAL_VELOCITY, salamander_dir, salamander_training_notes
+    from pianogen.fetch.real_piano import salamander_splits
 
-    root = Path(root) if root else None
-    evaluated = salamander_dir(progress=progress, root=root)
-    test = [evaluated / f"{note}v{EVAL_VELOCITY}.ogg" for note in DEFAULT_NOTES]
-    return {"train": salamander_training_notes(root, progress), "test": [p for p in test if p.is_file()]}
+    return salamander_splits(Path(root) if root else None, progress)
 
 
 _CONSTANTS = {"AUDIO_SUFFIXES": ("pianogen.data.audio", "AUDIO_SUFFIXES"),

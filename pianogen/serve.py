@@ -243,14 +243,11 @@ class Studio:
             job = self.pending.get()
             job.state, job.stage, job.started = "running", "loading the model", time.time()
             try:
-                if job.stream:
-                    from pianogen.stream import stream_generate
+                from pianogen.stream import stream_generate
 
-                    job.report = stream_generate(self.runs[job.run], job.request, device=self.device, progress=False,
-                                                 listener=job.listen, loader=self.loaded, on_chunk=job.add_chunk)
-                else:
-                    job.report = generate(self.runs[job.run], job.request, device=self.device, progress=False,
-                                          listener=job.listen, loader=self.loaded)
+                run, streaming = (stream_generate, {"on_chunk": job.add_chunk}) if job.stream else (generate, {})
+                job.report = run(self.runs[job.run], job.request, device=self.device, progress=False,
+                                 listener=job.listen, loader=self.loaded, **streaming)
                 job.model_reused = self.loaded.last_hit
                 job.state = "done"
             except PianogenError as err:

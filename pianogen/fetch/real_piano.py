@@ -86,15 +86,23 @@ def note_pitch(path: Path) -> str:
     return path.stem.rsplit("v", 1)[0]
 
 
-def salamander_training_notes(root: Path | None = None, progress: bool = True) -> list[Path]:
-    """Every note a codec may train on: the 15 layers but EVAL_VELOCITY, at the pitches not in DEFAULT_NOTES
-    (270 recordings, ~62 minutes), fetched on first use."""
-    notes: list[Path] = []
+def evaluated_note(folder: Path, note: str) -> Path:
+    """The file of ``note`` (e.g. ``C4``) in the evaluated layer's folder."""
+    return folder / f"{note}v{EVAL_VELOCITY}.ogg"
+
+
+def salamander_splits(root: Path | None = None, progress: bool = True) -> dict[str, list[Path]]:
+    """{"train": every note a codec may train on — the 15 layers but EVAL_VELOCITY, at the pitches not in
+    DEFAULT_NOTES (270 recordings, ~62 minutes) —, "test": the DEFAULT_NOTES of EVAL_VELOCITY}, fetched on
+    first use."""
+    train: list[Path] = []
     for velocity in sorted(SALAMANDER_SHA256):
         if velocity != EVAL_VELOCITY:
             folder = salamander_dir(progress=progress, velocity=velocity, root=root)
-            notes += sorted(p for p in folder.glob("*.ogg") if note_pitch(p) not in DEFAULT_NOTES)
-    return notes
+            train += sorted(p for p in folder.glob("*.ogg") if note_pitch(p) not in DEFAULT_NOTES)
+    evaluated = salamander_dir(progress=progress, root=root)
+    test = [evaluated_note(evaluated, note) for note in DEFAULT_NOTES]
+    return {"train": train, "test": [p for p in test if p.is_file()]}
 
 
 def real_piano_notes(sample_rate: int, seconds: float, count: int, notes: tuple[str, ...] = DEFAULT_NOTES,
@@ -105,7 +113,7 @@ def real_piano_notes(sample_rate: int, seconds: float, count: int, notes: tuple[
     folder = folder or salamander_dir()
     clips = []
     for note in notes[:count]:
-        path = folder / f"{note}v10.ogg"
+        path = evaluated_note(folder, note)
         if not path.is_file():
             raise PianogenError(f"{path} is missing; delete {folder} and run again")
         wav = load_audio(path, sample_rate).mean(0)  # the stereo pair's mid channel
