@@ -72,6 +72,15 @@ def salamander_notes(root: Any = None, progress: bool = True) -> dict[str, list[
     return salamander_splits(Path(root) if root else None, progress)
 
 
+def mix_parts(entries: list[dict[str, Any]]) -> list[Any]:
+    """``data.mix`` (a list of other sources' [data] tables, each with a ``share``), checked -> its parts,
+    each with ``label`` (the group of its pieces), ``source``, ``config`` (the keys for its factory, as
+    ``get_data_source(part.source, **part.config)`` takes them) and ``share`` (normalised to sum to 1)."""
+    from pianogen.recipe import mix_parts as _parts
+
+    return _parts(entries)
+
+
 _CONSTANTS = {"AUDIO_SUFFIXES": ("pianogen.data.audio", "AUDIO_SUFFIXES"),
               "MAESTRO_CSV": ("pianogen.data.synth", "CSV_NAME"),
               "MAESTRO_COLUMNS": ("pianogen.data.synth", "CSV_COLUMNS")}
@@ -97,4 +106,5 @@ def load_recipe(path: str, overrides: list[str] | tuple[str, ...] = ()) -> "Reci
 __all__ = [
     "hookimpl", "get_codec", "get_token_model", "get_loss", "get_postfilter", "get_data_source", "load_recipe",
     "expand", "home", "atomic_path", "atomic_write_bytes", "write_synthetic_corpus", "salamander_notes",
+    "mix_parts",
 ]

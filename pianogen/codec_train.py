@@ -76,60 +76,98 @@ def metrics_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.metrics.jsonl")
 
 
-class SegmentSampler:
-    """Random fixed-length segments FloatTensor[B, 1, L] from a bounded pool of loaded pieces."""
+class _Pool:
+    """A bounded pool of loaded pieces of one group, filled in a shuffled order up to ``samples`` of audio."""
 
-    def __init__(self, paths: list[Path], sample_rate: int, length: int, generator: random.Random,
-                 pooled: list[str] | None = None):
-        """``pooled``: the pool of a saved run (``pool_paths``), restored as it was instead of drawn anew."""
-        self._load = lambda p: load_audio(p, sample_rate)[0]  # [S]
-        self.paths, self.length, self.rng = paths, length, generator
+    def __init__(self, paths: list[Path], load, length: int, rng: random.Random, samples: float,
+                 pooled: list[str] | None) -> None:
+        self.paths, self.load, self.length = paths, load, length
         self.pool: list[torch.Tensor] = []
         self.pool_paths: list[str] = []
         if pooled is not None:
             for path in pooled:
-                self.pool.append(self._load(path))
+                self.pool.append(load(path))
                 self.pool_paths.append(path)
         else:
             order = paths[:]
-            self.rng.shuffle(order)
-            seconds = 0.0
+            rng.shuffle(order)
+            filled = 0.0
             for path in order:
-                if self.pool and seconds >= POOL_SECONDS:
+                if self.pool and filled >= samples:
                     break
-                wav = self._load(path)
+                wav = load(path)
                 if wav.numel() >= length:
                     self.pool.append(wav)
                     self.pool_paths.append(str(path))
-                    seconds += wav.numel() / sample_rate
-        if not self.pool:
-            raise PianogenError(f"no training audio at least {length / sample_rate:.2f} s long")
+                    filled += wav.numel()
         self.rotates = len(self.pool) < len(paths)
 
-    def rotate(self) -> None:
-        """Replace one pooled piece by a random piece, so a large corpus is all seen over time."""
+    def rotate(self, rng: random.Random) -> None:
         if self.rotates:
-            path = self.rng.choice(self.paths)
-            wav = self._load(path)
+            path = rng.choice(self.paths)
+            wav = self.load(path)
             if wav.numel() >= self.length:
-                slot = self.rng.randrange(len(self.pool))
+                slot = rng.randrange(len(self.pool))
                 self.pool[slot], self.pool_paths[slot] = wav, str(path)
+
+
+class SegmentSampler:
+    """Random fixed-length segments FloatTensor[B, 1, L] from bounded pools of loaded pieces.
+
+    ``groups`` maps a group of a mixed corpus (``DataSource.shares``) to its training files; each group has
+    its own pool, POOL_SECONDS split by ``shares``, and every segment first picks its group by share, then
+    a pooled piece, then a start. One group draws exactly as a sampler without groups did."""
+
+    def __init__(self, groups: dict[str, list[Path]], shares: dict[str, float], sample_rate: int, length: int,
+                 generator: random.Random, pooled: dict[str, list[str]] | None = None):
+        """``pooled``: the pools of a saved run (``pool_paths``), restored as they were (a group it lacks is
+        drawn anew)."""
+        def load(path: Path | str) -> torch.Tensor:  # [S]
+            return load_audio(path, sample_rate)[0]
+
+        self.length, self.rng = length, generator
+        self.groups = list(groups)
+        self.weights = [shares.get(g, 1.0) for g in self.groups]
+        self.pools = [_Pool(groups[g], load, length, generator, POOL_SECONDS * sample_rate * w / sum(self.weights),
+                            None if pooled is None else pooled.get(g))
+                      for g, w in zip(self.groups, self.weights)]
+        empty = [g or "the corpus" for g, pool in zip(self.groups, self.pools) if not pool.pool]
+        if empty:
+            raise PianogenError(f"no training audio at least {length / sample_rate:.2f} s long in {empty[0]}")
+
+    @property
+    def pool_paths(self) -> dict[str, list[str]]:
+        return {g: pool.pool_paths for g, pool in zip(self.groups, self.pools)}
+
+    def rotate(self) -> None:
+        """Replace one pooled piece of each group by a random piece, so a large corpus is all seen over time."""
+        for pool in self.pools:
+            pool.rotate(self.rng)
 
     def batch(self, batch_size: int, rng: random.Random | None = None) -> torch.Tensor:
         rng = rng or self.rng
         rows = []
         for _ in range(batch_size):
-            wav = rng.choice(self.pool)
+            pool = self.pools[0] if len(self.pools) == 1 else rng.choices(self.pools, self.weights)[0]
+            wav = rng.choice(pool.pool)
             start = rng.randrange(wav.numel() - self.length + 1)
             rows.append(wav[start : start + self.length])
         return torch.stack(rows).unsqueeze(1)
 
 
-def _train_paths(recipe: Recipe) -> list[Path]:
-    train = [p.path for p in open_source(recipe.data).pieces() if p.split == "train"]
-    if not train:
-        raise PianogenError(f"data source '{recipe.data.source}' has no 'train' pieces")
-    return train
+def _train_groups(recipe: Recipe) -> tuple[dict[str, list[Path]], dict[str, float]]:
+    """The source's training files by group, and the groups' shares ({} for one corpus)."""
+    source = open_source(recipe.data)
+    shares = source.shares()
+    groups: dict[str, list[Path]] = {}
+    for piece in source.pieces():
+        if piece.split == "train":  # without shares every piece is drawn alike, whatever its group
+            groups.setdefault(piece.group if shares else "", []).append(piece.path)
+    lacking = [g for g in shares if not groups.get(g)] or ([] if groups else [""])
+    if lacking:
+        part = f" (its part '{lacking[0]}')" if lacking[0] else ""
+        raise PianogenError(f"data source '{recipe.data.source}'{part} has no 'train' pieces")
+    return groups, shares
 
 
 def _hinge_losses(disc: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -237,16 +275,19 @@ class CodecTrainer(Trainer):
     def _segments(self, saved: dict[str, Any] | None) -> SegmentSampler:
         """The segment sampler: as it was when ``saved`` was written (its pool, every generator), else new."""
         length = round(self.cfg.segment_seconds * self.codec.sample_rate)
-        paths, seed = _train_paths(self.recipe), self.recipe.run.seed
+        (groups, shares), seed = _train_groups(self.recipe), self.recipe.run.seed
+        sampler = lambda pooled=None: SegmentSampler(groups, shares, self.codec.sample_rate,  # noqa: E731
+                                                     length, self.rngs["segments"], pooled)
         rng = None if saved is None else _saved_rng(saved)
         if rng is not None and "python" in rng and self.ddp.world == 1:
             restore_rng(rng, self.rngs)  # exact: the same draws, the same pool, as if never stopped
-            return SegmentSampler(paths, self.codec.sample_rate, length, self.rngs["segments"], pooled=saved["pool"])
+            pooled = saved["pool"]  # pianogen 0.1 kept one corpus's pool as a list
+            return sampler(pooled if isinstance(pooled, dict) else {"": pooled})
         if rng is not None:  # a state of an older version, or another world size: continue, reseeded
             torch.set_rng_state(rng["torch"])
             for generator in self.rngs.values():
                 generator.seed(seed + 1000 * self.ddp.rank + self.state.step)
-        return SegmentSampler(paths, self.codec.sample_rate, length, self.rngs["segments"])
+        return sampler()
 
     def finished(self) -> bool:
         return self.state.step >= self.cfg.steps

@@ -162,6 +162,7 @@ class Piece:
     split: str  # "train" | "validation" | "test"
     duration: float | None = None  # seconds, when the source knows it
     title: str = ""
+    group: str = ""  # the part of a mixed corpus it belongs to (DataSource.shares); "" for a single corpus
 
 
 class DataSource(abc.ABC):
@@ -170,3 +171,9 @@ class DataSource(abc.ABC):
     @abc.abstractmethod
     def pieces(self) -> list[Piece]:
         """Every usable piece, in a stable order."""
+
+    def shares(self) -> dict[str, float]:
+        """How often training draws from each group of pieces ({Piece.group: fraction}, summing to 1);
+        {} draws every piece alike. Training honours it for any group size: a small real corpus mixed with
+        a large synthetic one keeps its share."""
+        return {}

@@ -11,13 +11,14 @@ import copy
 import dataclasses
 import math
 import tomllib
-import types
 import typing
+from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any
 
 from pianogen.errors import PianogenError, closest
+from pianogen.recipe_values import check_value
 
 
 @dataclass
@@ -29,7 +30,7 @@ class RunConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "synthetic"  # a registered data source: synthetic | maestro | folder | salamander | <plugin>
+    source: str = "synthetic"  # a registered data source: synthetic | maestro | folder | salamander | mix | <plugin>
     root: str = ""  # corpus directory; "" = the synthetic corpus under $PIANOGEN_HOME
     years: list[int] = field(default_factory=list)  # MAESTRO years to keep; [] = all
     minutes: float = 6.0  # size of the synthetic corpus
@@ -42,6 +43,9 @@ class DataConfig:
     window: int = 2048  # frames per training window (the model's context)
     window_overlap: float = 0.5  # fraction of a window shared with the next one
     num_workers: int = 2  # DataLoader worker processes
+    # source "mix": the corpora to mix, each a table of its own [data] keys plus its share of what training
+    # draws, e.g. [{source = "salamander", share = 0.6}, {source = "synthetic", minutes = 20.0, share = 0.4}]
+    mix: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -140,28 +144,6 @@ PLUGIN_TABLES = {"codec": "codec", "model": "token_model", "loss": "loss", "post
 ARRAY_TABLES = ("loss", "postfilter")
 HOST_MODEL_KEYS = ("n_levels", "vocab_size", "block_size")  # derived from codec and data, never set by hand
 
-# key -> (low, high, low inclusive); None = unbounded on that side
-RANGES: dict[str, tuple[float | None, float | None, bool]] = {
-    "data.minutes": (0, None, False), "data.chunk_seconds": (0, None, False),
-    "data.chunk_overlap_seconds": (0, None, True), "data.window": (2, None, True),
-    "data.window_overlap": (0, 1, True), "data.num_workers": (0, None, True),
-    "codec.levels": (1, None, True),
-    "train.epochs": (1, None, True), "train.max_steps": (0, None, True), "train.batch_size": (1, None, True),
-    "train.grad_accum": (1, None, True), "train.lr": (0, None, False), "train.weight_decay": (0, None, True),
-    "train.warmup": (0, 1, True), "train.grad_clip": (0, None, True), "train.log_every": (1, None, True),
-    "train.save_every": (0, None, True),
-    "train.val_batches": (0, None, True),
-    "codec_train.steps": (1, None, True), "codec_train.batch_size": (1, None, True),
-    "codec_train.segment_seconds": (0, None, False), "codec_train.lr": (0, None, False),
-    "codec_train.quantizer_dropout": (0, 1, True), "codec_train.warmup": (0, 1, True),
-    **{f"codec_train.{name}_weight": (0, None, True) for name in ("wav", "mel", "stft", "commit")},
-    "generate.seconds": (0, None, False), "generate.prompt_seconds": (0, None, False),
-    "generate.temperature": (0, None, True), "generate.top_k": (0, None, True), "generate.top_p": (0, 1, True),
-}
-CHOICES = {"train.schedule": ("onecycle", "cosine", "constant"), "train.precision": ("fp32", "bf16"),
-           "codec_train.precision": ("fp32", "bf16"), "codec_train.schedule": ("constant", "cosine")}
-
-
 def builtin_recipes_dir() -> Path:
     return Path(__file__).resolve().parent / "recipes"
 
@@ -214,52 +196,6 @@ def apply_override(raw: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
-def _type_ok(value: Any, hint: Any) -> bool:
-    """Whether a TOML value fits a type hint; hints this cannot judge (TypeVars, ...) are left to the plugin."""
-    origin = typing.get_origin(hint)
-    if origin in (list, tuple):
-        items = [h for h in typing.get_args(hint) if h is not Ellipsis]
-        return isinstance(value, list) and all(any(_type_ok(v, h) for h in items) or not items for v in value)
-    if origin is dict:
-        return isinstance(value, dict)
-    if origin is Literal:
-        return value in typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, h) for h in typing.get_args(hint))
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is Any or origin is not None or not isinstance(hint, type):
-        return True
-    if issubclass(hint, PurePath):
-        return isinstance(value, str)
-    return isinstance(value, hint)
-
-
-def _type_name(hint: Any) -> str:
-    if typing.get_origin(hint) is None and hasattr(hint, "__name__"):
-        return hint.__name__
-    return str(hint).replace("typing.", "")
-
-
-def _check_value(key: str, value: Any, hint: Any) -> Any:
-    if not _type_ok(value, hint):
-        raise PianogenError(f"{key} must be {_type_name(hint)}, got {value!r}")
-    if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
-        raise PianogenError(f"{key} must be a finite number, got {value!r}")
-    if key in RANGES and not isinstance(value, list):
-        low, high, low_inclusive = RANGES[key]
-        too_low = low is not None and (value < low if low_inclusive else value <= low)
-        if too_low or (high is not None and value > high):
-            bound = f"{'>=' if low_inclusive else '>'} {low}" if too_low else f"<= {high}"
-            raise PianogenError(f"{key} must be {bound}, got {value!r}")
-    if key in CHOICES and value not in CHOICES[key]:
-        raise PianogenError(f"{key} must be one of {', '.join(CHOICES[key])}, got {value!r}"
-                            f"{closest(str(value), CHOICES[key])}")
-    return float(value) if hint is float else value
-
-
 def _build_table(name: str, cls: type, table: Any) -> Any:
     if not isinstance(table, dict):
         raise PianogenError(f"[{name}] must be a table, got {table!r}")
@@ -270,8 +206,55 @@ def _build_table(name: str, cls: type, table: Any) -> Any:
         if key not in known:
             raise PianogenError(f"unknown key '{name}.{key}'{closest(key, known, f'{name}.')}; "
                                 f"valid: {', '.join(known)}")
-        values[key] = _check_value(f"{name}.{key}", value, hints[key])
+        values[key] = check_value(f"{name}.{key}", value, hints[key])
     return cls(**values)
+
+
+@dataclass(frozen=True)
+class MixPart:
+    label: str  # the group its pieces get (Piece.group) and the folder their names start with
+    source: str  # a registered data source
+    config: dict[str, Any]  # the keys its table sets, as its factory takes them (the others keep their defaults)
+    data: DataConfig  # the same as a [data] table (the others at DataConfig's defaults)
+    share: float  # fraction of training draws, the shares normalised to sum to 1
+
+
+def mix_parts(entries: list[dict[str, Any]]) -> list[MixPart]:
+    """``data.mix`` -> its parts, each checked like a [data] table of its own: a registered source (not
+    "mix" again), only keys that source reads (did-you-mean for the others), values of the right type, and
+    a positive share. Labels are the source names, numbered where a source comes twice."""
+    from pianogen.registry import check_config, lookup
+
+    if not entries:
+        raise PianogenError('data.source = "mix" needs data.mix, e.g. [{source = "salamander", share = 0.6}, '
+                            '{source = "synthetic", minutes = 20.0, share = 0.4}]')
+    parsed, configs = [], []
+    for i, entry in enumerate(entries):
+        where = f"data.mix.{i}"
+        if not isinstance(entry, dict) or "source" not in entry or "share" not in entry:
+            raise PianogenError(f"{where} must be a table with a source and a share, got {entry!r}")
+        share = entry["share"]
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not (share > 0 and math.isfinite(share)):
+            raise PianogenError(f"{where}.share must be a number > 0, got {share!r}")
+        keys = {k: v for k, v in entry.items() if k != "share"}
+        if keys["source"] == "mix":
+            raise PianogenError(f"{where}: a mix cannot hold another mix; list its parts here")
+        try:
+            lookup("data_source", keys["source"])
+        except PianogenError as err:
+            raise PianogenError(f"{where}.source: {err}") from None
+        check_config("data_source", keys["source"], {k: v for k, v in keys.items() if k != "source"}, f"{where}.")
+        data = _build_table(where, DataConfig, keys)
+        parsed.append((data, float(share)))
+        configs.append({k: getattr(data, k) for k in keys if k != "source"})
+    total = sum(share for _, share in parsed)
+    repeats, seen = Counter(data.source for data, _ in parsed), Counter()
+    parts = []
+    for (data, share), config in zip(parsed, configs):
+        seen[data.source] += 1
+        label = data.source if repeats[data.source] == 1 else f"{data.source}{seen[data.source]}"
+        parts.append(MixPart(label, data.source, config, data, share / total))
+    return parts
 
 
 def _plugin_spec(where: str, kind: str, cls: type, table: Any) -> Any:
@@ -297,7 +280,7 @@ def _plugin_spec(where: str, kind: str, cls: type, table: Any) -> Any:
     hints = registry.config_hints(registry.lookup(kind, spec.name))
     for key, value in spec.options.items():
         if key in hints:  # types too, so a bad value fails here and not when the plugin is built
-            _check_value(f"{where}.{key}", value, hints[key])
+            check_value(f"{where}.{key}", value, hints[key])
     return spec
 
 
@@ -334,6 +317,11 @@ def recipe_from_dict(raw: dict[str, Any], path: Path) -> Recipe:
     for name, cls in TABLES.items():
         if name in raw:
             setattr(recipe, name, _build_table(name, cls, raw[name]))
+    if recipe.data.mix or recipe.data.source == "mix":
+        if recipe.data.source != "mix":
+            raise PianogenError(f"data.mix is read by data.source = \"mix\" only (data.source is "
+                                f"'{recipe.data.source}')")
+        mix_parts(recipe.data.mix)  # every part's keys and share are checked now, not when training starts
     if "codec" in raw:
         recipe.codec = _plugin_spec("codec", "codec", CodecConfig, raw["codec"])
     if "model" in raw:

@@ -46,12 +46,15 @@ from pianogen.trainloop import (
 
 
 class EpochBatchSampler(Sampler[list[int]]):
-    """This rank's share of each global batch, in an order fixed by (seed, epoch); can skip done batches."""
+    """This rank's share of each global batch, in an order fixed by (seed, epoch); can skip done batches.
+
+    With ``weights`` (a mixed corpus, ``WindowDataset.draw_weights``) an epoch is n_items draws with
+    replacement, each item drawn by its weight, instead of a permutation."""
 
     def __init__(self, n_items: int, global_batch: int, ddp: Distributed, seed: int, shuffle: bool,
-                 drop_last: bool) -> None:
+                 drop_last: bool, weights: torch.Tensor | None = None) -> None:
         self.n_items, self.global_batch, self.ddp = n_items, global_batch, ddp
-        self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
+        self.seed, self.shuffle, self.drop_last, self.weights = seed, shuffle, drop_last, weights
         self.epoch, self.skip = 0, 0
         self.used = len(self)  # batches of an epoch actually yielded (trainer: whole optimizer steps only)
 
@@ -63,8 +66,11 @@ class EpochBatchSampler(Sampler[list[int]]):
         return full + (0 if self.drop_last or rest < self.ddp.world else 1)
 
     def __iter__(self) -> Iterator[list[int]]:
-        if self.shuffle:
-            order = torch.randperm(self.n_items, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        if self.shuffle and self.weights is not None:
+            order = torch.multinomial(self.weights, self.n_items, replacement=True, generator=generator)
+        elif self.shuffle:
+            order = torch.randperm(self.n_items, generator=generator)
         else:
             order = torch.arange(self.n_items)
         for b in range(self.skip, self.used):
@@ -190,8 +196,10 @@ class TokenTrainer(Trainer):
                                 f"{cfg.batch_size}: use more data or a smaller batch or window")
         if cfg.batch_size % ddp.world:
             raise PianogenError(f"train.batch_size = {cfg.batch_size} does not split over {ddp.world} processes")
+        shares = pipeline.build_source(recipe).shares()  # a mixed corpus: each group drawn at its share
         samplers = {split: EpochBatchSampler(len(ds), cfg.batch_size, ddp, recipe.run.seed,
-                                             shuffle=split == "train", drop_last=split == "train")
+                                             shuffle=split == "train", drop_last=split == "train",
+                                             weights=ds.draw_weights(shares) if split == "train" else None)
                     for split, ds in datasets.items()}
         workers = recipe.data.num_workers
         # Own generators: creating an epoch's iterator must not draw from the global RNG (exact resume).

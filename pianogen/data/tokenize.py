@@ -32,7 +32,7 @@ from pianogen.errors import PianogenError
 from pianogen.interfaces import Codec, Piece
 from pianogen.paths import atomic_write_bytes, expand, home
 from pianogen.progress import progress_bar
-from pianogen.recipe import DataConfig
+from pianogen.recipe import DataConfig, mix_parts
 
 MANIFEST = "manifest.json"
 NOT_KEYED = {"skip_missing", "strict"}  # choose which pieces load, never what their tokens are
@@ -42,13 +42,19 @@ def _digest(obj: Any, n: int = 16) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
-def data_settings(data: DataConfig) -> dict[str, Any]:
-    """The data settings that decide a cache's pieces and tokens (root made absolute)."""
+def _source_settings(data: DataConfig) -> dict[str, Any]:
     settings = {k: v for k, v in source_config(data).items() if k not in NOT_KEYED}
     if settings.get("root"):
         settings["root"] = str(expand(settings["root"]).resolve())
-    return {"source": data.source, **settings, "chunk_seconds": data.chunk_seconds,
-            "chunk_overlap_seconds": data.chunk_overlap_seconds}
+    return {"source": data.source, **settings}
+
+
+def data_settings(data: DataConfig) -> dict[str, Any]:
+    """The data settings that decide a cache's pieces and tokens (root made absolute)."""
+    settings = _source_settings(data)
+    if "mix" in settings:  # each part keyed as its own [data] would be (roots made absolute); not by its share,
+        settings["mix"] = [_source_settings(part.data) for part in mix_parts(settings["mix"])]  # as tokens ignore it
+    return {**settings, "chunk_seconds": data.chunk_seconds, "chunk_overlap_seconds": data.chunk_overlap_seconds}
 
 
 def cache_dir(data: DataConfig, codec: Codec, codec_name: str) -> Path:
@@ -172,7 +178,7 @@ def tokenize(data: DataConfig, codec: Codec, codec_name: str, progress: bool = T
             else:
                 frames = int(cached.shape[1])
             entries.append({"audio_filename": piece.audio_filename, "split": piece.split, "frames": frames,
-                            "file": path.name, "title": piece.title})
+                            "file": path.name, "title": piece.title, **({"group": piece.group} if piece.group else {})})
             seconds = seconds_of[piece.audio_filename]
             done_s += seconds
             rt = encoded_s / max(time.perf_counter() - started, 1e-9)

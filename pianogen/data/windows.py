@@ -63,6 +63,18 @@ class WindowDataset(Dataset):
         self.index = np.asarray(index, dtype=np.int64).reshape(-1, 2)
         self._maps: dict[int, np.ndarray] = {}
 
+    def draw_weights(self, shares: dict[str, float]) -> torch.Tensor | None:
+        """DoubleTensor[len(self)]: each window's chance of being drawn so that the groups of a mixed corpus
+        get their shares (``DataSource.shares``, each spread evenly over the group's windows); None for {}."""
+        if not shares:
+            return None
+        groups = [self.pieces[i].get("group", "") for i in self.index[:, 0]]
+        counts = {g: groups.count(g) for g in set(groups)}
+        present = sum(shares.get(g, 0.0) for g in counts)  # a split may lack a group: the others share its draws
+        if present <= 0:
+            raise PianogenError(f"no window of this split belongs to a group of the mix {sorted(shares)}")
+        return torch.tensor([shares.get(g, 0.0) / present / counts[g] for g in groups], dtype=torch.float64)
+
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_maps": {}}  # a pickled memmap would copy the data into each worker
 

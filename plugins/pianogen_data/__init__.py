@@ -1,4 +1,4 @@
-"""Built-in PianoGen plugin: the data sources `maestro`, `folder`, `synthetic` and `salamander`.
+"""Built-in PianoGen plugin: the data sources `maestro`, `folder`, `synthetic`, `salamander` and `mix`.
 
 Registered through the 'pianogen' entry-point group like any third-party plugin. Factories name
 only the ``[data]`` keys they use; the host passes exactly those.
@@ -11,9 +11,11 @@ from pianogen.hookspecs import Register
 from pianogen_data.sources import (
     FolderSource,
     MaestroSource,
+    MixSource,
     SalamanderSource,
     folder,
     maestro,
+    mix,
     salamander,
     synthetic,
     synthetic_root,
@@ -26,7 +28,8 @@ def register_data_sources(register: Register) -> None:
     register("folder", folder)
     register("synthetic", synthetic)
     register("salamander", salamander)
+    register("mix", mix)
 
 
-__all__ = ["FolderSource", "MaestroSource", "SalamanderSource", "folder", "maestro", "salamander", "synthetic",
-           "synthetic_root", "register_data_sources"]
+__all__ = ["FolderSource", "MaestroSource", "MixSource", "SalamanderSource", "folder", "maestro", "mix",
+           "salamander", "synthetic", "synthetic_root", "register_data_sources"]

@@ -1,20 +1,24 @@
 """The built-in corpora: MAESTRO v3 (its CSV gives files, years and splits), a folder of audio files,
-the synthetic corpus in MAESTRO's layout, and real piano notes (Salamander Grand Piano V3)."""
+the synthetic corpus in MAESTRO's layout, real piano notes (Salamander Grand Piano V3), and a mix of them."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import shlex
 import warnings
 from pathlib import Path
+from typing import Any
 
 from pianogen import (
     AUDIO_SUFFIXES,
     MAESTRO_COLUMNS,
     MAESTRO_CSV,
     expand,
+    get_data_source,
     home,
+    mix_parts,
     salamander_notes,
     write_synthetic_corpus,
 )
@@ -130,3 +134,24 @@ class SalamanderSource(DataSource):
 def salamander(root: str = "") -> SalamanderSource:
     """``data.root``: where the velocity layers are kept (default $PIANOGEN_HOME/real); fetched on first use."""
     return SalamanderSource(expand(root) if root else None)
+
+
+class MixSource(DataSource):
+    """Several corpora as one: each part's pieces keep their splits, are named ``<label>/<name>`` and form
+    the group ``<label>``, which training draws from at the part's share whatever its size."""
+
+    def __init__(self, parts: list[Any]):
+        """``parts``: ``pianogen.mix_parts`` of the recipe's data.mix."""
+        self.parts = parts
+
+    def pieces(self) -> list[Piece]:
+        return [dataclasses.replace(p, audio_filename=f"{part.label}/{p.audio_filename}", group=part.label)
+                for part in self.parts for p in get_data_source(part.source, **part.config).pieces()]
+
+    def shares(self) -> dict[str, float]:
+        return {part.label: part.share for part in self.parts}
+
+
+def mix(mix: list[dict] = ()) -> MixSource:
+    """``data.mix``: the parts, each a table of its own source's [data] keys and a ``share``."""
+    return MixSource(mix_parts(list(mix)))

@@ -1,0 +1,78 @@
+"""Checking one recipe value against its type hint, range and choices (a leaf: imports only errors)."""
+
+from __future__ import annotations
+
+import math
+import types
+import typing
+from pathlib import PurePath
+from typing import Any, Literal
+
+from pianogen.errors import PianogenError, closest
+
+# key -> (low, high, low inclusive); None = unbounded on that side
+RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "data.minutes": (0, None, False), "data.chunk_seconds": (0, None, False),
+    "data.chunk_overlap_seconds": (0, None, True), "data.window": (2, None, True),
+    "data.window_overlap": (0, 1, True), "data.num_workers": (0, None, True),
+    "codec.levels": (1, None, True),
+    "train.epochs": (1, None, True), "train.max_steps": (0, None, True), "train.batch_size": (1, None, True),
+    "train.grad_accum": (1, None, True), "train.lr": (0, None, False), "train.weight_decay": (0, None, True),
+    "train.warmup": (0, 1, True), "train.grad_clip": (0, None, True), "train.log_every": (1, None, True),
+    "train.save_every": (0, None, True),
+    "train.val_batches": (0, None, True),
+    "codec_train.steps": (1, None, True), "codec_train.batch_size": (1, None, True),
+    "codec_train.segment_seconds": (0, None, False), "codec_train.lr": (0, None, False),
+    "codec_train.quantizer_dropout": (0, 1, True), "codec_train.warmup": (0, 1, True),
+    **{f"codec_train.{name}_weight": (0, None, True) for name in ("wav", "mel", "stft", "commit")},
+    "generate.seconds": (0, None, False), "generate.prompt_seconds": (0, None, False),
+    "generate.temperature": (0, None, True), "generate.top_k": (0, None, True), "generate.top_p": (0, 1, True),
+}
+CHOICES = {"train.schedule": ("onecycle", "cosine", "constant"), "train.precision": ("fp32", "bf16"),
+           "codec_train.precision": ("fp32", "bf16"), "codec_train.schedule": ("constant", "cosine")}
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    """Whether a TOML value fits a type hint; hints this cannot judge (TypeVars, ...) are left to the plugin."""
+    origin = typing.get_origin(hint)
+    if origin in (list, tuple):
+        items = [h for h in typing.get_args(hint) if h is not Ellipsis]
+        return isinstance(value, list) and all(any(_type_ok(v, h) for h in items) or not items for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if origin is Literal:
+        return value in typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is Any or origin is not None or not isinstance(hint, type):
+        return True
+    if issubclass(hint, PurePath):
+        return isinstance(value, str)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is None and hasattr(hint, "__name__"):
+        return hint.__name__
+    return str(hint).replace("typing.", "")
+
+
+def check_value(key: str, value: Any, hint: Any) -> Any:
+    if not _type_ok(value, hint):
+        raise PianogenError(f"{key} must be {_type_name(hint)}, got {value!r}")
+    if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
+        raise PianogenError(f"{key} must be a finite number, got {value!r}")
+    if key in RANGES and not isinstance(value, list):
+        low, high, low_inclusive = RANGES[key]
+        too_low = low is not None and (value < low if low_inclusive else value <= low)
+        if too_low or (high is not None and value > high):
+            bound = f"{'>=' if low_inclusive else '>'} {low}" if too_low else f"<= {high}"
+            raise PianogenError(f"{key} must be {bound}, got {value!r}")
+    if key in CHOICES and value not in CHOICES[key]:
+        raise PianogenError(f"{key} must be one of {', '.join(CHOICES[key])}, got {value!r}"
+                            f"{closest(str(value), CHOICES[key])}")
+    return float(value) if hint is float else value
