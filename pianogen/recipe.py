@@ -196,7 +196,8 @@ def apply_override(raw: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
-def _build_table(name: str, cls: type, table: Any) -> Any:
+def _build_table(name: str, cls: type, table: Any, rules: str = "") -> Any:
+    """``rules``: the table whose ranges and choices apply, when not ``name`` itself."""
     if not isinstance(table, dict):
         raise PianogenError(f"[{name}] must be a table, got {table!r}")
     hints = typing.get_type_hints(cls)
@@ -206,7 +207,7 @@ def _build_table(name: str, cls: type, table: Any) -> Any:
         if key not in known:
             raise PianogenError(f"unknown key '{name}.{key}'{closest(key, known, f'{name}.')}; "
                                 f"valid: {', '.join(known)}")
-        values[key] = check_value(f"{name}.{key}", value, hints[key])
+        values[key] = check_value(f"{name}.{key}", value, hints[key], f"{rules or name}.{key}")
     return cls(**values)
 
 
@@ -244,7 +245,7 @@ def mix_parts(entries: list[dict[str, Any]]) -> list[MixPart]:
         except PianogenError as err:
             raise PianogenError(f"{where}.source: {err}") from None
         check_config("data_source", keys["source"], {k: v for k, v in keys.items() if k != "source"}, f"{where}.")
-        data = _build_table(where, DataConfig, keys)
+        data = _build_table(where, DataConfig, keys, rules="data")
         parsed.append((data, float(share)))
         configs.append({k: getattr(data, k) for k in keys if k != "source"})
     total = sum(share for _, share in parsed)

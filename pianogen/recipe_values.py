@@ -61,18 +61,21 @@ def _type_name(hint: Any) -> str:
     return str(hint).replace("typing.", "")
 
 
-def check_value(key: str, value: Any, hint: Any) -> Any:
+def check_value(key: str, value: Any, hint: Any, rule: str = "") -> Any:
+    """The value (a float hint makes it float), or a PianogenError naming ``key``; ``rule``: the key whose
+    range and choices apply, when not ``key`` itself (a part of data.mix obeys data's)."""
+    rule = rule or key
     if not _type_ok(value, hint):
         raise PianogenError(f"{key} must be {_type_name(hint)}, got {value!r}")
     if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
         raise PianogenError(f"{key} must be a finite number, got {value!r}")
-    if key in RANGES and not isinstance(value, list):
-        low, high, low_inclusive = RANGES[key]
+    if rule in RANGES and not isinstance(value, list):
+        low, high, low_inclusive = RANGES[rule]
         too_low = low is not None and (value < low if low_inclusive else value <= low)
         if too_low or (high is not None and value > high):
             bound = f"{'>=' if low_inclusive else '>'} {low}" if too_low else f"<= {high}"
             raise PianogenError(f"{key} must be {bound}, got {value!r}")
-    if key in CHOICES and value not in CHOICES[key]:
-        raise PianogenError(f"{key} must be one of {', '.join(CHOICES[key])}, got {value!r}"
-                            f"{closest(str(value), CHOICES[key])}")
+    if rule in CHOICES and value not in CHOICES[rule]:
+        raise PianogenError(f"{key} must be one of {', '.join(CHOICES[rule])}, got {value!r}"
+                            f"{closest(str(value), CHOICES[rule])}")
     return float(value) if hint is float else value

@@ -18,6 +18,7 @@ import pianogen
 from pianogen.codec_train import SegmentSampler, _train_groups, train_codec
 from pianogen.data.sources import open_source
 from pianogen.distributed import Distributed
+from pianogen.errors import PianogenError
 from pianogen.recipe import dump_toml
 from pianogen.train import EpochBatchSampler
 
@@ -126,6 +127,7 @@ def test_token_training_draws_each_part_at_its_share(tmp_path, tiny_codec_path, 
     ("data.mix.1.source=salamandr", "data.mix.1.source: "),
     ('data.mix.1.source="mix"', "data.mix.1: a mix cannot hold another mix"),
     ("data.mix.0.split_ratios=high", "data.mix.0.split_ratios must be list"),
+    ("data.mix.1.source=synthetic", "unknown key 'data.mix.1.split_ratios' for data source 'synthetic'"),
 ])
 def test_a_bad_mix_is_one_line_naming_the_key(tmp_path, override, message):
     path = _mix_recipe(tmp_path, 0.5)
@@ -133,3 +135,11 @@ def test_a_bad_mix_is_one_line_naming_the_key(tmp_path, override, message):
                           capture_output=True, text=True)
     assert done.returncode == 2, done.stderr
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_part_obeys_the_data_tables_ranges(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(dump_toml({"data": {"source": "mix", "mix": [{"source": "synthetic", "minutes": -1.0,
+                                                                    "share": 1.0}]}}))
+    with pytest.raises(PianogenError, match=r"data\.mix\.0\.minutes must be > 0, got -1"):
+        pianogen.load_recipe(str(path))
