@@ -240,12 +240,12 @@ def mix_parts(entries: list[dict[str, Any]]) -> list[MixPart]:
         keys = {k: v for k, v in entry.items() if k != "share"}
         if keys["source"] == "mix":
             raise PianogenError(f"{where}: a mix cannot hold another mix; list its parts here")
+        data = _build_table(where, DataConfig, keys, rules="data")  # [data]'s keys, types and ranges first
         try:
-            lookup("data_source", keys["source"])
+            lookup("data_source", data.source)
         except PianogenError as err:
             raise PianogenError(f"{where}.source: {err}") from None
-        check_config("data_source", keys["source"], {k: v for k, v in keys.items() if k != "source"}, f"{where}.")
-        data = _build_table(where, DataConfig, keys, rules="data")
+        check_config("data_source", data.source, {k: v for k, v in keys.items() if k != "source"}, f"{where}.")
         parsed.append((data, float(share)))
         configs.append({k: getattr(data, k) for k in keys if k != "source"})
     total = sum(share for _, share in parsed)

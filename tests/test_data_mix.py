@@ -127,6 +127,7 @@ def test_token_training_draws_each_part_at_its_share(tmp_path, tiny_codec_path, 
     ("data.mix.1.source=salamandr", "data.mix.1.source: "),
     ('data.mix.1.source="mix"', "data.mix.1: a mix cannot hold another mix"),
     ("data.mix.0.split_ratios=high", "data.mix.0.split_ratios must be list"),
+    ("data.mix.0.source=5", "data.mix.0.source must be str, got 5"),
     ("data.mix.1.source=synthetic", "unknown key 'data.mix.1.split_ratios' for data source 'synthetic'"),
 ])
 def test_a_bad_mix_is_one_line_naming_the_key(tmp_path, override, message):
