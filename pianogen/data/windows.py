@@ -9,6 +9,7 @@ the padding. Every frame of every piece lies in at least one window.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -69,7 +70,7 @@ class WindowDataset(Dataset):
         if not shares:
             return None
         groups = [self.pieces[i].get("group", "") for i in self.index[:, 0]]
-        counts = {g: groups.count(g) for g in set(groups)}
+        counts = Counter(groups)
         present = sum(shares.get(g, 0.0) for g in counts)  # a split may lack a group: the others share its draws
         if present <= 0:
             raise PianogenError(f"no window of this split belongs to a group of the mix {sorted(shares)}")
