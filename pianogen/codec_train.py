@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 import pianogen
 from pianogen.codec_metrics import codebook_health, usage_warnings
-from pianogen.data.audio import load_audio
+from pianogen.codec_segments import SegmentSampler
 from pianogen.data.sources import open_source
 from pianogen.device import pick_device
 from pianogen.distributed import autocast
@@ -46,8 +46,6 @@ from pianogen.trainloop import (
 )
 
 ADV_WEIGHT, FEAT_WEIGHT = 1.0, 3.0  # adversarial and feature-matching weights (as encodec)
-POOL_SECONDS = 1200.0  # audio kept in memory to cut segments from; bigger corpora rotate through it
-ROTATE_EVERY = 50  # steps between swapping one pooled piece for another
 HEALTH_SEGMENTS = 32  # fixed segments encoded at every log step to count the codes each level uses
 
 
@@ -74,85 +72,6 @@ def trainer_state_path(out: Path) -> Path:
 
 def metrics_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.metrics.jsonl")
-
-
-class _Pool:
-    """A bounded pool of loaded pieces of one group, filled in a shuffled order up to ``samples`` of audio."""
-
-    def __init__(self, paths: list[Path], load, length: int, rng: random.Random, samples: float,
-                 pooled: list[str] | None) -> None:
-        self.paths, self.load, self.length = paths, load, length
-        self.pool: list[torch.Tensor] = []
-        self.pool_paths: list[str] = []
-        if pooled is not None:
-            for path in pooled:
-                self.pool.append(load(path))
-                self.pool_paths.append(path)
-        else:
-            order = paths[:]
-            rng.shuffle(order)
-            filled = 0.0
-            for path in order:
-                if self.pool and filled >= samples:
-                    break
-                wav = load(path)
-                if wav.numel() >= length:
-                    self.pool.append(wav)
-                    self.pool_paths.append(str(path))
-                    filled += wav.numel()
-        self.rotates = len(self.pool) < len(paths)
-
-    def rotate(self, rng: random.Random) -> None:
-        if self.rotates:
-            path = rng.choice(self.paths)
-            wav = self.load(path)
-            if wav.numel() >= self.length:
-                slot = rng.randrange(len(self.pool))
-                self.pool[slot], self.pool_paths[slot] = wav, str(path)
-
-
-class SegmentSampler:
-    """Random fixed-length segments FloatTensor[B, 1, L] from bounded pools of loaded pieces.
-
-    ``groups`` maps a group of a mixed corpus (``DataSource.shares``) to its training files; each group has
-    its own pool, POOL_SECONDS split by ``shares``, and every segment first picks its group by share, then
-    a pooled piece, then a start. One group draws exactly as a sampler without groups did."""
-
-    def __init__(self, groups: dict[str, list[Path]], shares: dict[str, float], sample_rate: int, length: int,
-                 generator: random.Random, pooled: dict[str, list[str]] | None = None):
-        """``pooled``: the pools of a saved run (``pool_paths``), restored as they were (a group it lacks is
-        drawn anew)."""
-        def load(path: Path | str) -> torch.Tensor:  # [S]
-            return load_audio(path, sample_rate)[0]
-
-        self.length, self.rng = length, generator
-        self.groups = list(groups)
-        self.weights = [shares.get(g, 1.0) for g in self.groups]
-        self.pools = [_Pool(groups[g], load, length, generator, POOL_SECONDS * sample_rate * w / sum(self.weights),
-                            None if pooled is None else pooled.get(g))
-                      for g, w in zip(self.groups, self.weights)]
-        empty = [g or "the corpus" for g, pool in zip(self.groups, self.pools) if not pool.pool]
-        if empty:
-            raise PianogenError(f"no training audio at least {length / sample_rate:.2f} s long in {empty[0]}")
-
-    @property
-    def pool_paths(self) -> dict[str, list[str]]:
-        return {g: pool.pool_paths for g, pool in zip(self.groups, self.pools)}
-
-    def rotate(self) -> None:
-        """Replace one pooled piece of each group by a random piece, so a large corpus is all seen over time."""
-        for pool in self.pools:
-            pool.rotate(self.rng)
-
-    def batch(self, batch_size: int, rng: random.Random | None = None) -> torch.Tensor:
-        rng = rng or self.rng
-        rows = []
-        for _ in range(batch_size):
-            pool = self.pools[0] if len(self.pools) == 1 else rng.choices(self.pools, self.weights)[0]
-            wav = rng.choice(pool.pool)
-            start = rng.randrange(wav.numel() - self.length + 1)
-            rows.append(wav[start : start + self.length])
-        return torch.stack(rows).unsqueeze(1)
 
 
 def _train_groups(recipe: Recipe) -> tuple[dict[str, list[Path]], dict[str, float]]:
@@ -276,13 +195,13 @@ class CodecTrainer(Trainer):
         """The segment sampler: as it was when ``saved`` was written (its pool, every generator), else new."""
         length = round(self.cfg.segment_seconds * self.codec.sample_rate)
         (groups, shares), seed = _train_groups(self.recipe), self.recipe.run.seed
-        sampler = lambda pooled=None: SegmentSampler(groups, shares, self.codec.sample_rate,  # noqa: E731
-                                                     length, self.rngs["segments"], pooled)
+        sampler = lambda pooled=None, periods=None: SegmentSampler(  # noqa: E731
+            groups, shares, self.codec.sample_rate, length, self.rngs["segments"], pooled, periods)
         rng = None if saved is None else _saved_rng(saved)
         if rng is not None and "python" in rng and self.ddp.world == 1:
             restore_rng(rng, self.rngs)  # exact: the same draws, the same pool, as if never stopped
             pooled = saved["pool"]  # pianogen 0.1 kept one corpus's pool as a list
-            return sampler(pooled if isinstance(pooled, dict) else {"": pooled})
+            return sampler(pooled if isinstance(pooled, dict) else {"": pooled}, saved.get("rotation_periods"))
         if rng is not None:  # a state of an older version, or another world size: continue, reseeded
             torch.set_rng_state(rng["torch"])
             for generator in self.rngs.values():
@@ -335,8 +254,7 @@ class CodecTrainer(Trainer):
             parts["disc"].backward()
             self.disc_opt.step()
         self.state.step += 1
-        if self.state.step % ROTATE_EVERY == 0:
-            self.sampler.rotate()
+        self.sampler.rotate(self.state.step)
         if self.ddp.main and (self.state.step % cfg.log_every == 0 or self.state.step == cfg.steps):
             self._log(loss, n_q, parts)
 
@@ -363,7 +281,8 @@ class CodecTrainer(Trainer):
     def save(self) -> None:
         self.codec.save(self.out)
         saved = {**self.state.to_dict(), "opt": self.opt.state_dict(), "seed": self.recipe.run.seed,
-                 "rng": capture_rng(self.rngs), "pool": self.sampler.pool_paths}
+                 "rng": capture_rng(self.rngs), "pool": self.sampler.pool_paths,
+                 "rotation_periods": self.sampler.rotation_periods}
         if self.disc is not None:
             saved |= {"disc": self.disc.state_dict(), "disc_opt": self.disc_opt.state_dict()}
         save_trainer_state(self.state_path, saved)

@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 import pianogen
+import pianogen.codec_segments as codec_segments
 import pianogen.codec_train as codec_train
 from pianogen.codec_train import metrics_path, train_codec, trainer_state_path
 from pianogen.errors import PianogenError
@@ -151,8 +152,12 @@ def test_a_recipe_trains_its_missing_codec_and_finishes_a_killed_one(recipe_file
     assert out.stat().st_mtime_ns == stamp
 
 
-def test_resume_continues_exactly_like_an_unbroken_run(recipe_file, isolated_home):
-    """Python, NumPy and torch RNGs, the audio pool, optimizer and codebook buffers all come back."""
+@pytest.mark.parametrize("pool_seconds", [None, 1.0])
+def test_resume_continues_exactly_like_an_unbroken_run(recipe_file, isolated_home, monkeypatch, pool_seconds):
+    """Python, NumPy and torch RNGs, the audio pool, optimizer and codebook buffers all come back; with a pool
+    of one of the two pieces (1.0 s), the pool rotates every step and its period comes back too."""
+    if pool_seconds is not None:
+        monkeypatch.setattr(codec_segments, "POOL_SECONDS", pool_seconds)
     straight = train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=20",
                                                                    "codec_train.out=$PIANOGEN_HOME/a.safetensors"]),
                            progress=False)
@@ -166,6 +171,8 @@ def test_resume_continues_exactly_like_an_unbroken_run(recipe_file, isolated_hom
     assert [r["step"] for r in rows] == [10, 20]
     assert len(rows[-1]["codes_used"]) == 4 and all(1 <= n <= 16 for n in rows[-1]["codes_used"])
     assert all(p >= 1 for p in rows[-1]["perplexity"])
+    state = torch.load(trainer_state_path(resumed), weights_only=True)
+    assert len(state["pool"][""]) == (1 if pool_seconds else 2) and state["rotation_periods"] == {"": 1}
 
 
 def test_a_cosine_schedule_decays_the_lr_to_zero(recipe_file, isolated_home):

@@ -15,7 +15,8 @@ import torch
 from safetensors.torch import load_file
 
 import pianogen
-from pianogen.codec_train import SegmentSampler, _train_groups, train_codec
+from pianogen.codec_segments import SegmentSampler
+from pianogen.codec_train import _train_groups, train_codec
 from pianogen.data.sources import open_source
 from pianogen.distributed import Distributed
 from pianogen.errors import PianogenError
