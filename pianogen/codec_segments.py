@@ -76,7 +76,7 @@ class SegmentSampler:
                  periods: dict[str, int] | None = None):
         """``pooled`` / ``periods``: the pools and rotation periods of a saved run (``pool_paths``,
         ``rotation_periods``), restored as they were (a group it lacks is drawn anew; a pool saved without
-        its period rotates every ROTATE_EVERY steps, as pianogen 0.2 did)."""
+        its period rotates every ROTATE_EVERY steps, as every pool did before periods were saved)."""
         def load(path: Path | str) -> torch.Tensor:  # [S]
             return load_audio(path, sample_rate)[0]
 
