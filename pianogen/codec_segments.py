@@ -17,9 +17,9 @@ from pianogen.errors import PianogenError
 
 POOL_SECONDS = 1200.0  # audio kept in memory to cut segments from; bigger corpora rotate through it
 # A pool that cannot hold its whole group swaps in about ROTATE_SECONDS of new audio a step (one 12 s note every
-# two steps: 3 % of a codec_small step to load), but never fewer than one piece every ROTATE_EVERY steps (a
-# 10-minute MAESTRO piece every 50). One piece every 50 steps whatever its length left 1700 steps of
-# codec_piano seeing about 90 of its 270 notes.
+# two steps: a 63 ms load, ~4 % of a codec_small step), but never fewer than one piece every ROTATE_EVERY steps
+# (a 10-minute MAESTRO piece every 50). One piece every 50 steps whatever its length left 1700 steps of
+# codec_piano holding 83 of its 270 notes (seed 0, replayed; 261 now: benchmarks/RESULTS.md).
 ROTATE_SECONDS = 6.0
 ROTATE_EVERY = 50
 
