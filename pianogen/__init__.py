@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 hookimpl = pluggy.HookimplMarker("pianogen")
 
 if TYPE_CHECKING:
-    from pianogen.interfaces import Codec, DataSource, Loss, PostFilter, TokenModel
+    from pianogen.interfaces import Codec, DataSource, Loss, PostFilter, TokenModel, Transcriber
     from pianogen.recipe import Recipe
 
 
@@ -52,6 +52,13 @@ def get_data_source(name: str, **config: Any) -> "DataSource":
     from pianogen.registry import create
 
     return create("data_source", name, **config)
+
+
+def get_transcriber(name: str = "basic_pitch", **config: Any) -> "Transcriber":
+    """A registered note transcriber, e.g. ``get_transcriber("basic_pitch").transcribe(wav, 44100)``."""
+    from pianogen.registry import create
+
+    return create("transcriber", name, **config)
 
 
 def write_synthetic_corpus(out_dir: Any, minutes: float = 6.0, seed: int = 0, progress: bool = True) -> Any:
@@ -104,7 +111,8 @@ def load_recipe(path: str, overrides: list[str] | tuple[str, ...] = ()) -> "Reci
 
 
 __all__ = [
-    "hookimpl", "get_codec", "get_token_model", "get_loss", "get_postfilter", "get_data_source", "load_recipe",
+    "hookimpl", "get_codec", "get_token_model", "get_loss", "get_postfilter", "get_data_source",
+    "get_transcriber", "load_recipe",
     "expand", "home", "atomic_path", "atomic_write_bytes", "write_synthetic_corpus", "salamander_notes",
     "mix_parts",
 ]

@@ -66,6 +66,14 @@ def register_data_sources(register: Register) -> None:
 
 
 @hookspec
+def register_transcribers(register: Register) -> None:
+    """Register note transcribers: ``factory(**config) -> pianogen.interfaces.Transcriber``.
+
+    Evaluation uses them to hear notes in audio (``pianogen eval``, ``pianogen codec eval``).
+    """
+
+
+@hookspec
 def register_codec_importers(register: Register) -> None:
     """Register converters of foreign checkpoints: ``factory(checkpoint: Path, out: Path) -> None`` writes a
     ``.safetensors`` file the codec of the same name loads (``codec get NAME`` uses it on fetched weights).

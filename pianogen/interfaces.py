@@ -177,3 +177,23 @@ class DataSource(abc.ABC):
         {} draws every piece alike. Training honours it for any group size: a small real corpus mixed with
         a large synthetic one keeps its share."""
         return {}
+
+
+@dataclass(frozen=True)
+class Note:
+    """One played note: what a transcriber hears, a composer writes and a sampler renders."""
+
+    onset: float  # seconds from the start of the audio or performance
+    offset: float  # seconds; the key's release (the sound may ring on under the pedal)
+    pitch: int  # MIDI note number, 21 (A0) .. 108 (C8)
+    velocity: int  # MIDI velocity 1..127
+
+
+class Transcriber(abc.ABC):
+    """Audio -> the notes played in it (automatic music transcription)."""
+
+    name: str  # what reports call it, e.g. "basic_pitch"
+
+    @abc.abstractmethod
+    def transcribe(self, wav: torch.Tensor, sample_rate: int) -> list[Note]:
+        """wav FloatTensor[S] or [1, S] (mono, any rate) -> notes sorted by onset, then pitch."""

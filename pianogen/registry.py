@@ -38,6 +38,7 @@ KINDS = {
     "postfilter": "register_postfilters",
     "data_source": "register_data_sources",
     "codec_importer": "register_codec_importers",
+    "transcriber": "register_transcribers",
 }
 
 
