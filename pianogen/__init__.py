@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 hookimpl = pluggy.HookimplMarker("pianogen")
 
 if TYPE_CHECKING:
-    from pianogen.interfaces import Codec, DataSource, Loss, PostFilter, TokenModel, Transcriber
+    from pianogen.interfaces import Codec, DataSource, Loss, Performance, PostFilter, TokenModel, Transcriber
     from pianogen.recipe import Recipe
 
 
@@ -59,6 +59,20 @@ def get_transcriber(name: str = "basic_pitch", **config: Any) -> "Transcriber":
     from pianogen.registry import create
 
     return create("transcriber", name, **config)
+
+
+def read_midi(path: Any) -> "Performance":
+    """A standard MIDI file -> its notes and pedals in seconds (tempo changes applied); PianogenError if unreadable."""
+    from pianogen.data.midi import read_midi as _read
+
+    return _read(path)
+
+
+def write_midi(performance: "Performance", path: Any) -> None:
+    """Write a performance as a type-0 standard MIDI file (atomically)."""
+    from pianogen.data.midi import write_midi as _write
+
+    _write(performance, path)
 
 
 def write_synthetic_corpus(out_dir: Any, minutes: float = 6.0, seed: int = 0, progress: bool = True) -> Any:
@@ -112,7 +126,7 @@ def load_recipe(path: str, overrides: list[str] | tuple[str, ...] = ()) -> "Reci
 
 __all__ = [
     "hookimpl", "get_codec", "get_token_model", "get_loss", "get_postfilter", "get_data_source",
-    "get_transcriber", "load_recipe",
+    "get_transcriber", "read_midi", "write_midi", "load_recipe",
     "expand", "home", "atomic_path", "atomic_write_bytes", "write_synthetic_corpus", "salamander_notes",
     "mix_parts",
 ]
