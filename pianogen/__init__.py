@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from pianogen.paths import atomic_path, atomic_write_bytes, expand, home
+from pianogen.paths import atomic_path, atomic_write_bytes, expand, home, safetensors_bytes
 
 __version__ = "0.1.0"
 
@@ -127,6 +127,6 @@ def load_recipe(path: str, overrides: list[str] | tuple[str, ...] = ()) -> "Reci
 __all__ = [
     "hookimpl", "get_codec", "get_token_model", "get_loss", "get_postfilter", "get_data_source",
     "get_transcriber", "read_midi", "write_midi", "load_recipe",
-    "expand", "home", "atomic_path", "atomic_write_bytes", "write_synthetic_corpus", "salamander_notes",
+    "expand", "home", "atomic_path", "atomic_write_bytes", "safetensors_bytes", "write_synthetic_corpus", "salamander_notes",
     "mix_parts",
 ]

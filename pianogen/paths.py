@@ -40,3 +40,23 @@ def expand(path: str | Path) -> Path:
     """Expand ``$PIANOGEN_HOME`` (the cache root, default or not), other variables and ``~`` in a recipe path."""
     text = str(path).replace("$PIANOGEN_HOME", str(home())).replace("${PIANOGEN_HOME}", str(home()))
     return Path(os.path.expandvars(text)).expanduser()
+
+
+def safetensors_bytes(tensors: dict, metadata: dict[str, str] | None = None) -> bytes:
+    """safetensors.torch.save with its ``__metadata__`` keys in sorted order, so the same tensors and metadata
+    always give the same bytes (and sha256). safetensors 0.x writes that table from a Rust HashMap, in a
+    per-process random order: identical codecs got different file hashes, and the hash keys the token cache.
+
+    The header is re-written, not the data: tensor offsets are relative to the end of the header."""
+    import json
+
+    from safetensors.torch import save
+
+    data = save(tensors, metadata=metadata)
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    ordered = {"__metadata__": dict(sorted(header.pop("__metadata__", {}).items()))} if metadata else {}
+    ordered.update(sorted(header.items(), key=lambda item: (item[1]["data_offsets"], item[0])))
+    text = json.dumps(ordered, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the format aligns the data to 8 bytes
+    return len(text).to_bytes(8, "little") + text + data[8 + size:]

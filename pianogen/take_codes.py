@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load, save
+from safetensors.torch import load
 
 from pianogen.errors import PianogenError
-from pianogen.paths import atomic_write_bytes
+from pianogen.paths import atomic_write_bytes, safetensors_bytes
 
 TAKE_NAME = re.compile(r"take_(\d+)\.wav")
 
@@ -38,7 +38,7 @@ def save_take_codes(path: Path, codes: torch.Tensor, codec: Any, levels: int, ta
     """codes LongTensor[K, T] (ending where the take ends) with what is needed to check them on reuse."""
     metadata = {"codec": _identity(codec), "levels": str(levels), "frame_rate": str(codec.frame_rate),
                 "take": take}
-    atomic_write_bytes(path, save({"codes": codes.to(torch.int64).contiguous().cpu()}, metadata=metadata))
+    atomic_write_bytes(path, safetensors_bytes({"codes": codes.to(torch.int64).contiguous().cpu()}, metadata=metadata))
 
 
 def load_take_codes(path: Path, codec: Any, levels: int) -> torch.Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -152,6 +153,57 @@ def test_checkpoint_errors(tmp_path):
         pianogen.get_codec("soundstream", chanels=4)
     with pytest.raises(PianogenError, match="'strides'"):
         pianogen.get_codec("soundstream", strides=[])
+
+
+RESAVE = """
+import sys, torch, pianogen
+codec = pianogen.get_codec("soundstream", checkpoint=sys.argv[1])
+codec.save(sys.argv[2])
+metadata = {f"key{i}": str(i) for i in range(8)}  # 8! orders: a random one would differ between processes
+open(sys.argv[3], "wb").write(pianogen.safetensors_bytes({"w": torch.arange(3)}, metadata))
+print(codec.identity()["config_hash"])
+"""
+
+
+def test_the_same_codec_saved_in_two_processes_gives_the_same_bytes(tmp_path):
+    """safetensors writes its metadata table in a per-process random order; ours is sorted, so a codec's file
+    hash and identity (which keys the token cache) depend on its contents alone."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import load
+
+    first = tmp_path / "first.safetensors"
+    tiny_codec().save(first)
+    hashes = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": os.pathsep.join(sys.path)}
+        done = subprocess.run([sys.executable, "-c", RESAVE, str(first), str(tmp_path / f"codec{seed}"),
+                               str(tmp_path / f"meta{seed}")], capture_output=True, text=True, env=env, check=True)
+        hashes.append(done.stdout.strip())
+    assert (tmp_path / "codec1").read_bytes() == (tmp_path / "codec2").read_bytes() == first.read_bytes()
+    assert (tmp_path / "meta1").read_bytes() == (tmp_path / "meta2").read_bytes()
+    assert hashes[0] == hashes[1] == pianogen.get_codec("soundstream", checkpoint=str(first)).identity()["config_hash"]
+    assert torch.equal(load((tmp_path / "meta1").read_bytes())["w"], torch.arange(3))  # still a valid file
+    assert hashlib.sha256(first.read_bytes()).hexdigest() == pianogen.get_codec(
+        "soundstream", checkpoint=str(first)).weights_sha256
+
+
+@pytest.mark.parametrize("config, message", [
+    ("{not json", "its metadata 'config' is not JSON"),
+    ("[1, 2]", "is not a JSON object, got list"),
+    ('{"channels": "four"}', "config 'channels' must be int, got 'four'"),
+    ('{"strides": [2, "x"]}', "config 'strides' must be list[int]"),
+    ('{"ema_decay": true}', "config 'ema_decay' must be float"),
+    ('{"channels": -3}', "not a usable soundstream config (soundstream: 'channels' must be >= 1"),
+])
+def test_a_codec_file_with_a_bad_config_is_one_line(tmp_path, config, message):
+    path = tmp_path / "bad.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"codec": "soundstream", "config": config})
+    with pytest.raises(PianogenError, match=re.escape(message)):
+        pianogen.get_codec("soundstream", checkpoint=str(path))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -40,14 +40,17 @@ def load_soundstream(path: str | os.PathLike[str], **given: Any) -> SoundStream:
     """The checkpoint's codec; ``given`` architecture keys must agree with what it stores."""
     path = expand(path)
     meta = read_metadata(path)
-    stored = json.loads(meta["config"])
-    known = {f.name for f in dataclasses.fields(SoundStreamConfig)}
-    if set(stored) - known:
-        raise PianogenError(f"{path}: unknown config keys {sorted(set(stored) - known)} in its metadata")
+    stored = stored_config(path, meta["config"])
     for key, value in given.items():
         if key in stored and _normalise(value) != _normalise(stored[key]):
             raise PianogenError(f"codec option '{key}' = {value!r} disagrees with {path}, which has {stored[key]!r}")
-    model = SoundStream(SoundStreamConfig(**stored))
+    try:
+        model = SoundStream(SoundStreamConfig(**stored))
+    except PianogenError as err:
+        raise PianogenError(f"{path}: its metadata 'config' is not a usable soundstream config ({err})") from None
+    except (RuntimeError, MemoryError, OverflowError, ValueError) as err:  # sizes no machine can build
+        raise PianogenError(f"{path}: its metadata 'config' describes a codec that cannot be built "
+                            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
     data = path.read_bytes()
     try:
         model.load_state_dict(load_bytes(data), strict=True)
@@ -56,6 +59,31 @@ def load_soundstream(path: str | os.PathLike[str], **given: Any) -> SoundStream:
         raise PianogenError(f"{path}: weights do not match its config ({first})") from None
     model.weights_sha256 = hashlib.sha256(data).hexdigest()
     return model.eval()
+
+
+def stored_config(path: Path, text: str) -> dict[str, Any]:
+    """The metadata's ``config`` JSON, each key a SoundStreamConfig field of the field's type (a file is data
+    from anywhere: a string where a size belongs must be one line, not a TypeError deep in a conv layer)."""
+    try:
+        stored = json.loads(text)
+    except ValueError as err:
+        raise PianogenError(f"{path}: its metadata 'config' is not JSON ({err})") from None
+    if not isinstance(stored, dict):
+        raise PianogenError(f"{path}: its metadata 'config' is not a JSON object, got {type(stored).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(SoundStreamConfig)}
+    if set(stored) - set(fields):
+        raise PianogenError(f"{path}: unknown config keys {sorted(set(stored) - set(fields))} in its metadata")
+    for key, value in stored.items():
+        kind = fields[key].type
+        ok = {"int": _is_int(value), "float": _is_int(value) or isinstance(value, float), "str": isinstance(value, str),
+              "list[int]": isinstance(value, list) and all(map(_is_int, value))}.get(kind, True)
+        if not ok:
+            raise PianogenError(f"{path}: its metadata config '{key}' must be {kind}, got {value!r}")
+    return stored
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _normalise(value: Any) -> Any:

@@ -20,10 +20,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from pianogen import atomic_write_bytes
+from pianogen import atomic_write_bytes, safetensors_bytes
 from pianogen.errors import PianogenError
 from pianogen.interfaces import TrainableCodec
 from pianogen_soundstream.rvq import (
