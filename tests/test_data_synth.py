@@ -3,42 +3,14 @@
 from __future__ import annotations
 
 import csv
-import struct
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+import pianogen
 from pianogen.data import synth
 from pianogen.errors import PianogenError
-
-
-def read_midi(data: bytes) -> dict:
-    """A minimal SMF reader (no running status: our writer never uses it)."""
-    assert data[:4] == b"MThd"
-    length, fmt, ntrks, division = struct.unpack(">IHHH", data[4:14])
-    assert data[14:18] == b"MTrk"
-    (track_len,) = struct.unpack(">I", data[18:22])
-    track, i, tick, events = data[22:22 + track_len], 0, 0, []
-    while i < len(track):
-        delta = 0
-        while True:
-            delta = (delta << 7) | (track[i] & 0x7F)
-            i += 1
-            if not track[i - 1] & 0x80:
-                break
-        tick += delta
-        status = track[i]
-        if status == 0xFF:
-            n = track[i + 2]
-            events.append((tick, "meta", track[i + 1], track[i + 3:i + 3 + n]))
-            i += 3 + n
-        else:
-            size = 2 if status & 0xF0 == 0xC0 else 3
-            events.append((tick, "midi", status, track[i + 1:i + size]))
-            i += size
-    return {"header_len": length, "format": fmt, "tracks": ntrks, "division": division,
-            "track_len": track_len, "events": events, "total_len": len(data)}
 
 
 @pytest.fixture(scope="module")
@@ -84,19 +56,21 @@ def test_deterministic_by_seed(corpus, tmp_path):
     assert not np.allclose(a[:n], b[:n])
 
 
-def test_midi_file_parses(corpus):
+def test_midi_file_is_the_score(corpus):
+    import mido
+
     rows = list(csv.DictReader(open(corpus / synth.CSV_NAME)))
-    midi = read_midi((corpus / rows[0]["midi_filename"]).read_bytes())
-    assert (midi["header_len"], midi["format"], midi["tracks"], midi["division"]) == (6, 0, 1, 480)
-    assert midi["total_len"] == 22 + midi["track_len"]
-    kinds = [(e[2] & 0xF0 if e[1] == "midi" else e[2]) for e in midi["events"]]
-    assert kinds[0] == 0x51 and kinds[-1] == 0x2F  # tempo first, end-of-track last
-    ons = [e for e in midi["events"] if e[1] == "midi" and e[2] & 0xF0 == 0x90]
-    offs = [e for e in midi["events"] if e[1] == "midi" and e[2] & 0xF0 == 0x80]
-    assert len(ons) == len(offs) > 10
-    assert all(21 <= e[3][0] <= 108 and 1 <= e[3][1] <= 127 for e in ons)
-    pedal = [e[3][1] for e in midi["events"] if e[1] == "midi" and e[2] == 0xB0 and e[3][0] == 64]
-    assert pedal.count(127) == pedal.count(0)  # every pedal press is released
+    path = corpus / rows[0]["midi_filename"]
+    midi = mido.MidiFile(path)
+    assert (midi.type, len(midi.tracks), midi.ticks_per_beat) == (0, 1, 480)
+    assert midi.tracks[0][0].type == "set_tempo" and midi.tracks[0][-1].type == "end_of_track"
+    played = pianogen.read_midi(path)
+    score = synth.compose(np.random.default_rng([3, 1]), synth.plan(0.5, 3)[0][0])
+    assert len(played.notes) == len(score.notes) > 10
+    for note, (on, off, pitch, vel) in zip(played.notes, sorted(score.notes, key=lambda n: (n[0], n[2]))):
+        assert (note.pitch, note.velocity) == (pitch, vel)
+        assert note.onset == pytest.approx(on, abs=60 / score.bpm / 480) and note.offset == pytest.approx(off, abs=0.01)
+    assert [v for _, v in played.sustain].count(127) == [v for _, v in played.sustain].count(0) == len(score.pedal)
 
 
 def test_score_is_musical():
@@ -130,16 +104,36 @@ def test_note_has_inharmonic_partials_and_velocity_brightness():
     assert late < 0.05 * early  # the damper stops it after the key is released
 
 
-def test_refuses_non_empty_dir_and_leaves_nothing_when_killed(tmp_path, monkeypatch):
+def test_refuses_non_empty_dir_and_resumes_where_a_killed_run_stopped(tmp_path, monkeypatch):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
     with pytest.raises(PianogenError, match="not empty"):
         synth.write_corpus(tmp_path / "full", 0.2, 0, progress=False)
+    whole = synth.write_corpus(tmp_path / "whole", 0.2, 0, progress=False)
 
-    def boom(*a, **k):
-        raise KeyboardInterrupt
+    rendered = []
+    real_render = synth.render
 
-    monkeypatch.setattr(synth, "midi_bytes", boom)
+    def render_once_then_die(score, rng):
+        if rendered:
+            raise KeyboardInterrupt
+        rendered.append(score.title)
+        return real_render(score, rng)
+
+    monkeypatch.setattr(synth, "render", render_once_then_die)
     with pytest.raises(KeyboardInterrupt):
         synth.write_corpus(tmp_path / "killed", 0.2, 0, progress=False)
     assert not (tmp_path / "killed").exists()
+    (left,) = tmp_path.glob(".killed.tmp*")
+    left.rename(tmp_path / ".killed.tmp999999999")  # as if its process had been killed: that pid is gone
+    rendered.clear()
+    monkeypatch.setattr(synth, "render", lambda score, rng: rendered.append(1) or real_render(score, rng))
+    synth.write_corpus(tmp_path / "killed", 0.2, 0, progress=False)
+    assert len(rendered) == len(synth.plan(0.2, 0)) - 1  # the piece finished before the kill was kept
+    for path in whole.rglob("*"):
+        if path.is_file():
+            assert (tmp_path / "killed" / path.relative_to(whole)).read_bytes() == path.read_bytes()
+    assert not list(tmp_path.glob(".killed.tmp*"))
+    rendered.clear()
+    synth.write_corpus(tmp_path / "killed", 0.2, 0, progress=False)  # asked again: nothing to do
+    assert not rendered

@@ -9,24 +9,16 @@ given (minutes, seed).
 
 from __future__ import annotations
 
-import csv
-import os
-import shutil
-import struct
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from pianogen.data.audio import save_audio
-from pianogen.errors import PianogenError
-from pianogen.progress import progress_bar
+from pianogen.data import corpus
+from pianogen.data.corpus import CSV_COLUMNS, CSV_NAME, SAMPLE_RATE, CorpusItem, RenderedPiece, plan
+from pianogen.interfaces import Note, Performance
 
-SAMPLE_RATE = 44100
-CSV_NAME = "maestro-v3.0.0.csv"
-CSV_COLUMNS = ["canonical_composer", "canonical_title", "split", "year", "midi_filename", "audio_filename",
-               "duration"]
+__all__ = ["CSV_COLUMNS", "CSV_NAME", "SAMPLE_RATE", "compose", "performance", "plan", "render", "write_corpus"]
 YEAR = 2018  # the report's MAESTRO subset, so `years = [2018]` recipes work on synthetic data too
 NAMES = ["C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"]
 SCALES = {"major": [0, 2, 4, 5, 7, 9, 11], "minor": [0, 2, 3, 5, 7, 8, 11]}  # harmonic minor: a real V chord
@@ -200,115 +192,24 @@ def render(score: Score, rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.
     return out * np.float32(0.8 / max(np.abs(out).max(), 1e-6))
 
 
-def _vlq(n: int) -> bytes:
-    out = [n & 0x7F]
-    while n > 0x7F:
-        n >>= 7
-        out.append(0x80 | (n & 0x7F))
-    return bytes(reversed(out))
-
-
-def midi_bytes(score: Score, ticks_per_beat: int = 480) -> bytes:
-    """A format-0 standard MIDI file: tempo, piano program, notes and sustain-pedal (CC64) events."""
-    def tick(sec: float) -> int:
-        return round(sec * score.bpm / 60 * ticks_per_beat)
-
-    events: list[tuple[int, int, bytes]] = []  # (tick, order at equal ticks, message); offs before ons
-    for on, off, pitch, vel in score.notes:
-        events += [(tick(on), 3, bytes([0x90, pitch, vel])), (tick(off), 0, bytes([0x80, pitch, 64]))]
-    for down, up in score.pedal:
-        events += [(tick(down), 2, bytes([0xB0, 64, 127])), (tick(up), 1, bytes([0xB0, 64, 0]))]
-    tempo = round(60e6 / score.bpm).to_bytes(3, "big")
-    track = bytearray(b"\x00\xff\x51\x03" + tempo + b"\x00\xc0\x00")  # tempo, then program 0 (grand piano)
-    now = 0
-    for t, _, msg in sorted(events):
-        track += _vlq(t - now) + msg
-        now = t
-    track += b"\x00\xff\x2f\x00"
-    return (b"MThd" + struct.pack(">IHHH", 6, 0, 1, ticks_per_beat)
-            + b"MTrk" + struct.pack(">I", len(track)) + bytes(track))
-
-
-def plan(minutes: float, seed: int) -> list[tuple[float, str]]:
-    """(seconds, split) per piece: ~20-60 s each, at least one piece in every split."""
-    if minutes <= 0:
-        raise PianogenError(f"data.minutes must be > 0, got {minutes}")
-    rng = np.random.default_rng([seed, 0])
-    total = minutes * 60
-    n = max(3, round(total / 40))
-    secs = rng.uniform(20, 60, n)
-    secs *= total / secs.sum()
-    n_eval = max(1, round(0.1 * n))
-    splits = ["test"] * n_eval + ["validation"] * n_eval + ["train"] * (n - 2 * n_eval)
-    assigned = np.empty(n, object)
-    assigned[rng.permutation(n)] = splits
-    return [(float(secs[i]), str(assigned[i])) for i in range(n)]
+def performance(score: Score) -> Performance:
+    """The score as a ``Performance`` (its MIDI file is written from this): notes, pedal presses as CC64."""
+    sustain = sorted([(down, 127) for down, _ in score.pedal] + [(up, 0) for _, up in score.pedal])
+    return Performance([Note(on, off, pitch, vel) for on, off, pitch, vel in score.notes], sustain,
+                       info={"title": score.title, "bpm": score.bpm})
 
 
 def write_corpus(out_dir: Path, minutes: float, seed: int, progress: bool = True) -> Path:
-    """Compose and render ``minutes`` of piano into ``out_dir`` (MAESTRO layout: CSV, <year>/*.wav + .midi).
-
-    Written into a temp sibling and renamed at the end, so a killed run never leaves half a corpus.
-    """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise PianogenError(f"{out_dir} already exists and is not empty; remove it or choose another directory")
+    """Compose and render ``minutes`` of piano into ``out_dir`` (MAESTRO layout: CSV, <year>/*.wav + .midi),
+    resumably (``pianogen.data.corpus.write_corpus``)."""
     pieces = plan(minutes, seed)
-    remove_stale_temp_dirs(out_dir)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / str(YEAR)).mkdir(parents=True)
-    try:
-        _render_corpus(tmp, pieces, seed, progress)
-    except BaseException:  # Ctrl-C or an error: leave no half corpus behind (kill -9 is cleaned up next time)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    try:
-        if out_dir.exists():
-            out_dir.rmdir()  # empty (checked above); rename cannot replace it portably
-        os.rename(tmp, out_dir)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (out_dir / CSV_NAME).exists():  # not merely lost a race to another writer of the same corpus
-            raise
-    return out_dir
+    items = [CorpusItem(f"{YEAR}/PianoGen-Synth_s{seed}_{i:03d}", split, YEAR, "PianoGen Synth")
+             for i, (_, split) in enumerate(pieces)]
 
+    def render_item(item: CorpusItem) -> RenderedPiece:
+        i = items.index(item)
+        rng = np.random.default_rng([seed, i + 1])
+        score = compose(rng, pieces[i][0])
+        return RenderedPiece(render(score, rng), performance(score), f"{score.title} (No. {i + 1})")
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
-
-
-def remove_stale_temp_dirs(out_dir: Path) -> None:
-    """Remove the temp folders of killed ``write_corpus`` runs for ``out_dir`` (their pid is gone)."""
-    for tmp in out_dir.parent.glob(f".{out_dir.name}.tmp*"):
-        pid = tmp.name.rpartition(".tmp")[2]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _render_corpus(tmp: Path, pieces: list[tuple[float, str]], seed: int, progress: bool) -> None:
-    rows, audio_s, started = [], 0.0, time.perf_counter()
-    with progress_bar(progress, info=True, transient=True) as bar:
-        task = bar.add_task("synthesising piano", total=len(pieces), info="")
-        for i, (seconds, split) in enumerate(pieces):
-            rng = np.random.default_rng([seed, i + 1])
-            score = compose(rng, seconds)
-            wav = render(score, rng)
-            stem = f"{YEAR}/PianoGen-Synth_s{seed}_{i:03d}"
-            save_audio(tmp / f"{stem}.wav", wav, SAMPLE_RATE)
-            (tmp / f"{stem}.midi").write_bytes(midi_bytes(score))
-            duration = wav.shape[1] / SAMPLE_RATE
-            rows.append(["PianoGen Synth", f"{score.title} (No. {i + 1})", split, YEAR, f"{stem}.midi",
-                         f"{stem}.wav", f"{duration:.6f}"])
-            audio_s += duration
-            bar.update(task, advance=1, info=f"{audio_s / (time.perf_counter() - started):.0f}x real time")
-    with open(tmp / CSV_NAME, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_COLUMNS)
-        writer.writerows(rows)
+    return corpus.write_corpus(out_dir, items, render_item, label="synthesising piano", progress=progress)
