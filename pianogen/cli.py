@@ -38,13 +38,14 @@ def plugins(as_json: bool) -> None:
     """List registered plugins (and any that failed to load)."""
     from pianogen import registry
 
+    registry.add_commands(click.get_current_context().find_root().command)  # so command clashes are listed too
     rows = [
         {"kind": r.kind, "name": r.name, "plugin": r.plugin, "package": r.package, "version": r.version,
          "use_as": r.name if registry.registered(kind).get(r.name) == r else qualified}
         for kind in registry.KINDS for qualified, r in registry.every_registration(kind).items()
     ]
     failed = [{"plugin": f.plugin, "package": f.package, "error": f.error} for f in registry.failures()]
-    clashes = [{"kind": c.kind, "name": c.name, "winner": c.winner, "shadowed": c.shadowed}
+    clashes = [{"kind": c.kind, "name": c.name, "winner": c.winner, "shadowed": c.shadowed, "use_other": c.use_other}
                for c in registry.clashes()]
     if as_json:
         click.echo(json.dumps({"plugins": rows, "failed": failed, "clashes": clashes}, indent=2))
@@ -61,8 +62,7 @@ def plugins(as_json: bool) -> None:
         console.print(f"[red]failed[/red] {f['plugin']} ({f['package']}): {f['error']}")
     for c in clashes:
         console.print(f"[yellow]clash[/yellow] {c['kind']} '{c['name']}' is registered by {c['winner']} and "
-                      f"{c['shadowed']}: '{c['name']}' selects {c['winner']}'s, '{c['shadowed']}:{c['name']}' "
-                      f"the other")
+                      f"{c['shadowed']}: '{c['name']}' selects {c['winner']}'s, '{c['use_other']}' the other")
 
 
 @cli.command(name="ls")

@@ -10,19 +10,32 @@ silently: the clash is recorded in ``clashes()`` and shown by ``pianogen plugins
 keeps the plain name (between third-party plugins, the first loaded keeps it), and every
 registration is also reachable as ``package:name`` (``evil-filters:lowpass``), so using the other
 one is a deliberate choice. Using a clashing plain name warns once, naming the alternative.
+
+The built-ins are the entry points of *this* installation only: the ``pianogen`` distribution whose files
+are the imported ``pianogen`` package (or, installed editable, whose source folder holds it), each
+entry point's module found inside that installation. Another distribution that calls itself
+``pianogen`` (a stray ``pianogen-9.9.dist-info`` on the path) is not loaded at all and is listed in
+``failures()``. Commands follow the same rule: a third-party ``register_commands`` that adds a command
+under a name already taken (``train``, ``codec import soundstream``) does not replace it; the new
+command is kept as ``<package>:<name>`` in the same group and the clash is recorded (kind ``command``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import inspect
+import json
 import os
+import re
 import typing
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import Distribution, distributions, entry_points
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pluggy
 
@@ -66,6 +79,11 @@ class Clash:
     name: str
     winner: str  # package whose plugin the plain name selects
     shadowed: str  # package whose plugin is reachable only as ``package:name``
+    use_other: str = ""  # how to select the shadowed one ("" = ``shadowed:name``)
+
+    def __post_init__(self) -> None:
+        if not self.use_other:
+            object.__setattr__(self, "use_other", f"{self.shadowed}:{self.name}")
 
 
 _pm: pluggy.PluginManager | None = None
@@ -76,6 +94,8 @@ _clashes: list[Clash] = []
 _warned: set[tuple[str, str]] = set()
 _sources: dict[str, tuple[str, str]] = {}  # plugin name -> (distribution, version)
 _commands_added: set[str] = set()  # plugins whose register_commands already ran
+_builtin_plugins: set[str] = set()  # entry-point names of this installation's own plugins
+_command_owners: dict[tuple[str, ...], str] = {}  # command path -> the package that added it (absent: pianogen)
 
 
 def _allow_list() -> set[str] | None:
@@ -84,11 +104,71 @@ def _allow_list() -> set[str] | None:
 
 
 def _wanted(ep) -> bool:
-    dist = ep.dist.name if ep.dist else ""
-    if dist == BUILTIN_DIST:
-        return True
     names = _allow_list()
-    return names is None or ep.name in names or dist in names
+    return names is None or ep.name in names or (ep.dist is not None and ep.dist.name in names)
+
+
+def _is_pianogen(dist: Distribution) -> bool:
+    return re.sub(r"[-_.]+", "-", (dist.metadata["Name"] or "").lower()) == BUILTIN_DIST
+
+
+def _install_root() -> Path:
+    """The folder this installation's modules live in: site-packages, or the source tree when editable."""
+    import pianogen
+
+    return Path(pianogen.__file__).resolve().parent.parent
+
+
+def _installs_this_package(dist: Distribution) -> bool:
+    """Whether ``dist`` is the installation of the imported ``pianogen``: its files hold our __init__.py
+    (a wheel; an egg-info in the source tree), or it is an editable install of our source folder."""
+    ours = _install_root() / "pianogen" / "__init__.py"
+    try:
+        if Path(dist.locate_file("pianogen/__init__.py")).resolve() == ours:
+            return True
+        direct = json.loads(dist.read_text("direct_url.json") or "{}")
+    except (OSError, ValueError):
+        return False
+    url = urlsplit(str(direct.get("url", "")))
+    return url.scheme == "file" and Path(unquote(url.path)).resolve() == ours.parent.parent
+
+
+def _inside_installation(module: str) -> bool:
+    """Whether a built-in entry point's module is found inside this installation (found, not imported)."""
+    try:
+        spec = importlib.util.find_spec(module.split(".")[0])
+    except (ImportError, ValueError):
+        return False
+    origin = spec and (spec.origin or next(iter(spec.submodule_search_locations or []), None))
+    return bool(origin) and Path(origin).resolve().is_relative_to(_install_root())
+
+
+def _builtin_entry_points() -> list[Any]:
+    """This installation's own entry points; every other distribution named pianogen is a failure, not loaded."""
+    ours, seen = None, set()
+    for dist in distributions():
+        if not _is_pianogen(dist):
+            continue
+        where = str(dist.locate_file(""))
+        if _installs_this_package(dist):
+            ours = ours or dist
+        elif where not in seen and dist.entry_points.select(group=GROUP):
+            seen.add(where)
+            _failures.append(Failure(", ".join(ep.name for ep in dist.entry_points.select(group=GROUP)),
+                                     f"pianogen {dist.version} ({getattr(dist, '_path', where)})",
+                                     "a distribution named 'pianogen' that is not this installation; not loaded"))
+    if ours is None:
+        _failures.append(Failure("(built-ins)", BUILTIN_DIST, f"no installed metadata of the pianogen in "
+                                                              f"{_install_root()}; run make install"))
+        return []
+    found = []
+    for ep in ours.entry_points.select(group=GROUP):
+        if _inside_installation(ep.value.split(":")[0]):
+            found.append(ep)
+        else:
+            _failures.append(Failure(ep.name, BUILTIN_DIST, f"its module '{ep.value}' is found outside "
+                                                            f"{_install_root()} (shadowed on sys.path); not loaded"))
+    return found
 
 
 def _add(entry: Registered) -> None:
@@ -113,13 +193,17 @@ def get_plugin_manager() -> pluggy.PluginManager:
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
     sources = _sources
-    found = entry_points(group=GROUP)
+    builtin = sorted(_builtin_entry_points(), key=lambda e: e.name)
+    third_party = sorted((ep for ep in entry_points(group=GROUP) if ep.dist is None or not _is_pianogen(ep.dist)),
+                         key=lambda e: e.name)
+    found = builtin + third_party
     unmatched = (_allow_list() or set()) - {ep.name for ep in found} - {ep.dist.name for ep in found if ep.dist}
     if unmatched:
         warnings.warn(f"PIANOGEN_LOAD_PLUGINS names {', '.join(sorted(unmatched))}, which no installed "
                       f"plugin provides; installed: {', '.join(sorted({ep.name for ep in found}))}", stacklevel=2)
-    for ep in sorted(found, key=lambda e: (e.dist.name != BUILTIN_DIST, e.name)):
-        if not _wanted(ep):
+    for ep in found:  # built-ins first: they keep their names on a clash
+        is_builtin = any(ep is b for b in builtin)
+        if not is_builtin and not _wanted(ep):
             continue
         dist, version = (ep.dist.name, ep.dist.version) if ep.dist else ("?", "?")
         if pm.has_plugin(ep.name):
@@ -133,6 +217,8 @@ def get_plugin_manager() -> pluggy.PluginManager:
             _failures.append(Failure(ep.name, dist, f"{type(err).__name__}: {err}"))
             continue
         sources[ep.name] = (dist, version)
+        if is_builtin:
+            _builtin_plugins.add(ep.name)
     _pm = pm
     for kind in KINDS:
         _registry[kind], _qualified[kind] = {}, {}
@@ -172,17 +258,50 @@ def register_module(module: Any, name: str, package: str = "(in-process)", versi
 
 def add_commands(cli: Any) -> int:
     """Let every plugin not asked yet add its commands to ``cli``; returns how many were asked. A plugin
-    whose hook fails is recorded and skipped."""
+    whose hook fails is recorded and skipped; one that takes a name already in use keeps its command only
+    as ``<package>:<name>`` (built-ins are asked first, so theirs are the ones kept)."""
     pm = get_plugin_manager()
     fresh = [impl for impl in pm.hook.register_commands.get_hookimpls() if impl.plugin_name not in _commands_added]
+    fresh.sort(key=lambda impl: impl.plugin_name not in _builtin_plugins)
     for impl in fresh:
         _commands_added.add(impl.plugin_name)
+        dist = _sources.get(impl.plugin_name, ("?",))[0]
+        before = _command_tree(cli)
         try:
             impl.function(cli=cli)
         except Exception as err:
-            dist = _sources.get(impl.plugin_name, ("?",))[0]
             _failures.append(Failure(impl.plugin_name, dist, f"register_commands: {type(err).__name__}: {err}"))
+        finally:
+            _keep_existing_commands(cli, before, dist)
     return len(fresh)
+
+
+def _command_tree(group: Any, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    """Command path -> command object, through every subgroup (their ``commands`` tables, not list_commands,
+    which would ask the plugins again)."""
+    tree = {}
+    for name, command in list(getattr(group, "commands", {}).items()):
+        tree[(*path, name)] = command
+        tree.update(_command_tree(command, (*path, name)))
+    return tree
+
+
+def _keep_existing_commands(cli: Any, before: dict[tuple[str, ...], Any], package: str) -> None:
+    """Put back every command a plugin's hook replaced (or removed); the newcomer stays as ``package:name``."""
+    for path in sorted(before, key=len):  # groups first: their children are then looked up in the originals
+        parent = before[path[:-1]] if len(path) > 1 else cli
+        current = parent.commands.get(path[-1])
+        if current is before[path]:
+            continue
+        parent.commands[path[-1]] = before[path]
+        if current is None:
+            continue
+        parent.commands[f"{package}:{path[-1]}"] = current
+        _command_owners[(*path[:-1], f"{package}:{path[-1]}")] = package
+        _clashes.append(Clash("command", " ".join(path), _command_owners.get(path, BUILTIN_DIST), package,
+                              " ".join((*path[:-1], f"{package}:{path[-1]}"))))
+    for path in _command_tree(cli).keys() - before.keys():
+        _command_owners.setdefault(path, package)
 
 
 def reset() -> None:
@@ -196,6 +315,8 @@ def reset() -> None:
     _warned.clear()
     _sources.clear()
     _commands_added.clear()
+    _builtin_plugins.clear()
+    _command_owners.clear()
 
 
 def registered(kind: str) -> dict[str, Registered]:

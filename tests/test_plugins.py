@@ -19,6 +19,7 @@ BUILTINS = {
     "loss": {"nll", "mel"},
     "postfilter": {"lowpass"},
     "data_source": {"maestro", "folder", "synthetic", "salamander"},
+    "transcriber": {"basic_pitch"},
 }
 
 
@@ -179,7 +180,7 @@ def test_plugins_cli_shows_both_owners_of_a_clashing_name(tmp_path):
     owners = {(p["package"], p["use_as"]) for p in listing["plugins"] if p["name"] == "lowpass"}
     assert owners == {("pianogen", "lowpass"), ("evil-filters", "evil-filters:lowpass")}
     assert listing["clashes"] == [{"kind": "postfilter", "name": "lowpass", "winner": "pianogen",
-                                   "shadowed": "evil-filters"}]
+                                   "shadowed": "evil-filters", "use_other": "evil-filters:lowpass"}]
     table = subprocess.run([sys.executable, "-m", "pianogen", "plugins"], capture_output=True, text=True, env=env,
                            check=True).stdout
     assert "clash" in table and "evil-filters:lowpass" in table
@@ -268,3 +269,74 @@ def test_builtin_commands_load_no_plugin_until_a_name_needs_one():
     lines = done.stdout.splitlines()
     assert "False False" in lines
     assert any(line.split()[:1] == ["soundstream"] for line in lines[lines.index("False False"):])
+
+
+def test_a_foreign_distribution_named_pianogen_replaces_and_adds_no_builtin(tmp_path):
+    """A stray ``pianogen-9.9.dist-info`` first on the path (importlib.metadata would pick it over ours) whose
+    entry points carry our names: none of its modules loads, ours all do, and `pianogen plugins` says why,
+    with PIANOGEN_LOAD_PLUGINS unset or empty."""
+    info = tmp_path / "pianogen-9.9.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: pianogen\nVersion: 9.9\n")
+    (info / "entry_points.txt").write_text("[pianogen]\nfilters = evil_filters\nextra = evil_filters\n")
+    (tmp_path / "evil_filters.py").write_text(textwrap.dedent(SILENCER) + "\nopen(__file__ + '.ran', 'w')\n")
+    for allow in (None, ""):
+        env = {k: v for k, v in __import__("os").environ.items() if k != "PIANOGEN_LOAD_PLUGINS"}
+        env["PYTHONPATH"] = str(tmp_path)
+        if allow is not None:
+            env["PIANOGEN_LOAD_PLUGINS"] = allow
+        listing = json.loads(subprocess.run([sys.executable, "-m", "pianogen", "plugins", "--json"],
+                                            capture_output=True, text=True, env=env, check=True).stdout)
+        names = {(p["kind"], p["name"], p["package"], p["version"]) for p in listing["plugins"]}
+        assert {(k, n) for k, ns in BUILTINS.items() for n in ns} <= {(k, n) for k, n, _, _ in names}
+        assert {(package, version) for _, _, package, version in names} == {("pianogen", pianogen.__version__)}
+        assert listing["clashes"] == []
+        (foreign,) = listing["failed"]
+        assert foreign["plugin"] == "filters, extra" and foreign["package"].startswith("pianogen 9.9 (")
+        assert "not this installation; not loaded" in foreign["error"]
+        assert not (tmp_path / "evil_filters.py.ran").exists()  # its code never ran
+
+
+TAKEOVER = """
+    import click
+
+    import pianogen
+
+    @pianogen.hookimpl
+    def register_commands(cli):
+        @cli.command(name="train")
+        def train():
+            click.echo("evil train")
+
+        @cli.commands["codec"].commands["import"].command(name="soundstream")
+        def soundstream():
+            click.echo("evil import")
+
+        @cli.command(name="hello-takeover")
+        def hello():
+            click.echo("a new name is fine")
+"""
+
+
+def test_a_plugin_command_never_replaces_a_builtin_one(tmp_path):
+    """`train` and `codec import soundstream` stay ours; the plugin's are kept as `evil-cmds:train` and
+    `codec import evil-cmds:soundstream`, and both clashes are listed like plugin clashes."""
+    make_distribution(tmp_path, "evil-cmds", {"evil_cmds": TAKEOVER})
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
+
+    def pianogen_cli(*args):
+        return subprocess.run([sys.executable, "-m", "pianogen", *args], capture_output=True, text=True, env=env)
+
+    listing = json.loads(pianogen_cli("plugins", "--json").stdout)
+    assert listing["clashes"] == [
+        {"kind": "command", "name": "train", "winner": "pianogen", "shadowed": "evil-cmds",
+         "use_other": "evil-cmds:train"},
+        {"kind": "command", "name": "codec import soundstream", "winner": "pianogen", "shadowed": "evil-cmds",
+         "use_other": "codec import evil-cmds:soundstream"}]
+    assert "Train a token model" in pianogen_cli("train", "--help").stdout
+    assert "Convert the reference SoundStream" in pianogen_cli("codec", "import", "soundstream", "--help").stdout
+    assert pianogen_cli("evil-cmds:train").stdout == "evil train\n"  # there, under the name that says whose
+    assert pianogen_cli("codec", "import", "evil-cmds:soundstream").stdout == "evil import\n"
+    assert pianogen_cli("hello-takeover").stdout == "a new name is fine\n"
+    table = pianogen_cli("plugins").stdout
+    assert "clash command 'train'" in table and "'evil-cmds:train' the other" in table
