@@ -1,0 +1,111 @@
+"""The `basic_pitch` transcriber on audio whose notes are known: fluidsynth renders a C-major scale."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import pianogen
+from pianogen.errors import PianogenError
+from pianogen.interfaces import Note
+from pianogen.notes import note_f1, render_fluidsynth
+
+C_MAJOR_SCALE = [60, 62, 64, 65, 67, 69, 71, 72]
+
+
+def rendered(notes: list[Note], sample_rate: int = 44100) -> torch.Tensor:
+    """fluidsynth's rendering; skipped where fluidsynth is missing, except on CI (``make system`` installs it)."""
+    try:
+        return render_fluidsynth(notes, sample_rate)
+    except PianogenError as err:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(err))
+
+
+@pytest.fixture(scope="module")
+def scale() -> tuple[list[Note], torch.Tensor]:
+    notes = [Note(0.2 + 0.4 * i, 0.55 + 0.4 * i, pitch, 90) for i, pitch in enumerate(C_MAJOR_SCALE)]
+    return notes, rendered(notes)
+
+
+def lowest_per_onset(notes: list[Note], tolerance: float = 0.05) -> list[int]:
+    """The lowest pitch of each group of notes starting together (a piano tone's strong octave partial may be
+    heard as a quieter note an octave up, basic-pitch's usual error)."""
+    groups: list[list[Note]] = []
+    for n in sorted(notes, key=lambda n: n.onset):
+        if groups and n.onset - groups[-1][0].onset < tolerance:
+            groups[-1].append(n)
+        else:
+            groups.append([n])
+    return [min(n.pitch for n in group) for group in groups]
+
+
+def test_a_rendered_c_major_scale_transcribes_to_its_pitches_in_order(scale):
+    notes, wav = scale
+    heard = pianogen.get_transcriber("basic_pitch").transcribe(wav, 44100)
+    assert lowest_per_onset([n for n in heard if n.onset < 3.5]) == C_MAJOR_SCALE
+    scores = note_f1(notes, heard)
+    assert scores["recall"] == 1.0 and scores["f1"] > 0.7  # every played note found within 50 ms
+    assert heard == sorted(heard, key=lambda n: (n.onset, n.pitch))
+    assert all(21 <= n.pitch <= 108 and 1 <= n.velocity <= 127 and n.offset > n.onset for n in heard)
+
+
+def test_any_rate_and_either_shape_hear_the_same_notes(scale):
+    notes, wav = scale
+    transcriber = pianogen.get_transcriber("basic_pitch")
+    import torchaudio.functional as AF
+
+    at_16k = AF.resample(wav, 44100, 16000)
+    heard = transcriber.transcribe(at_16k[None], 16000)
+    assert note_f1(notes, heard)["recall"] == 1.0
+    with pytest.raises(PianogenError, match="mono"):
+        transcriber.transcribe(torch.stack([wav, wav]), 44100)
+
+
+def test_silence_has_no_notes():
+    assert pianogen.get_transcriber("basic_pitch").transcribe(torch.zeros(22050), 22050) == []
+
+
+def test_thresholds_are_the_config():
+    """A frame threshold near 1 keeps almost nothing: the config reaches the decoding."""
+    wav = rendered([Note(0.1, 0.8, 60, 100), Note(0.9, 1.6, 64, 100)], 22050)
+    strict = pianogen.get_transcriber("basic_pitch", frame_threshold=0.95, onset_threshold=0.95)
+    loose = pianogen.get_transcriber("basic_pitch")
+    assert len(strict.transcribe(wav, 22050)) < len(loose.transcribe(wav, 22050))
+
+
+def test_a_missing_onnx_file_is_one_line_naming_the_fix(tmp_path):
+    with pytest.raises(PianogenError) as err:
+        pianogen.get_transcriber("basic_pitch", model_path=str(tmp_path / "nmp.onnx"))
+    message = str(err.value)
+    assert "\n" not in message and "does not exist" in message
+    assert "pip install --no-deps basic-pitch==0.4.0" in message
+
+
+def test_a_broken_onnx_file_is_one_line_naming_the_fix(tmp_path):
+    broken = tmp_path / "nmp.onnx"
+    broken.write_bytes(b"version https://git-lfs.github.com/spec/v1\n")  # what an LFS checkout leaves
+    with pytest.raises(PianogenError) as err:
+        pianogen.get_transcriber("basic_pitch", model_path=str(broken))
+    assert "\n" not in str(err.value) and "pip install --no-deps basic-pitch==0.4.0" in str(err.value)
+
+
+def test_bad_thresholds_and_unknown_keys_are_user_errors():
+    with pytest.raises(PianogenError, match="onset_threshold"):
+        pianogen.get_transcriber("basic_pitch", onset_threshold=1.5)
+    with pytest.raises(PianogenError, match="unknown key 'frame_treshold'.*frame_threshold"):
+        pianogen.get_transcriber("basic_pitch", frame_treshold=0.2)
+
+
+def test_the_wheel_is_found_without_importing_it():
+    import subprocess
+    import sys
+
+    code = ("import sys, pianogen; t = pianogen.get_transcriber('basic_pitch'); "
+            "print(t.model_path.name, 'basic_pitch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["nmp.onnx", "False"]
+
