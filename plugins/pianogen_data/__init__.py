@@ -1,10 +1,13 @@
-"""Built-in PianoGen plugin: the data sources `maestro`, `folder`, `synthetic`, `salamander` and `mix`.
+"""Built-in PianoGen plugin: the data sources `maestro`, `folder`, `synthetic`, `rendered`, `salamander` and `mix`,
+and the command `pianogen data render` (MIDI played on a sampled grand).
 
 Registered through the 'pianogen' entry-point group like any third-party plugin. Factories name
 only the ``[data]`` keys they use; the host passes exactly those.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pianogen
 from pianogen.hookspecs import Register
@@ -16,6 +19,8 @@ from pianogen_data.sources import (
     folder,
     maestro,
     mix,
+    rendered,
+    rendered_root,
     salamander,
     synthetic,
     synthetic_root,
@@ -27,9 +32,38 @@ def register_data_sources(register: Register) -> None:
     register("maestro", maestro)
     register("folder", folder)
     register("synthetic", synthetic)
+    register("rendered", rendered)
     register("salamander", salamander)
     register("mix", mix)
 
 
+@pianogen.hookimpl
+def register_commands(cli) -> None:
+    import click
+
+    @cli.commands["data"].command(name="render")
+    @click.argument("out_dir", type=click.Path(path_type=Path))
+    @click.option("--midi", type=click.Path(path_type=Path, file_okay=False), default=None,
+                  help="Render every .mid/.midi file under this folder (a MAESTRO CSV there keeps its splits).")
+    @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+                  help="Or compose and render this many minutes of pieces.")
+    @click.option("--seed", default=0, show_default=True, help="Seeds the composer and --humanize.")
+    @click.option("--humanize", is_flag=True, help="Play MIDI files with small timing and velocity jitter.")
+    @click.option("--all-layers", is_flag=True,
+                  help="Also play velocity layer 10, which codec evaluation scores (left out by default).")
+    def data_render(out_dir: Path, midi: Path | None, minutes: float | None, seed: int, humanize: bool,
+                    all_layers: bool) -> None:
+        """Render MIDI with a recorded grand (Salamander V3) into OUT_DIR, in MAESTRO's layout; resumable."""
+        from pianogen_data.render import render_corpus
+        from pianogen_data.sampler import SamplerConfig
+
+        if (midi is None) == (minutes is None):
+            raise click.UsageError("give either --midi DIR or --minutes M")
+        config = SamplerConfig(skip_layer=None) if all_layers else None
+        click.echo(str(render_corpus(out_dir, midi=midi, minutes=minutes, seed=seed, humanized=humanize,
+                                     config=config)))
+
+
 __all__ = ["FolderSource", "MaestroSource", "MixSource", "SalamanderSource", "folder", "maestro", "mix",
-           "salamander", "synthetic", "synthetic_root", "register_data_sources"]
+           "rendered", "rendered_root", "salamander", "synthetic", "synthetic_root", "register_data_sources",
+           "register_commands"]

@@ -1,5 +1,6 @@
 """The built-in corpora: MAESTRO v3 (its CSV gives files, years and splits), a folder of audio files,
-the synthetic corpus in MAESTRO's layout, real piano notes (Salamander Grand Piano V3), and a mix of them."""
+the synthetic corpus in MAESTRO's layout, MIDI rendered with a sampled grand, real piano notes (Salamander Grand
+Piano V3), and a mix of them."""
 
 from __future__ import annotations
 
@@ -129,6 +130,30 @@ class SalamanderSource(DataSource):
     def pieces(self) -> list[Piece]:
         notes = salamander_notes(self.root)
         return [Piece(p, p.name, split, title=p.stem) for split in ("train", "test") for p in notes[split]]
+
+
+def rendered_root(root: str, minutes: float, seed: int, midi: str = "", humanize: bool = False) -> Path:
+    """Where the rendered corpus of these settings lives: ``root``, else one folder per settings under
+    $PIANOGEN_HOME/rendered (a MIDI folder is keyed by a hash of its resolved path)."""
+    if root:
+        return Path(root).expanduser()
+    if midi:
+        where = hashlib.sha1(str(expand(midi).resolve()).encode()).hexdigest()[:12]
+        return home() / f"rendered/midi-{where}-s{seed}{'-h' if humanize else ''}"
+    return home() / f"rendered/m{minutes}-s{seed}"
+
+
+def rendered(root: str = "", minutes: float = 6.0, seed: int = 0, midi: str = "", humanize: bool = False,
+             years: list[int] = (), skip_missing: bool = False) -> MaestroSource:
+    """Real piano rendered with the sampled grand: ``minutes`` of composed pieces (``seed``), or the MIDI files
+    of ``midi`` (humanised when ``humanize``), written to ``root`` (default under $PIANOGEN_HOME) on first
+    use; then read like MAESTRO."""
+    from pianogen_data.render import render_corpus
+
+    path = rendered_root(root, minutes, seed, midi, humanize)
+    if not (path / MAESTRO_CSV).is_file():
+        render_corpus(path, midi=expand(midi) if midi else None, minutes=minutes, seed=seed, humanized=humanize)
+    return MaestroSource(path, years, skip_missing)
 
 
 def salamander(root: str = "") -> SalamanderSource:
