@@ -38,7 +38,7 @@ SILENCE_DB = -70.0  # a recording is cut where it has decayed this far below its
 
 @dataclass
 class SamplerConfig:
-    polyphony: int = 96  # voices sounding at once; the next steals one
+    polyphony: int = 96  # voices sounding at once; the next steals one (which fades out over cut_fade)
     skip_layer: int | None = 10  # a velocity layer never played (EVAL_VELOCITY); None plays all
     gain: float = 0.5  # master gain (the loudest layer peaks near 0.9 on its own)
     release_level: float = 0.06  # release noise at velocity 127 relative to its recording
