@@ -58,29 +58,56 @@ def codec_get(name: str, source: str | None, out: Path | None) -> None:
 @click.option("--seconds", default=4.0, show_default=True, type=click.FloatRange(min=0),
               help="Seconds from the start of each piece or file (0 = all).")
 @click.option("--no-opus", is_flag=True, help="Skip the Opus anchor.")
+@click.option("--opus-kbps", default="6,8,12,16", show_default=True, help="Opus bitrates (opusenc --bitrate).")
+@click.option("--opus-mode", type=click.Choice(["vbr", "cvbr", "hard-cbr"]), default="vbr", show_default=True,
+              help="opusenc's rate control (vbr: its default; the measured rate is shown either way).")
+@click.option("--no-notes", is_flag=True, help="Skip transcription (note F1).")
+@click.option("--transcriber", default="basic_pitch", show_default=True, help="Registered transcriber for note F1.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Also write codec_eval.json, rate_distortion.md and rate_distortion.png here.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def codec_eval(checkpoint: Path, audio: tuple[Path, ...], codec_name: str, recipe: str | None,
-               overrides: tuple[str, ...], split: str, pieces: int, seconds: float, no_opus: bool, device: str,
+               overrides: tuple[str, ...], split: str, pieces: int, seconds: float, no_opus: bool, opus_kbps: str,
+               opus_mode: str, no_notes: bool, transcriber: str, out_dir: Path | None, device: str,
                as_json: bool) -> None:
-    """Score codec CHECKPOINT on AUDIO files or a recipe's split: reconstruction by levels, codebook use, Opus."""
+    """Score codec CHECKPOINT on AUDIO files or a recipe's split: reconstruction and note F1 by levels, codebook
+    use, Opus (opusenc from 48 kHz) at the same metrics, and the rate-distortion table."""
+    import sys
+
     import pianogen
-    from pianogen.codec_metrics import clip, evaluate_codec, markdown_tables, recipe_audio
+    from pianogen.codec_metrics import clip, evaluate_codec, markdown_tables, recipe_paths
+    from pianogen.codec_notes import clip_midi_notes
     from pianogen.device import pick_device
+    from pianogen.rate_distortion import rate_distortion_table, write_rate_distortion
 
     if bool(audio) == bool(recipe):
         raise PianogenError("give AUDIO files or --recipe, not both and not neither")
+    try:
+        kbps = [float(k) for k in opus_kbps.split(",") if k.strip()]
+    except ValueError:
+        raise PianogenError(f"--opus-kbps takes numbers separated by commas, not '{opus_kbps}'") from None
+    if not kbps or not all(6 <= k <= 256 for k in kbps):
+        raise PianogenError(f"--opus-kbps: opusenc takes 6 to 256 kbps, not '{opus_kbps}'")
     codec = pianogen.get_codec(codec_name, checkpoint=str(checkpoint)).to(pick_device(device)).eval()
-    if recipe:
-        wavs = recipe_audio(pianogen.load_recipe(recipe, overrides), split, codec.sample_rate, seconds, pieces)
-    else:
-        wavs = [clip(path, codec.sample_rate, seconds) for path in audio]
-    result = {"checkpoint": str(checkpoint), "codec": codec.identity(), **evaluate_codec(codec, wavs, opus=not no_opus)}
+    paths = recipe_paths(pianogen.load_recipe(recipe, overrides), split, pieces) if recipe else list(audio)
+    wavs = [clip(path, codec.sample_rate, seconds) for path in paths]
+    midi = None if no_notes else [clip_midi_notes(path, seconds) for path in paths]
+    result = {"checkpoint": str(checkpoint), "codec": codec.identity(),
+              **evaluate_codec(codec, wavs, opus=not no_opus, opus_kbps=kbps, opus_mode=opus_mode,
+                               notes=not no_notes, transcriber=transcriber, midi=midi,
+                               progress=sys.stdout.isatty() and not as_json)}
     for line in result["warnings"]:
         click.echo(f"warning: {line}", err=True)
+    name, digest = result["codec"]["name"], result["codec"]["config_hash"]
+    if out_dir is not None:
+        write_rate_distortion(result, out_dir, f"{name} {digest} against Opus ({result['seconds']:.1f} s of audio)")
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    name, digest = result["codec"]["name"], result["codec"]["config_hash"]
     click.echo(f"# Codec {name} {digest} ({result['seconds']:.1f} s of audio)\n")
     click.echo("\n".join(markdown_tables(result, codec.codebook_size)))
+    click.echo("## Rate against distortion\n")
+    click.echo("\n".join(rate_distortion_table(result)))
+    if out_dir is not None:
+        click.echo(f"written: {out_dir / 'rate_distortion.png'}, rate_distortion.md, codec_eval.json")
