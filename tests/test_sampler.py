@@ -33,21 +33,21 @@ def release_noise(seconds: float = 0.3) -> np.ndarray:
     return (0.5 * np.stack([x, x], 1)).astype(np.float32)
 
 
-def write_fake_set(root, layers=LAYERS) -> dict:
+def write_fake_set(root, layers=LAYERS, pitches=PITCHES, seconds=3.0) -> dict:
     """The fake set in the fetched layout: ``salamander-v<layer>/<note>v<layer>.wav`` (each folder marked
-    complete, as a finished fetch leaves it) and ``salamander-release/rel<key>.wav`` for A3 and C4."""
+    complete, as a finished fetch leaves it) and ``salamander-release/rel<key>.wav`` at the same pitches."""
     folders = {}
     for layer in range(1, 17):
         folder = root / f"salamander-v{layer}"
         folder.mkdir(parents=True, exist_ok=True)
         if layer in layers:
-            for name, pitch in PITCHES.items():
-                sf.write(folder / f"{name}v{layer}.wav", tone(pitch, layer), SR, subtype="FLOAT")
+            for name, pitch in pitches.items():
+                sf.write(folder / f"{name}v{layer}.wav", tone(pitch, layer, seconds), SR, subtype="FLOAT")
         (folder / ".complete").write_bytes(b"")
         folders[layer] = folder
     release = root / "salamander-release"
     release.mkdir(parents=True, exist_ok=True)
-    for pitch in PITCHES.values():
+    for pitch in pitches.values():
         sf.write(release / f"rel{pitch - 20}.wav", release_noise(), SR, subtype="FLOAT")
     (release / ".complete").write_bytes(b"")
     return {"layers": folders, "release": release}

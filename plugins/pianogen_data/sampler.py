@@ -208,10 +208,16 @@ class Sampler:
         n = voice.end
         if n <= 0:
             return
-        sound = torch.zeros(2, n)
-        for layer, weight in voice.layers:  # layers of one pitch are crossfaded
+        by_pitch: dict[int, torch.Tensor] = {}  # layers recorded at one pitch are mixed before one resampling
+        for layer, weight in voice.layers:
             sampled, path = self.nearest(layer, voice.pitch)
-            sound += weight * self._read(self.sample(path), 2 ** ((voice.pitch - sampled) / 12), n)
+            src = self.sample(path)[:, : int(np.ceil(n * 2 ** ((voice.pitch - sampled) / 12))) + 2].float()
+            if sampled in by_pitch:
+                m = min(src.shape[1], by_pitch[sampled].shape[1])
+                by_pitch[sampled] = by_pitch[sampled][:, :m].add_(src[:, :m], alpha=weight)
+            else:
+                by_pitch[sampled] = src.mul_(weight) if weight != 1.0 else src
+        sound = sum(self._read(src, 2 ** ((voice.pitch - sampled) / 12), n) for sampled, src in by_pitch.items())
         tail = int(min(voice.damp, voice.cut - self.config.cut_fade * self.sample_rate, n))
         if tail < n:  # from the damper's fall or the cut's fade on, the envelope is not 1
             t = torch.arange(max(tail, 0), n, dtype=torch.float64)
@@ -222,11 +228,10 @@ class Sampler:
         out[:, voice.start:voice.start + n] += sound
 
     @staticmethod
-    def _read(sample: torch.Tensor, rate: float, n: int) -> torch.Tensor:
-        """``n`` samples of ``sample`` [2, S] read ``rate`` times faster (linear interpolation) -> float32 [2, n]."""
+    def _read(src: torch.Tensor, rate: float, n: int) -> torch.Tensor:
+        """``n`` samples of ``src`` float32 [2, S] read ``rate`` times faster (linear interpolation) -> [2, n]."""
         if rate == 1.0:
-            return sample[:, :n].float()
-        src = sample[:, : int(np.ceil(n * rate)) + 2].float()
+            return src[:, :n]
         # source index of output j: (j + 0.5) * rate - 0.5 (align_corners=False), the exact pitch ratio
         return F.interpolate(src[None], scale_factor=1 / rate, mode="linear", recompute_scale_factor=False)[0, :, :n]
 
