@@ -39,7 +39,7 @@ def make_maestro(root, rows=ROWS):
 
 def test_builtins_are_registered_through_the_entry_point():
     sources = registered("data_source")
-    assert {"maestro", "folder", "synthetic"} <= set(sources)
+    assert {"maestro", "folder", "synthetic", "rendered", "salamander", "mix"} <= set(sources)
     assert sources["maestro"].package == "pianogen"
 
 

