@@ -54,7 +54,41 @@ def report_markdown(r: dict[str, Any]) -> str:
         lines += _table(["second", *(name.replace("_", " ") for name in names)],
                         [[t, *(c[name][metric][b] for name in names)]
                          for b, t in enumerate(c["seconds_after_prompt"])])
+    lines += notes_markdown(c.get("notes"))
     return "\n".join(lines)
+
+
+NOTE_COLUMNS = [  # (header, metric) of the notes table
+    ("notes/s", "notes_per_second"), ("distinct pitches", "distinct_pitches"),
+    ("pitch-class corr. to prompt", "pitch_class_correlation"), ("key agreement", "key_agreement"),
+]
+PER_SECOND_UP_TO = 10  # continuations this many seconds or shorter also get the notes by second
+
+
+def notes_markdown(notes: dict[str, Any] | None) -> list[str]:
+    """The notes the transcriber heard: signal x metric (mean over prompts and seconds), then by second."""
+    if not notes:
+        return []
+    if "unavailable" in notes:
+        return ["## Notes heard in the continuation", "", f"> warning: notes not measured: {notes['unavailable']}",
+                ""]
+    lines = [f"## Notes heard in the continuation (transcriber `{notes['transcriber']}`; mean over prompts and "
+             "1 s bins)", "",
+             "Per second after the prompt: onsets (notes/s), pitches sounding (distinct pitches), Pearson correlation "
+             "of the sounding pitch-class profile with the prompt's, and the MIREX key score of the second's key "
+             "against the prompt's (1 same key, 0.5 a fifth above, 0.3 relative, 0.2 parallel major/minor). `raw` "
+             "(the true continuation) is the ceiling; `other_piece`, the noises and `drone` are floors.", ""]
+    lines += _table(["signal", *(header for header, _ in NOTE_COLUMNS)],
+                    [[name.replace("_", " "), *(notes[name][metric] for _, metric in NOTE_COLUMNS)]
+                     for name in notes["signals"]])
+    seconds = notes["seconds_after_prompt"]
+    if len(seconds) <= PER_SECOND_UP_TO:
+        for header, metric in NOTE_COLUMNS:
+            lines += [f"### Notes by second: {header}", ""]
+            lines += _table(["second", *(name.replace("_", " ") for name in notes["signals"])],
+                            [[t, *(notes[name]["per_second"][metric][b] for name in notes["signals"])]
+                             for b, t in enumerate(seconds)])
+    return lines
 
 
 DRIFT_TABLES = [  # (title, metric): each a table by second, a column per signal that has the metric

@@ -6,8 +6,11 @@ Three parts, each with a floor or reference to read it against:
 - codec: how well the run's codec reconstructs the split's audio from its first 1, 2, 4, 8, all levels;
 - continuation: prompts from the split continued by the model and compared, second by second, with
   the true continuation (codec-resynthesised and raw): the drift curve of pianogen.drift. Every drift
-  number has its floors beside it: the same metric for another piece of the corpus and for white and
-  pink noise put in place of the continuation (white noise scores chroma ~0.5 against a C-major prompt).
+  number has its floors beside it: the same metric for another piece of the corpus, for white and
+  pink noise and for a drone (the prompt key's tonic triad, held) put in place of the continuation
+  (white noise scores chroma ~0.5 against a C-major prompt). A transcriber (basic_pitch) also hears the
+  notes of the continuation and its floors: notes per second, distinct pitches, pitch-class correlation
+  and key agreement with the prompt (pianogen.notes), by second.
 This module measures; ``pianogen.eval_report`` writes what it measured (eval.json, report.md, figures).
 """
 
@@ -28,6 +31,7 @@ from pianogen.device import pick_device
 from pianogen.drift import coloured_noise, drift_curves
 from pianogen.errors import PianogenError
 from pianogen.eval_report import write_report
+from pianogen.notes import NOTE_METRICS, average_note_metrics, drone, signal_note_metrics, split_at
 from pianogen.precision import PRECISIONS, in_precision
 from pianogen.progress import progress_bar
 
@@ -37,6 +41,7 @@ FLOORS = {  # after the (original) prompt, in place of the continuation
     "other_piece": "floor: another piece of the corpus (original audio)",
     "white_noise": "floor: white noise at the prompt's RMS",
     "pink_noise": "floor: pink noise at the prompt's RMS",
+    "drone": "floor: the tonic triad of the prompt's key, held at the prompt's RMS (stuck on one chord)",
 }
 NOISE_EXPONENTS = {"white_noise": 0.0, "pink_noise": 1.0}
 SIGNALS = {
@@ -45,6 +50,7 @@ SIGNALS = {
     "raw": "the true continuation, the original audio",
     **FLOORS,
 }
+NOTE_SIGNALS = ("generated", "raw", *FLOORS)  # the signals whose notes are heard (resynth: the codec's business)
 # who each signal is compared with by Mel L1 and spectral convergence
 REFERENCES = {"generated": ["resynth", "raw"], "resynth": ["raw"], **{name: ["resynth", "raw"] for name in FLOORS}}
 
@@ -204,11 +210,26 @@ def other_piece(cache: Any, split: str, piece: dict[str, Any], start: int, frame
     return None
 
 
+def load_transcriber(name: str | None) -> tuple[Any, str | None]:
+    """(the transcriber, None), or (None, why not) when it cannot load: evaluation goes on without notes."""
+    if name is None:
+        return None, "no transcriber asked"
+    from pianogen import get_transcriber
+
+    try:
+        return get_transcriber(name), None
+    except PianogenError as err:
+        print(f"warning: notes: transcriber '{name}' unavailable: {err}", file=sys.stderr)
+        return None, f"transcriber '{name}' unavailable: {err}"
+
+
 def continuation_metrics(recipe: Any, codec: Any, model: Any, cache: Any, split: str, n_prompts: int,
                          prompt_seconds: float, seconds: float, seed: int, device: torch.device,
-                         progress: bool) -> tuple[dict[str, Any], list[dict[str, torch.Tensor]]]:
-    """Continue prompts from the split and score the drift against the true continuation, by second.
-    Returns the JSON block and, per prompt, the decoded {signal: FloatTensor[S]} audio (for figures)."""
+                         progress: bool, transcriber: str | None = "basic_pitch"
+                         ) -> tuple[dict[str, Any], list[dict[str, torch.Tensor]]]:
+    """Continue prompts from the split and score the drift against the true continuation, by second, and
+    the notes ``transcriber`` hears in it. Returns the JSON block and, per prompt, the decoded
+    {signal: FloatTensor[S]} audio (for figures)."""
     from pianogen.generate import GenerationRequest, continue_codes
 
     levels, hop, sr = recipe.codec.levels, codec.hop_length, codec.sample_rate
@@ -235,21 +256,29 @@ def continuation_metrics(recipe: Any, codec: Any, model: Any, cache: Any, split:
     boundary, total = prompt_frames * hop, (prompt_frames + frames) * hop
     others = [other_piece(cache, split, piece, start + prompt_frames, frames) for piece, start in chosen]
     floors = [name for name in FLOORS if name != "other_piece" or all(others)]
-    audio, curves = [], []
+    hearing, unavailable = load_transcriber(transcriber)
+    audio, curves, notes = [], [], []
     for i, (piece, start) in enumerate(chosen):
         raw = _load_segment(paths[piece["audio_filename"]], sr, start * hop, total)
         prompt_audio, rms = raw[:boundary], float(raw[:boundary].pow(2).mean().sqrt())
         signals = {"generated": decoded["generated"][i, 0, :total], "resynth": decoded["resynth"][i, 0, :total],
                    "raw": raw}
+        heard = {"raw": hearing.transcribe(raw, sr)} if hearing else {}
         for name in floors:
             if name == "other_piece":
                 other, other_start = others[i]
                 tail = _load_segment(paths[other["audio_filename"]], sr, other_start * hop, total - boundary)
+            elif name == "drone":  # the prompt's key from its notes, from its chroma when none were heard
+                prompt_notes = split_at(heard["raw"], boundary / sr)[0] if hearing else None
+                tail = drone(prompt_audio, prompt_notes, sr, (total - boundary) / sr)
             else:
                 tail = coloured_noise(total - boundary, NOISE_EXPONENTS[name], rms, seed + i)
             signals[name] = torch.cat([prompt_audio, tail])
         audio.append(signals)
         curves.append(drift_curves(signals, boundary, REFERENCES, sr))
+        if hearing:
+            notes.append(signal_note_metrics(hearing, {n: signals[n] for n in NOTE_SIGNALS if n in signals}, sr,
+                                             boundary, frames / codec.frame_rate, heard))
     mean = {name: {metric: np.mean([c[name][metric] for c in curves], axis=0).tolist() for metric in metrics}
             for name, metrics in curves[0].items()}
     n_bins = len(next(iter(mean["raw"].values())))
@@ -262,6 +291,11 @@ def continuation_metrics(recipe: Any, codec: Any, model: Any, cache: Any, split:
         "other_pieces": [None if o is None else {"audio_filename": o[0]["audio_filename"],
                                                  "start_s": o[1] / codec.frame_rate} for o in others],
         "seconds_after_prompt": [float(b + 1) for b in range(n_bins)], **mean,
+        "notes": {"unavailable": unavailable} if not hearing else {
+            "transcriber": transcriber, "metrics": list(NOTE_METRICS), "signals": list(notes[0]),
+            "seconds_after_prompt": [float(b + 1) for b in range(len(notes[0]["raw"]["per_second"]
+                                                                     ["notes_per_second"]))],
+            **average_note_metrics(notes)},
     }
     return block, audio
 
@@ -269,14 +303,15 @@ def continuation_metrics(recipe: Any, codec: Any, model: Any, cache: Any, split:
 def evaluate(run_dir: str | Path, split: str = "test", out: str | Path | None = None, n_prompts: int = 4,
              prompt_seconds: float | None = None, seconds: float | None = None, codec_seconds: float = 4.0,
              codec_pieces: int = 8, seed: int = 0, device: str = "auto", progress: bool = True,
-             precision: str = "fp32") -> dict[str, Any]:
+             precision: str = "fp32", transcriber: str | None = "basic_pitch") -> dict[str, Any]:
     """Evaluate a run's ``best`` checkpoint on ``split``; with ``out``, also write eval.json, report.md and PNGs.
 
     ``precision`` other than fp32: the tokens are scored at fp32 and at that precision (its NLL cost,
     under ``precision``), and the continuations are sampled at that precision.
 
     prompt_seconds / seconds default to the recipe's [generate] values; the codec is scored on the
-    first ``codec_seconds`` of up to ``codec_pieces`` pieces of the split.
+    first ``codec_seconds`` of up to ``codec_pieces`` pieces of the split. ``transcriber`` hears the
+    continuations' notes (None: no notes; one that fails to load is a warning, and the rest still runs).
     """
     if split not in ("train", "validation", "test"):
         raise PianogenError(f"split must be train, validation or test, got '{split}'")
@@ -308,7 +343,7 @@ def evaluate(run_dir: str | Path, split: str = "test", out: str | Path | None = 
             for p in cache.pieces(split)[:codec_pieces]]
     continuation, audio = continuation_metrics(
         recipe, codec, model, cache, split, n_prompts, prompt_seconds or recipe.generate.prompt_seconds,
-        seconds or recipe.generate.seconds, seed, torch_device, progress)
+        seconds or recipe.generate.seconds, seed, torch_device, progress, transcriber)
     report = {
         "run_dir": str(run_dir), "split": split, "checkpoint_step": meta["step"], "device": str(torch_device),
         "codec_name": recipe.codec.name, "model": recipe.model.name if recipe.model else None,

@@ -53,14 +53,14 @@ def test_codec_metrics_by_number_of_levels(evaluated):
     for metrics in by_levels.values():
         assert set(metrics) == {"mel_l1", "stft", "si_sdr", "kbps"} and finite(metrics.values())
     assert len(report["codec"]["codebooks"]) == 4  # codes used and perplexity per level
-    assert "codec bitrate" in report["codec"]["opus"] or "unavailable" in report["codec"]["opus"]
+    assert "6 kbps" in report["codec"]["opus"] or "unavailable" in report["codec"]["opus"]  # opusenc at 6..16 kbps
 
 
 def test_continuation_drift_curve_by_second(evaluated):
     c = evaluated[0]["continuation"]
     assert c["n_prompts"] == 2 and len(c["prompts"]) == 2
     assert c["seconds_after_prompt"] == [1.0, 2.0]
-    floors = {"other_piece", "white_noise", "pink_noise"}
+    floors = {"other_piece", "white_noise", "pink_noise", "drone"}
     assert set(c["signals"]) == {"generated", "resynth", "raw"} | floors and set(c["floors"]) == floors
     compared = {"mel_l1_vs_resynth", "spectral_convergence_vs_resynth", "mel_l1_vs_raw",
                 "spectral_convergence_vs_raw", "chroma_similarity", "bad_frame_fraction"}
@@ -74,6 +74,8 @@ def test_continuation_drift_curve_by_second(evaluated):
     assert all(0 <= v <= 1 for v in c["raw"]["bad_frame_fraction"])
     assert all(v > 0.5 for v in c["raw"]["chroma_similarity"])  # the true music stays in its key
     assert c["white_noise"]["bad_frame_fraction"] == c["pink_noise"]["bad_frame_fraction"] == [1.0, 1.0]
+    assert c["drone"]["bad_frame_fraction"] == [0.0, 0.0]  # a held chord is neither noise nor silence...
+    assert all(v > 0.5 for v in c["drone"]["chroma_similarity"])  # ...and in the prompt's key: drift misses it
     assert all(v == 0.0 for v in c["other_piece"]["bad_frame_fraction"])  # music is never a bad frame
 
 
@@ -83,9 +85,50 @@ def test_report_files(evaluated):
     text = (out / "report.md").read_text()
     assert "unigram NLL" in text and "SI-SDR" in text and "Continuation drift" in text
     chroma_table = text.split("### Chroma similarity")[1].split("###")[0]
-    assert "| second | generated | resynth | raw | other piece | white noise | pink noise |" in chroma_table
+    assert "| second | generated | resynth | raw | other piece | white noise | pink noise | drone |" in chroma_table
+    notes_table = text.split("## Notes heard in the continuation")[1].split("###")[0]
+    assert "| signal | notes/s | distinct pitches | pitch-class corr. to prompt | key agreement |" in notes_table
+    assert all(f"| {name} |" in notes_table for name in ("generated", "raw", "other piece", "white noise", "drone"))
+    assert "### Notes by second: notes/s" in text
     for name in ("drift.png", "mel_0_generated.png", "mel_0_resynth.png", "mel_1_generated.png"):
         assert (out / name).stat().st_size > 1000, name
+
+
+def test_the_continuation_notes_have_every_floor(evaluated):
+    notes = evaluated[0]["continuation"]["notes"]
+    assert notes["transcriber"] == "basic_pitch" and notes["seconds_after_prompt"] == [1.0, 2.0]
+    assert notes["signals"] == ["generated", "raw", "other_piece", "white_noise", "pink_noise", "drone"]
+    metrics = {"notes_per_second", "pitch_class_correlation", "key_agreement", "distinct_pitches"}
+    for name in notes["signals"]:
+        assert set(notes[name]) == metrics | {"per_second"} and finite(notes[name][m] for m in metrics)
+        assert set(notes[name]["per_second"]) == metrics
+        assert all(len(v) == 2 and finite(v) for v in notes[name]["per_second"].values())
+        assert notes[name]["notes_per_second"] == pytest.approx(sum(notes[name]["per_second"]["notes_per_second"]) / 2)
+    # the true continuation plays notes; the drone strikes one chord and holds it, the noises are no music
+    assert notes["raw"]["notes_per_second"] > notes["drone"]["notes_per_second"]
+    assert notes["raw"]["notes_per_second"] > max(notes["white_noise"]["notes_per_second"],
+                                                  notes["pink_noise"]["notes_per_second"])
+    assert notes["raw"]["distinct_pitches"] > notes["drone"]["distinct_pitches"]
+
+
+def test_an_unavailable_transcriber_is_one_warning_and_the_rest_runs(trained_run, monkeypatch, capsys):
+    """The continuation part alone (tokens and codec do not depend on the transcriber): drift and every floor
+    still measured, the drone's key taken from the prompt's chroma, one warning line for the notes."""
+    from pianogen import pipeline
+    from pianogen.eval_report import notes_markdown
+    from pianogen.evaluate import continuation_metrics
+
+    monkeypatch.setenv("PIANOGEN_HOME", str(trained_run.parent / "home"))
+    recipe, codec, model, _ = pipeline.load_run(trained_run, "best", torch.device("cpu"))
+    cache = pipeline.build_token_cache(recipe, codec, progress=False)
+    c, _ = continuation_metrics(recipe, codec, model, cache, "test", 1, 0.5, 1.0, 0, torch.device("cpu"), False,
+                                transcriber="no_such_transcriber")
+    assert set(c["notes"]) == {"unavailable"} and "no_such_transcriber" in c["notes"]["unavailable"]
+    assert "drone" in c["floors"] and len(c["drone"]["chroma_similarity"]) == 1
+    assert c["drone"]["chroma_similarity"][0] > 0.5  # the chroma's key is the prompt's
+    lines = [line for line in notes_markdown(c["notes"]) if "warning" in line]
+    assert len(lines) == 1 and "notes not measured: transcriber 'no_such_transcriber' unavailable" in lines[0]
+    assert capsys.readouterr().err.count("warning: notes:") == 1
 
 
 def test_too_long_a_continuation_is_a_user_error(trained_run, monkeypatch):
