@@ -101,7 +101,8 @@ def _plan(rng: np.random.Generator, seconds: float, tonic: int, mode: str) -> li
             left = str(rng.choice(choices))
         beats = METERS[meter][0]
         bar_s = beats * 60 / bpm
-        bars_left = (seconds - elapsed - 1.0) / (bar_s * 1.04)  # rubato and ritardandi stretch a little
+        # bars that fit: the closing chord rings ~2.75 s in place of a bar; rubato and ritardandi stretch a little
+        bars_left = (seconds - elapsed - 2.75) / (bar_s * 1.06) + 1
         final = bars_left < 11
         bars = max(1, round(bars_left)) if final else int(rng.choice([4, 6, 8]))
         key = (tonic, mode) if final or not sections or rng.random() < 0.65 else _related_key(rng, tonic, mode)
@@ -123,8 +124,13 @@ def _slot_lengths(rng: np.random.Generator, sec: Section) -> list[float]:
     beats = METERS[sec.meter][0]
     if sec.right == "chorale" and sec.bpm < 80:
         return [1.0] * beats if beats != 5 else [2.0, 1.0, 2.0]
-    if beats == 4 and sec.bpm < 110 and rng.random() < 0.7:
+    slow = sec.bpm * METERS[sec.meter][1] / 60 < 2.4  # a bar lasts long: the harmony moves within it
+    if beats == 4 and sec.bpm < 110 and (slow or rng.random() < 0.8):
         return [2.0, 2.0]
+    if beats == 3 and slow and rng.random() < 0.6:
+        return [2.0, 1.0]
+    if sec.meter == "6/8" and slow:
+        return [1.0, 1.0]
     return [3.0, 2.0] if beats == 5 else [float(beats)]
 
 
@@ -172,8 +178,8 @@ def _write(rng: np.random.Generator, sections: list[Section]) -> tuple[list[Even
     last_top = 72
     for si, sec in enumerate(sections):
         beats, sub = METERS[sec.meter]
-        top = int(rng.integers(70 if sec.right == "chorale" else 63, 86))
-        bass = min(int(rng.integers(33, 50)), top - 26)  # the accompaniment stays under the tune
+        top = int(rng.integers(70 if sec.right == "chorale" else 66, 86))
+        bass = min(int(rng.integers(33, 50)), top - 30)  # the accompaniment stays under the tune
         hands = Hands(rng, sub, beats, bass=bass, top=top,
                       fast=sec.bpm * sub / 60 > 4.2, slow=sec.bpm * sub / 60 < 2.4, doubled=rng.random() < 0.5)
         bars = [sec.start + i * beats for i in range(sec.bars)]

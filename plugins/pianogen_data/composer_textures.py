@@ -300,19 +300,22 @@ def melody(slots: list[Slot], h: Hands, tonic: int, mode: str, bars: list[float]
 
     rhythms = [bar_rhythm(h, plain, False) for _ in range(2)]  # a motif and its answer, reused
     out, leap = [], 0
-    lo, hi = h.top - 10, h.top + 10
+    lo, hi = h.top - 9, h.top + 10
     for i, b0 in enumerate(bars):
         cadence = _cadence_bar(i, len(bars), phrase)
         rhythm = bar_rhythm(h, plain, True) if cadence else rhythms[int(i % 4 == 2)]
         if not cadence and h.rng.random() < 0.25:
             rhythm = bar_rhythm(h, plain, False)
         rise = 1 if (i % phrase) < phrase / 2 else -1  # arch: up to the phrase's middle, then down
+        if abs(pitch(degree, chord_at(slots, b0)) - h.top) > 5:  # ... but drawn back to the register's centre
+            rise = 1 if pitch(degree, chord_at(slots, b0)) < h.top else -1
         for off, ln in rhythm:
             ch = chord_at(slots, b0 + off)
             on_beat = abs(off - round(off)) < 1e-9
             if off == 0 or (on_beat and h.rng.random() < 0.5):  # strong beats: a nearby chord tone, not the same
-                d = min(range(degree - 3, degree + 4), key=lambda d: (abs(d - degree) + 3 * (d == degree) + 9 * (
-                    pitch(d, ch) % 12 not in ch.pcs) + 5 * (not lo <= pitch(d, ch) <= hi)))
+                d = min(range(degree - 3, degree + 4), key=lambda d: (
+                    abs(d - degree) + 3 * (d == degree) + abs(pitch(d, ch) - h.top) / 4
+                    + 9 * (pitch(d, ch) % 12 not in ch.pcs) + 20 * (not lo <= pitch(d, ch) <= hi)))
             elif leap:  # a leap is answered by a step back
                 d, leap = degree - int(np.sign(leap)), 0
             else:
@@ -320,8 +323,10 @@ def melody(slots: list[Slot], h: Hands, tonic: int, mode: str, bars: list[float]
                 direction = rise if h.rng.random() < 0.65 else -rise
                 d = degree + direction * move
                 leap = direction * move if move >= 3 else 0
-            if pitch(d, ch) > hi or pitch(d, ch) < lo:  # bounce off the edges of the register
-                d = degree - (d - degree)
+            if pitch(d, ch) > hi:  # turn back at the edges of the register
+                d, leap = min(d, degree) - 1, 0
+            elif pitch(d, ch) < lo:
+                d, leap = max(d, degree) + 1, 0
             degree = d
             out.append((b0 + off, ln, pitch(d, ch)))
     return out
@@ -329,27 +334,28 @@ def melody(slots: list[Slot], h: Hands, tonic: int, mode: str, bars: list[float]
 
 def scale_runs(slots: list[Slot], h: Hands, tonic: int, mode: str, bars: list[float],
                phrase: int = 4) -> list[tuple[float, float, int]]:
-    """Running scales in half pulses, turning at the register's edges; phrase ends land on a chord tone."""
+    """Running scales in half pulses from a chord tone, turning at the register's edges; a phrase's last bar
+    runs part of the way (most of it when slow) and lands on a held chord tone."""
     scale = scale_of(mode)
+
+    def pitch(d: int) -> int:
+        return tonic + 12 * (d // 7) + scale[d % 7]
+
     degree = 7 * ((h.top - 12 - tonic) // 12)
-    direction = 1
+    direction, step, n = 1, _pulse(h, True), h.beats_per_bar
     out = []
     for i, b0 in enumerate(bars):
         ch = chord_at(slots, b0)
-        d = min(range(degree - 3, degree + 4), key=lambda d: abs(d - degree) + 9 * (
-            (tonic + scale[d % 7]) % 12 not in ch.pcs))
-        if _cadence_bar(i, len(bars), phrase):  # chord tones down the beats to a held landing
-            tones = [p for p in range(tonic + 12 * (d // 7) + scale[d % 7], h.top - 24, -1) if p % 12 in ch.pcs]
-            for k in range(h.beats_per_bar):
-                out.append((b0 + k, 1.0 if k < h.beats_per_bar - 1 else 1.0, tones[min(k, len(tones) - 1)]))
-            degree = d - 2 * (h.beats_per_bar - 1)
-            continue
-        step = _pulse(h, True)
-        for k in range(int(round(h.beats_per_bar / step))):
-            p = tonic + 12 * (d // 7) + scale[d % 7]
-            if not h.top - 16 <= p <= h.top + 14:
-                direction = -1 if p > h.top else 1
-            out.append((b0 + k * step, step, p))
+        d = min(range(degree - 3, degree + 4), key=lambda d: abs(d - degree) + 9 * (pitch(d) % 12 not in ch.pcs))
+        cadence = _cadence_bar(i, len(bars), phrase)
+        run = n if not cadence else n - 1 if h.slow else n // 2
+        for k in range(int(round(run / step))):
+            if not h.top - 16 <= pitch(d) <= h.top + 14:
+                direction = -1 if pitch(d) > h.top else 1
+            out.append((b0 + k * step, step, pitch(d)))
             d += direction
+        if cadence:
+            land = min((near(pc, pitch(d)) for pc in ch.pcs), key=lambda p: abs(p - pitch(d)))
+            out.append((b0 + run, float(n - run), land))
         degree = d
     return out
