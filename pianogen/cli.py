@@ -16,7 +16,17 @@ from pathlib import Path
 import click
 
 from pianogen.cli_codec import codec
-from pianogen.cli_common import MAX_SECONDS, SECONDS, Finite, PluginCommands, output_dir, overrides_argument
+from pianogen.cli_common import (
+    MAX_SECONDS,
+    MAX_TEMPERATURE,
+    NUM,
+    SECONDS,
+    SEED,
+    Finite,
+    PluginCommands,
+    output_dir,
+    overrides_argument,
+)
 from pianogen.cli_data import data
 from pianogen.errors import PianogenError
 
@@ -141,11 +151,11 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool, fetch: bool) ->
 @click.option("--prompt-seconds", type=SECONDS, default=None, help="Prompt length in seconds [recipe].")
 @click.option("--crossfade", type=Finite(0, 1), default=0.05, show_default=True,
               help="Seconds of equal-power crossfade into the continuation, ending where the prompt ends.")
-@click.option("--temperature", type=Finite(min=0), default=None, help="0 = argmax [recipe].")
+@click.option("--temperature", type=Finite(0, MAX_TEMPERATURE), default=None, help="0 = argmax [recipe].")
 @click.option("--top-k", type=click.IntRange(min=0), default=None, help="0 = off [recipe].")
 @click.option("--top-p", type=Finite(0, 1), default=None, help="0 = off; wins over top-k [recipe].")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--num", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--num", type=NUM, default=1, show_default=True,
               help="Continuations of the prompt, sampled as one batch.")
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--postfilter", "postfilters", multiple=True, metavar="NAME[:KEY=VALUE,...]",
@@ -226,7 +236,7 @@ def serve(runs: Path, host: str, port: int, device: str, verbose: bool) -> None:
               help="Prompt length [recipe: generate.prompt_seconds].")
 @click.option("--seconds", type=Finite(min=1, max=MAX_SECONDS), default=None,
               help="Continuation length scored, in 1 s drift bins [recipe: generate.seconds].")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "int8"]), default="fp32", show_default=True,
               help="Also score the tokens at this precision beside fp32 (its NLL cost); continuations use it.")
 @click.option("--device", default="auto", show_default=True)

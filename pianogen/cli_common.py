@@ -9,8 +9,11 @@ from pathlib import Path
 
 import click
 
+from pianogen.generate_options import MAX_NUM, MAX_SECONDS, MAX_SEED, MAX_TEMPERATURE  # noqa: F401 (cli imports them here)
+
 overrides_argument = click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
-MAX_SECONDS = 3600.0  # a continuation longer than an hour is a typo far more often than a wish
+SEED = click.IntRange(0, MAX_SEED)
+NUM = click.IntRange(1, MAX_NUM)
 
 
 class Finite(click.FloatRange):

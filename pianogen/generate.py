@@ -25,6 +25,7 @@ from pianogen import pipeline
 from pianogen.data.audio import save_audio
 from pianogen.device import pick_device
 from pianogen.errors import PianogenError
+from pianogen.generate_options import MAX_NUM, MAX_SECONDS, MAX_SEED, MAX_TEMPERATURE
 from pianogen.paths import atomic_write_bytes
 from pianogen.plots import plot_mel
 from pianogen.precision import PRECISIONS, in_precision  # noqa: F401 (re-exported: the API's old home)
@@ -66,13 +67,15 @@ def check_request(request: GenerationRequest) -> None:
             bound = f"> {low:g}" if low_open else f">= {low:g}"
             raise PianogenError(f"{flag} must be {bound} and <= {high:g}, got {value}")
 
-    finite("--seconds", request.seconds, 0, 24 * 3600, low_open=True)
-    finite("--prompt-seconds", request.prompt_seconds, 0, 24 * 3600, low_open=True)
+    finite("--seconds", request.seconds, 0, MAX_SECONDS, low_open=True)
+    finite("--prompt-seconds", request.prompt_seconds, 0, MAX_SECONDS, low_open=True)
     finite("--crossfade", request.crossfade, 0, 1)
-    finite("--temperature", request.temperature, 0, 100)
+    finite("--temperature", request.temperature, 0, MAX_TEMPERATURE)
     finite("--top-p", request.top_p, 0, 1)
-    if request.num < 1:
-        raise PianogenError(f"--num must be >= 1, got {request.num}")
+    if not 1 <= request.num <= MAX_NUM:
+        raise PianogenError(f"--num must be >= 1 and <= {MAX_NUM}, got {request.num}")
+    if not 0 <= request.seed <= MAX_SEED:
+        raise PianogenError(f"--seed must be >= 0 and <= {MAX_SEED}, got {request.seed}")
     if request.top_k < 0:
         raise PianogenError(f"--top-k must be >= 0 (0 = off), got {request.top_k}")
     if bool(request.extend) == bool(request.prompt):

@@ -10,6 +10,12 @@ from pianogen.errors import PianogenError
 
 RECIPE_DEFAULTED = ("seconds", "prompt_seconds", "temperature", "top_k", "top_p")  # the recipe's [generate] keys
 
+# The limits of one generation, shared by the command line's options, check_request and the web page's server:
+MAX_SECONDS = 3600.0  # continuation and prompt; longer than an hour is a typo far more often than a wish
+MAX_NUM = 64  # continuations sampled as one batch: memory grows with it, and --num 10**20 must not allocate
+MAX_TEMPERATURE = 100.0
+MAX_SEED = 2**63 - 1  # torch's generators take 64 bits; run.seed + epoch must not overflow either
+
 
 def with_recipe_defaults(run_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
     """``options`` with each of ``RECIPE_DEFAULTED`` that is None taken from the run's ``[generate]`` table."""

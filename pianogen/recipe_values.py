@@ -28,6 +28,9 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "generate.seconds": (0, None, False), "generate.prompt_seconds": (0, None, False),
     "generate.temperature": (0, None, True), "generate.top_k": (0, None, True), "generate.top_p": (0, 1, True),
 }
+RANGES.update({"run.seed": (0, 2**63 - 1, True), "data.seed": (0, 2**63 - 1, True)})  # torch seeds take 64 bits
+# list key -> (length, low, high): each item in [low, high) (AdamW refuses a beta of 1 or more, after minutes)
+LIST_RANGES: dict[str, tuple[int, float, float]] = {"train.betas": (2, 0.0, 1.0)}
 CHOICES = {"train.schedule": ("onecycle", "cosine", "constant"), "train.precision": ("fp32", "bf16"),
            "codec_train.precision": ("fp32", "bf16"), "codec_train.schedule": ("constant", "cosine")}
 
@@ -75,6 +78,10 @@ def check_value(key: str, value: Any, hint: Any, rule: str = "") -> Any:
         if too_low or (high is not None and value > high):
             bound = f"{'>=' if low_inclusive else '>'} {low}" if too_low else f"<= {high}"
             raise PianogenError(f"{key} must be {bound}, got {value!r}")
+    if rule in LIST_RANGES:
+        length, low, high = LIST_RANGES[rule]
+        if len(value) != length or not all(low <= v < high for v in value):
+            raise PianogenError(f"{key} must be {length} numbers, each >= {low:g} and < {high:g}, got {value!r}")
     if rule in CHOICES and value not in CHOICES[rule]:
         raise PianogenError(f"{key} must be one of {', '.join(CHOICES[rule])}, got {value!r}"
                             f"{closest(str(value), CHOICES[rule])}")

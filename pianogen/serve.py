@@ -7,36 +7,44 @@ file downloads. One worker thread runs the generations, one at a time, in the or
 for; the page polls a job for its stage, progress and time remaining. Only files a job wrote are served.
 A job asked to stream (``stream=1``) runs ``stream_generate``: take 0's continuation is kept chunk by chunk
 (``/api/jobs/<id>/chunks/<k>``, small WAVs) and the page plays each one as it arrives (Web Audio).
+
+A generation obeys the command line's limits (``generate_options``); at most ``MAX_QUEUED`` wait, one
+more is refused (HTTP 503), and ``POST /api/jobs/<id>/cancel`` drops a queued job or stops a running one
+at its next frame. The HTTP side (Host/Origin checks, the page's token, timeouts, Content-Length) is
+``serve_http.py``.
 """
 
 from __future__ import annotations
 
-import json
-import mimetypes
 import queue
 import re
 import secrets
-import sys
+import shutil
 import threading
 import time
 import traceback
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from pianogen.errors import PianogenError
 from pianogen.generate import GenerationRequest, check_request, generate, load_generation_run, next_free_dir
+from pianogen.generate_options import MAX_NUM, MAX_SECONDS
 from pianogen.takes import prompt_window, read_recording
 
-PAGE = Path(__file__).with_name("web") / "index.html"
-MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # about 45 minutes of 48 kHz 24-bit stereo WAV
 FORM = {"seconds": ("seconds", float), "prompt_seconds": ("prompt_seconds", float), "from": ("start", float),
         "to": ("end", float), "temperature": ("temperature", float), "top_k": ("top_k", int),
         "top_p": ("top_p", float), "num": ("num", int), "seed": ("seed", int)}  # form field -> request field
-MAX_TAKES = 16  # one batch; more would only make the page wait longer
+MAX_QUEUED = 8  # jobs waiting behind the running one; a ninth is refused (HTTP 503) instead of waiting hours
+
+
+class QueueFull(PianogenError):
+    """Every place in the queue is taken: the page is told to try again later (HTTP 503)."""
+
+
+class JobCancelled(Exception):
+    """Raised from a job's progress callback once the page asked to stop it: generation ends at that frame."""
 
 
 def find_runs(path: Path) -> dict[str, Path]:
@@ -60,7 +68,7 @@ class Job:
     run: str
     request: GenerationRequest
     upload: str | None  # the file as uploaded, kept in the job's folder (None: an extension)
-    state: str = "queued"  # queued | running | done | error
+    state: str = "queued"  # queued | running | done | error | cancelled
     stage: str = "queued"
     done: int = 0
     total: int = 0
@@ -74,12 +82,16 @@ class Job:
     stream: bool = False  # take 0's continuation is served chunk by chunk while sampling goes on
     chunks: list[bytes] = field(default_factory=list)  # each a WAV (16-bit PCM) of the next stretch of take 0
     first_audio: float | None = None  # when the first chunk was ready
+    cancel_requested: bool = False  # set by the page; the worker's next frame or chunk raises JobCancelled
 
     def add_chunk(self, audio: Any, sample_rate: int) -> None:
         """stream_generate's chunk float32[num, samples]: take 0's part kept as a small WAV for the page."""
         import io
 
         import soundfile as sf
+
+        if self.cancel_requested:
+            raise JobCancelled(self.id)
 
         buffer = io.BytesIO()
         sf.write(buffer, audio[0], sample_rate, format="WAV", subtype="PCM_16")
@@ -88,6 +100,8 @@ class Job:
         self.chunks.append(buffer.getvalue())
 
     def listen(self, stage: str, done: int, total: int) -> None:
+        if self.cancel_requested:
+            raise JobCancelled(self.id)
         if stage == "sample" and self.sampling_since is None:
             self.sampling_since = time.time()
         self.stage, self.done, self.total = stage, done, total
@@ -157,6 +171,8 @@ class Studio:
 
         if run not in self.runs:
             raise PianogenError(f"unknown run '{run}'; this server offers {', '.join(self.runs)}")
+        if any(len(value) > 100 for value in fields.values()):
+            raise PianogenError("a setting longer than 100 characters is not a number")
         g = load_recipe(self.runs[run] / "recipe.toml").generate
         settings: dict[str, Any] = {"seconds": g.seconds, "prompt_seconds": g.prompt_seconds,
                                     "temperature": g.temperature, "top_k": g.top_k, "top_p": g.top_p}
@@ -167,13 +183,22 @@ class Studio:
                     settings[key] = kind(text)
                 except ValueError:
                     raise PianogenError(f"{name.replace('_', ' ')} must be a number, got '{text}'") from None
-        if settings.get("num", 1) > MAX_TAKES:
-            raise PianogenError(f"at most {MAX_TAKES} takes at a time")
         return settings
+
+    def waiting(self) -> int:
+        return sum(1 for j in self.jobs.values() if j.state == "queued")
+
+    def check_room(self) -> None:
+        """QueueFull when ``MAX_QUEUED`` jobs already wait (checked before an upload is kept, and again when
+        the job is queued)."""
+        if self.waiting() >= MAX_QUEUED:
+            raise QueueFull(f"the server is busy: {MAX_QUEUED} generations are already waiting; try again when "
+                            f"one has finished")
 
     def enqueue(self, run: str, request: GenerationRequest, upload: str | None, stream: bool = False) -> Job:
         job = Job(secrets.token_hex(6), run, request, upload, stream=stream)
         with self.lock:
+            self.check_room()
             self.jobs[job.id] = job
         self.pending.put(job)
         return job
@@ -183,22 +208,36 @@ class Studio:
         settings = self.settings(run, fields)
         if not body:
             raise PianogenError("the upload is empty: choose or record a take first")
-        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(filename).name).strip("._") or "take.wav"
+        self.check_room()
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(filename).name).strip("._")[:100] or "take.wav"
+        check_request(GenerationRequest(prompt=safe, out=Path("unused"), **settings))  # before anything is written
         with self.lock:
             out = next_free_dir(self.runs[run] / "generated", Path(safe).stem)
             out.mkdir(parents=True)
         upload = out / f"upload_{safe}"
-        upload.write_bytes(body)
         request = GenerationRequest(prompt=str(upload), out=out, **settings)
         try:
-            check_request(request)
+            upload.write_bytes(body)
             recording = read_recording(upload)
             prompt_window(recording.seconds, request.prompt_seconds, request.start, request.end)
-        except PianogenError as err:
-            upload.unlink()
-            out.rmdir()
-            raise PianogenError(str(err).replace(str(upload), filename)) from None
-        return self.enqueue(run, request, upload.name, stream)
+            return self.enqueue(run, request, upload.name, stream)
+        except (PianogenError, OSError) as err:
+            shutil.rmtree(out, ignore_errors=True)
+            kind = QueueFull if isinstance(err, QueueFull) else PianogenError
+            raise kind(str(err).replace(str(upload), filename)) from None
+
+    def cancel(self, job_id: str) -> Job:
+        """Drop a queued job (and its folder), or stop a running one at its next frame or chunk."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise PianogenError(f"no job '{job_id}'")
+        with self.lock:
+            if job.state == "queued":
+                job.state, job.error, job.finished = "cancelled", "cancelled before it started", time.time()
+                shutil.rmtree(job.request.out, ignore_errors=True)  # the server made it for this job alone
+            elif job.state == "running":
+                job.cancel_requested = True
+        return job
 
     def extend(self, source: str, fields: dict[str, str], stream: bool = False) -> Job:
         """Continue ``<job id>/take_<i>.wav`` of a finished job, from its saved codes, into a new folder."""
@@ -209,16 +248,18 @@ class Studio:
         take = Path(job.request.out) / name
         if any(key in fields for key in ("from", "to")):
             raise PianogenError("an extension continues the take from its end: leave From and To empty")
+        settings = self.settings(job.run, fields)
+        check_request(GenerationRequest(prompt="", extend=str(take), out=Path("unused"), **settings))
+        self.check_room()
         with self.lock:
             out = next_free_dir(take.parent, f"{take.stem}-extended")
             out.mkdir(parents=True)
-        request = GenerationRequest(prompt="", extend=str(take), out=out, **self.settings(job.run, fields))
         try:
-            check_request(request)
+            return self.enqueue(job.run, GenerationRequest(prompt="", extend=str(take), out=out, **settings), None,
+                                stream)
         except PianogenError:
             out.rmdir()
             raise
-        return self.enqueue(job.run, request, None, stream)
 
     def status(self, job: Job) -> dict[str, Any]:
         with self.lock:
@@ -241,7 +282,10 @@ class Studio:
     def _work(self) -> None:
         while True:
             job = self.pending.get()
-            job.state, job.stage, job.started = "running", "loading the model", time.time()
+            with self.lock:
+                if job.state != "queued":  # cancelled while it waited
+                    continue
+                job.state, job.stage, job.started = "running", "loading the model", time.time()
             try:
                 from pianogen.stream import stream_generate
 
@@ -250,6 +294,9 @@ class Studio:
                                  listener=job.listen, loader=self.loaded, **streaming)
                 job.model_reused = self.loaded.last_hit
                 job.state = "done"
+            except JobCancelled:
+                job.state, job.error = "cancelled", f"cancelled at {job.stage} {job.done}/{job.total}"
+                _remove_outputs(Path(job.request.out), keep=job.upload)
             except PianogenError as err:
                 job.state, job.error = "error", str(err)
             except Exception as err:  # a bug: the page says so, the terminal gets the traceback
@@ -258,108 +305,18 @@ class Studio:
             job.finished = time.time()
 
 
-class Handler(BaseHTTPRequestHandler):
-    server: "StudioServer"
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        if self.server.verbose:
-            super().log_message(format, *args)
-
-    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _json(self, status: int, value: Any) -> None:
-        self._send(status, json.dumps(value).encode(), "application/json")
-
-    def do_GET(self) -> None:
-        studio = self.server.studio
-        parts = urlsplit(self.path).path.strip("/").split("/")
-        if parts == [""]:
-            self._send(200, PAGE.read_bytes(), "text/html; charset=utf-8")
-        elif parts == ["api", "runs"]:
-            self._json(200, {"runs": studio.describe_runs()})
-        elif len(parts) == 3 and parts[:2] == ["api", "jobs"] and parts[2] in studio.jobs:
-            self._json(200, studio.status(studio.jobs[parts[2]]))
-        elif len(parts) == 5 and parts[:2] == ["api", "jobs"] and parts[2] in studio.jobs and parts[3] == "chunks" \
-                and parts[4].isdigit() and int(parts[4]) < len(studio.jobs[parts[2]].chunks):
-            self._send(200, studio.jobs[parts[2]].chunks[int(parts[4])], "audio/wav")
-        elif len(parts) == 3 and parts[0] == "files" and parts[1] in studio.jobs and \
-                parts[2] in studio.jobs[parts[1]].files():
-            self._file(Path(studio.jobs[parts[1]].request.out) / parts[2])
-        else:
-            self._json(404, {"error": f"nothing here: {self.path}"})
-
-    do_HEAD = do_GET
-
-    def _file(self, path: Path) -> None:
-        """A job's file, with single byte ranges so the audio player can seek (reading only that range)."""
-        size = path.stat().st_size
-        kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        match = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", ""))
-        if not (match and (match.group(1) or match.group(2))):
-            self._send(200, path.read_bytes(), kind, {"Accept-Ranges": "bytes"})
-            return
-        first = int(match.group(1)) if match.group(1) else max(0, size - int(match.group(2)))
-        last = min(int(match.group(2)), size - 1) if match.group(1) and match.group(2) else size - 1
-        if first >= size or first > last:
-            self._send(416, b"", kind, {"Content-Range": f"bytes */{size}"})
-            return
-        with open(path, "rb") as f:
-            f.seek(first)
-            part = f.read(last + 1 - first)
-        self._send(206, part, kind, {"Content-Range": f"bytes {first}-{last}/{size}", "Accept-Ranges": "bytes"})
-
-    def do_POST(self) -> None:
-        url = urlsplit(self.path)
-        if url.path != "/api/jobs":
-            self._json(404, {"error": f"nothing here: {self.path}"})
-            return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_UPLOAD_BYTES:
-            self.close_connection = True
-            self._json(413, {"error": f"the upload is {length / 2**20:.0f} MiB; at most "
-                                      f"{MAX_UPLOAD_BYTES // 2**20} MiB are accepted"})
-            return
-        body = self.rfile.read(length)
-        fields = {key: values[-1] for key, values in parse_qs(url.query).items()}
-        stream = fields.pop("stream", "") not in ("", "0")
-        studio = self.server.studio
-        try:
-            if "extend" in fields:
-                job = studio.extend(fields.pop("extend"), fields, stream)
-            else:
-                job = studio.submit(fields.pop("run", ""), fields.pop("filename", "take.wav"), body, fields, stream)
-        except PianogenError as err:
-            self._json(400, {"error": str(err)})
-            return
-        self._json(202, self.server.studio.status(job))
+def _remove_outputs(out: Path, keep: str | None) -> None:
+    """What a stopped job wrote in the folder the server made for it (a stream's .part files); the upload stays."""
+    for path in out.iterdir() if out.is_dir() else []:
+        if path.name != keep:
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    if keep is None:
+        shutil.rmtree(out, ignore_errors=True)
 
 
-class StudioServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], studio: Studio, verbose: bool = False):
-        super().__init__(address, Handler)
-        self.studio, self.verbose = studio, verbose
+def limits() -> dict[str, float]:
+    """What the page may ask for: the command line's limits."""
+    return {"max_seconds": MAX_SECONDS, "max_num": MAX_NUM, "max_queued": MAX_QUEUED}
 
 
-def serve(path: Path, host: str = "127.0.0.1", port: int = 8000, device: str = "auto", verbose: bool = False) -> None:
-    """Serve the page until interrupted; prints the address first (port 0 picks a free one)."""
-    server = StudioServer((host, port), Studio(find_runs(path), device), verbose)
-    shown = f"[{host}]" if ":" in host else host
-    print(f"serving {len(server.studio.runs)} run(s) on http://{shown}:{server.server_address[1]}/", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
-    finally:
-        server.server_close()
+from pianogen.serve_http import MAX_UPLOAD_BYTES, Handler, StudioServer, serve  # noqa: E402,F401 (the old home)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,9 +35,18 @@ def server(trained_run, tmp_path):
         proc.wait(timeout=30)
 
 
-def post(url: str, body: bytes) -> tuple[int, dict]:
+def page_token(base: str) -> str:
+    """The token the server wrote into its page: what the page sends with every POST."""
+    page = get(base + "/")[1].decode()
+    return re.search(r'<meta name="pianogen-token" content="([^"]+)">', page).group(1)
+
+
+def post(url: str, body: bytes, headers: dict | None = None, token: bool = True) -> tuple[int, dict]:
+    base = "/".join(url.split("/")[:3])
+    sent = {**({"X-Pianogen-Token": page_token(base)} if token else {}), **(headers or {})}
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST"), timeout=60) as answer:
+        with urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST", headers=sent),
+                                    timeout=60) as answer:
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
@@ -236,6 +246,13 @@ def test_page_in_headless_chromium(server, trained_run, tmp_path):
             page.wait_for_function("a => a.readyState >= 1", arg=extended.first.element_handle(), timeout=60_000)
             assert abs(extended.first.evaluate("a => a.duration") - 3.0) < 0.01
 
+            page.fill("#seconds", "600")  # a long one, stopped from the page while it samples
+            page.click("#generate")
+            expect(page.locator("#status")).to_contain_text("Sampling frame", timeout=60_000)
+            page.click("#cancel")
+            expect(page.locator("#error")).to_have_text("Stopped.", timeout=30_000)
+            expect(page.locator("#cancel")).to_be_hidden()
+
             page.click("#record")
             page.wait_for_timeout(1200)
             page.click("#stop")
@@ -251,3 +268,182 @@ def test_page_in_headless_chromium(server, trained_run, tmp_path):
         shutil.copyfile(tmp_path / "serve.png", os.environ["PIANOGEN_SCREENSHOT"])
     kept = sorted(trained_run.glob("generated/mine-*/upload_mine.wav"))
     assert kept and kept[-1].read_bytes() == (tmp_path / "mine.wav").read_bytes()  # the upload, kept as given
+
+
+@pytest.fixture
+def studio(trained_run):
+    """The server in this process, with a 1 s request timeout so stalled clients are dropped quickly."""
+    import threading
+
+    from pianogen.serve import Studio, StudioServer, find_runs
+
+    server = StudioServer(("127.0.0.1", 0), Studio(find_runs(trained_run), device="cpu"), request_timeout=1.0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        for job in list(server.studio.jobs.values()):  # stop whatever still runs: the next test gets the CPU
+            server.studio.cancel(job.id)
+        server.shutdown()
+        server.server_close()
+
+
+def raw(server, request: bytes, wait: float = 5.0) -> tuple[int, dict]:
+    """Send ``request`` as it is over a socket; the status and JSON body of the answer."""
+    import socket
+
+    with socket.create_connection(server.server_address, timeout=wait) as sock:
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _length(data):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body or b"{}")
+
+
+def _length(data: bytes) -> int:
+    match = re.search(rb"(?i)content-length: (\d+)", data)
+    return int(match.group(1)) if match else 0
+
+
+def _headers(server, extra: str = "", token: bool = True) -> str:
+    host = f"127.0.0.1:{server.port}"
+    return f"Host: {host}\r\n" + (f"X-Pianogen-Token: {server.token}\r\n" if token else "") + extra
+
+
+# (name, request builder(server), status, message in the JSON error): each answered, nothing queued or written
+HOSTILE_REQUESTS = [
+    ("seconds over the CLI's cap", lambda s: f"POST /api/jobs?run=run&seconds=86400&num=16 HTTP/1.1\r\n"
+     f"{_headers(s)}Content-Length: 4\r\n\r\nRIFF", 400, "--seconds must be > 0 and <= 3600"),
+    ("num over the cap", lambda s: f"POST /api/jobs?run=run&num=1000000 HTTP/1.1\r\n{_headers(s)}"
+     f"Content-Length: 4\r\n\r\nRIFF", 400, "--num must be >= 1 and <= 64"),
+    ("seed of 10^23", lambda s: f"POST /api/jobs?run=run&seed={10**23} HTTP/1.1\r\n{_headers(s)}"
+     f"Content-Length: 4\r\n\r\nRIFF", 400, "--seed must be >= 0"),
+    ("a setting of 5000 digits", lambda s: f"POST /api/jobs?run=run&seed={'9' * 5000} HTTP/1.1\r\n{_headers(s)}"
+     f"Content-Length: 4\r\n\r\nRIFF", 400, "longer than 100 characters"),
+    ("DNS rebinding", lambda s: f"GET /api/runs HTTP/1.1\r\nHost: evil.example:{s.port}\r\n\r\n", 403,
+     "is not this server's address"),
+    ("another port in Host", lambda s: f"GET /api/runs HTTP/1.1\r\nHost: 127.0.0.1:{s.port + 1}\r\n\r\n", 403,
+     "is not this server's address"),
+    ("no Host", lambda s: "GET / HTTP/1.1\r\n\r\n", 403, "is not this server's address"),
+    ("cross-site POST", lambda s: f"POST /api/jobs?run=run HTTP/1.1\r\n"
+     f"{_headers(s, 'Origin: http://evil.example' + chr(13) + chr(10))}Content-Length: 4\r\n\r\nRIFF", 403,
+     "requests from http://evil.example are refused"),
+    ("POST without the page's token", lambda s: f"POST /api/jobs?run=run HTTP/1.1\r\n{_headers(s, token=False)}"
+     f"Content-Length: 4\r\n\r\nRIFF", 403, "does not carry the page's token"),
+    ("POST with a wrong token", lambda s: f"POST /api/jobs?run=run HTTP/1.1\r\n{_headers(s, token=False)}"
+     f"X-Pianogen-Token: guess\r\nContent-Length: 4\r\n\r\nRIFF", 403, "does not carry the page's token"),
+    ("cancel without the token", lambda s: f"POST /api/jobs/abc/cancel HTTP/1.1\r\n{_headers(s, token=False)}"
+     f"Content-Length: 0\r\n\r\n", 403, "does not carry the page's token"),
+    ("Content-Length abc", lambda s: f"POST /api/jobs?run=run HTTP/1.1\r\n{_headers(s)}Content-Length: abc\r\n\r\n",
+     400, "Content-Length must be one whole number of bytes, got 'abc'"),
+    ("Content-Length -1", lambda s: f"POST /api/jobs?run=run HTTP/1.1\r\n{_headers(s)}Content-Length: -1\r\n\r\n",
+     400, "got '-1'"),
+    ("two Content-Lengths", lambda s: f"POST /api/jobs?run=run HTTP/1.1\r\n{_headers(s)}Content-Length: 4\r\n"
+     f"Content-Length: 5\r\n\r\nRIFF", 400, "one whole number of bytes"),
+    ("no Content-Length on an upload", lambda s: f"POST /api/jobs?run=run HTTP/1.1\r\n{_headers(s)}\r\n", 411,
+     "needs a Content-Length"),
+    ("chunked upload", lambda s: f"POST /api/jobs?run=run HTTP/1.1\r\n{_headers(s)}Transfer-Encoding: chunked\r\n"
+     f"\r\n4\r\nRIFF\r\n0\r\n\r\n", 411, "chunked bodies are not accepted"),
+    ("over the upload cap", lambda s: f"POST /api/jobs?run=run HTTP/1.1\r\n{_headers(s)}Content-Length: "
+     f"{2**40}\r\n\r\n", 413, "at most 512 MiB"),
+    ("a short body", lambda s: f"POST /api/jobs?run=run HTTP/1.1\r\n{_headers(s)}Content-Length: 1000\r\n\r\n"
+     f"RIFF", 400, "ended after 4 of its 1000 bytes"),
+    ("cancel an unknown job", lambda s: f"POST /api/jobs/nope/cancel HTTP/1.1\r\n{_headers(s)}"
+     f"Content-Length: 0\r\n\r\n", 404, "no job 'nope'"),
+    ("POST elsewhere", lambda s: f"POST /api/runs HTTP/1.1\r\n{_headers(s)}Content-Length: 0\r\n\r\n", 404,
+     "nothing here"),
+]
+
+
+@pytest.mark.parametrize("build, status, message", [c[1:] for c in HOSTILE_REQUESTS],
+                         ids=[c[0] for c in HOSTILE_REQUESTS])
+def test_hostile_requests_get_one_clear_answer_and_change_nothing(studio, trained_run, capfd, build, status,
+                                                                  message):
+    before = sorted(p.name for p in (trained_run / "generated").iterdir()) if (trained_run / "generated").exists() \
+        else []
+    started = time.monotonic()
+    got, answer = raw(studio, build(studio).encode())
+    assert (got, message in answer.get("error", "")) == (status, True), answer
+    assert time.monotonic() - started < 3  # a short body waits for the 1 s timeout, no longer
+    assert studio.studio.jobs == {}
+    after = sorted(p.name for p in (trained_run / "generated").iterdir()) if (trained_run / "generated").exists() \
+        else []
+    assert after == before
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_the_page_names_its_host_and_a_loopback_alias_is_fine(studio):
+    for host in (f"localhost:{studio.port}", f"127.0.0.1:{studio.port}", f"[::1]:{studio.port}"):
+        status, answer = raw(studio, f"GET /api/runs HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        assert status == 200 and answer["limits"]["max_num"] == 64 and answer["limits"]["max_seconds"] == 3600
+    same_site = f"Origin: http://localhost:{studio.port}\r\n"
+    status, answer = raw(studio, (f"POST /api/jobs?run=run&filename=x.wav HTTP/1.1\r\n{_headers(studio, same_site)}"
+                                  f"Content-Length: 4\r\n\r\nRIFF").encode())
+    assert status == 400 and "cannot read audio file x.wav" in answer["error"]  # past every guard
+
+
+def test_a_full_queue_is_refused_and_cancel_drops_or_stops_jobs(studio, trained_run, tmp_path):
+    from pianogen.serve import MAX_QUEUED
+
+    stereo_take(tmp_path / "mine.wav")
+    body, base = (tmp_path / "mine.wav").read_bytes(), studio.url.rstrip("/")
+    query = f"{base}/api/jobs?run=run&filename=mine.wav&seconds=3600&prompt_seconds=0.5"
+    status, running = post(query, body)
+    assert status == 202, running
+    deadline = time.monotonic() + 120
+    while studio.studio.jobs[running["id"]].stage != "sample":  # the worker is busy with it
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    queued = [post(query + f"&seed={i}", body)[1] for i in range(MAX_QUEUED)]
+    assert all(job["state"] == "queued" for job in queued), queued
+    status, answer = post(query + "&seed=99", body)
+    assert status == 503 and f"{MAX_QUEUED} generations are already waiting" in answer["error"]
+    folders = {job["id"]: studio.studio.jobs[job["id"]].request.out for job in queued}
+    assert all(folder.is_dir() for folder in folders.values())
+
+    status, dropped = post(f"{base}/api/jobs/{queued[0]['id']}/cancel", b"")
+    assert status == 200 and dropped["state"] == "cancelled" and not folders[queued[0]["id"]].exists()
+    assert post(query + "&seed=100", body)[0] == 202  # its place is free again
+    stopped_at = time.monotonic()
+    assert post(f"{base}/api/jobs/{running['id']}/cancel", b"")[0] == 200
+    while studio.studio.jobs[running["id"]].state == "running":
+        assert time.monotonic() - stopped_at < 10
+        time.sleep(0.02)
+    job = studio.studio.jobs[running["id"]]
+    assert job.state == "cancelled" and job.error.startswith("cancelled at sample ")
+    assert job.done < job.total  # stopped at a frame, long before the hour it was asked for
+    out = job.request.out
+    assert sorted(p.name for p in out.iterdir()) == ["upload_mine.wav"]  # nothing half-written beside the upload
+
+
+def test_fifty_concurrent_uploads_are_all_answered_while_slow_clients_stall(studio, tmp_path):
+    """A burst on 127.0.0.1: 50 uploads at once (each read whole, then refused for its window, so no job runs)
+    all answered, none reset, while 5 clients hold connections open sending nothing; those are dropped by the
+    1 s timeout."""
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    stereo_take(tmp_path / "mine.wav")
+    body = (tmp_path / "mine.wav").read_bytes()
+    slow = [socket.create_connection(studio.server_address) for _ in range(5)]
+    for sock in slow:
+        sock.sendall(b"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0")  # and then nothing
+    request = (f"POST /api/jobs?run=run&filename=mine.wav&to=9 HTTP/1.1\r\n{_headers(studio)}"
+               f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+    started = time.monotonic()
+    with ThreadPoolExecutor(50) as pool:
+        answers = list(pool.map(lambda _: raw(studio, request, wait=10), range(50)))
+    elapsed = time.monotonic() - started
+    assert [status for status, _ in answers] == [400] * 50
+    assert all("not inside the 1.50 s recording" in answer["error"] for _, answer in answers)
+    assert elapsed < 8, elapsed
+    for sock in slow:  # the server hung up on each of them
+        sock.settimeout(5)
+        assert sock.recv(100) == b""
+        sock.close()
+    assert studio.studio.jobs == {}
