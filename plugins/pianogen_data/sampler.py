@@ -40,7 +40,7 @@ SILENCE_DB = -70.0  # a recording is cut where it has decayed this far below its
 class SamplerConfig:
     polyphony: int = 96  # voices sounding at once; the next steals one (which fades out over cut_fade)
     skip_layer: int | None = 10  # a velocity layer never played (EVAL_VELOCITY); None plays all
-    gain: float = 0.5  # master gain (the loudest layer peaks near 0.9 on its own)
+    gain: float = 0.8  # master gain (a ff chord can sum past 1: such a piece is scaled down to peak at 0.99)
     release_level: float = 0.06  # release noise at velocity 127 relative to its recording
     cut_fade: float = 0.02  # seconds: the fade of a voice cut by a repeated key or stolen
     damper_tau_bass: float = 0.09  # seconds of the damped decay at A0; halves every 3 octaves up
