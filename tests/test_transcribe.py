@@ -109,3 +109,49 @@ def test_the_wheel_is_found_without_importing_it():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["nmp.onnx", "False"]
 
+
+
+WHEEL_CHECK = """
+import logging, sys, types
+import numpy as np
+logging.disable(logging.WARNING)
+# the wheel's modules import librosa, resampy and pretty_midi at the top; the functions compared use none of them
+# but librosa.load, given the audio the port sees
+audio = {}
+librosa = types.SimpleNamespace(load=lambda path, sr, mono: (audio["x"], sr))
+sys.modules.update({"librosa": librosa, "librosa.core": librosa, "resampy": types.ModuleType("resampy"),
+                    "pretty_midi": types.SimpleNamespace(PrettyMIDI=object)})
+import pianogen
+from pianogen.interfaces import Note
+from pianogen.notes import render_fluidsynth
+from pianogen_transcribe.note_decoding import output_to_notes_polyphonic
+from basic_pitch import inference, note_creation
+rng = np.random.default_rng(0)
+notes = [Note(0.1 + 0.15 * i, 0.4 + 0.15 * i, int(rng.integers(40, 90)), 80) for i in range(30)]
+audio["x"] = render_fluidsynth(notes, 22050).numpy()  # the model's rate: no resampling
+ours = pianogen.get_transcriber("basic_pitch")
+theirs = inference.run_inference("x.wav", inference.Model(ours.model_path))
+post = ours.posteriors(audio["x"])
+print(max(float(np.abs(theirs[k] - post[k]).max()) for k in ("note", "onset")))
+a = note_creation.output_to_notes_polyphonic(theirs["note"], theirs["onset"], onset_thresh=0.5, frame_thresh=0.3,
+    min_note_len=11, infer_onsets=True, max_freq=None, min_freq=None, melodia_trick=True)
+b = output_to_notes_polyphonic(theirs["note"], theirs["onset"], 0.5, 0.3, 11)
+print(len(a), [(int(s), int(e), int(p), round(float(m), 6)) for s, e, p, m in a] == [
+    (s, e, p, round(m, 6)) for s, e, p, m in b])
+"""
+
+
+def test_the_port_decodes_what_the_wheels_own_code_decodes():
+    """basic-pitch's own inference.run_inference and note_creation.output_to_notes_polyphonic (the wheel's
+    code, run in a subprocess with its unused imports stubbed) against the port, on 5 s of rendered notes:
+    the same posteriors and the same note events."""
+    import subprocess
+    import sys
+
+    rendered([Note(0.0, 0.1, 60, 80)], 22050)  # skips like the others where fluidsynth is missing
+    done = subprocess.run([sys.executable, "-c", WHEEL_CHECK], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    difference, events = done.stdout.split("\n")[:2]
+    assert float(difference) < 1e-5
+    count, same = events.split()
+    assert int(count) > 20 and same == "True"
