@@ -86,6 +86,7 @@ def test_variety_over_ten_minutes(corpus):
     assert 0.2 <= np.mean([sustain_fraction(p) for p in corpus]) <= 0.9
     assert any(p.soft for p in corpus)  # una corda in some quiet passage
     assert sum(len(p.info["meters"]) > 1 for p in corpus) >= len(corpus) // 2  # pieces change as they go
+    assert any(len(set(p.info["keys"])) > 1 for p in corpus)  # a modulation to a related key
 
 
 def test_density_and_polyphony_are_a_pianists(corpus):

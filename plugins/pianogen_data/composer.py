@@ -119,12 +119,17 @@ def _plan(rng: np.random.Generator, seconds: float, tonic: int, mode: str) -> li
             return sections
 
 
+def _pulses_per_second(sec: Section) -> float:
+    """How fast the meter's pulse (eighths) goes: what decides whether figures run in sixteenths."""
+    return sec.bpm * METERS[sec.meter][1] / 60
+
+
 def _slot_lengths(rng: np.random.Generator, sec: Section) -> list[float]:
     """Harmonic rhythm: the chords of one bar, as beats each lasts."""
     beats = METERS[sec.meter][0]
     if sec.right == "chorale" and sec.bpm < 80:
         return [1.0] * beats if beats != 5 else [2.0, 1.0, 2.0]
-    slow = sec.bpm * METERS[sec.meter][1] / 60 < 2.4  # a bar lasts long: the harmony moves within it
+    slow = _pulses_per_second(sec) < 2.4  # a bar lasts long: the harmony moves within it
     if beats == 4 and sec.bpm < 110 and (slow or rng.random() < 0.8):
         return [2.0, 2.0]
     if beats == 3 and slow and rng.random() < 0.6:
@@ -181,7 +186,8 @@ def _write(rng: np.random.Generator, sections: list[Section]) -> tuple[list[Even
         top = int(rng.integers(70 if sec.right == "chorale" else 66, 86))
         bass = min(int(rng.integers(33, 50)), top - 30)  # the accompaniment stays under the tune
         hands = Hands(rng, sub, beats, bass=bass, top=top,
-                      fast=sec.bpm * sub / 60 > 4.2, slow=sec.bpm * sub / 60 < 2.4, doubled=rng.random() < 0.5)
+                      fast=_pulses_per_second(sec) > 4.2, slow=_pulses_per_second(sec) < 2.4,
+                      doubled=rng.random() < 0.5)
         bars = [sec.start + i * beats for i in range(sec.bars)]
         body = bars[:-1] if sec.final else bars
         pattern = _slot_lengths(rng, sec)
@@ -344,6 +350,7 @@ def compose(seed: int, seconds: float) -> Performance:
             "meters": [s.meter for s in sections], "tempi": [round(s.bpm / scale, 1) for s in sections],
             "textures": textures, "dynamics": [list(s.dynamics) for s in sections],
             "sections": [{"bars": s.bars, "meter": s.meter, "bpm": round(s.bpm / scale, 1),
+                          "beat": "dotted quarter" if s.meter == "6/8" else "quarter",
                           "key": key_name(s.tonic, s.mode), "left": s.left, "right": s.right,
                           "dynamics": list(s.dynamics), "pedal": s.pedal} for s in sections],
             "seed": int(seed), "composer": "pianogen_data.composer"}
