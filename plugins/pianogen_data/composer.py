@@ -97,8 +97,8 @@ def _plan(rng: np.random.Generator, seconds: float, tonic: int, mode: str) -> li
         elif right == "right-hand arpeggios":
             left = "octave bass"
         else:
-            choices = [t for t in LEFT_FOR_MELODY if t != "waltz bass" or meter == "3/4"]
-            left = str(rng.choice(choices))
+            choices = [t for t in LEFT_FOR_MELODY if t != "waltz bass"]
+            left = "waltz bass" if meter == "3/4" and rng.random() < 0.3 else str(rng.choice(choices))
         beats = METERS[meter][0]
         bar_s = beats * 60 / bpm
         # bars that fit: the closing chord rings ~2.75 s in place of a bar; rubato and ritardandi stretch a little
