@@ -60,3 +60,14 @@ def test_missing_or_wrong_weights_are_clear(tmp_path):
         pianogen.get_codec("encodec", checkpoint=str(tmp_path))
     with pytest.raises(PianogenError, match="bandwidth"):
         pianogen.get_codec("encodec", checkpoint=str(tmp_path), bandwidth=5.0)
+
+
+def test_a_pickle_with_code_is_refused_in_one_line_without_torchs_advice(tmp_path):
+    import torch
+
+    torch.save({"weights": torch.zeros(2), "hook": print}, tmp_path / WEIGHTS)  # unpickling it would call code
+    with pytest.raises(PianogenError) as refused:
+        pianogen.get_codec("encodec", checkpoint=str(tmp_path))
+    message = str(refused.value)
+    assert message.startswith(f"refusing to load {tmp_path / WEIGHTS}: it holds Python objects other than tensors")
+    assert "\n" not in message and "weights_only" not in message

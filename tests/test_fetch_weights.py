@@ -67,16 +67,17 @@ def test_soundstream_without_network_is_one_line(tmp_path):
     assert "pianogen codec get soundstream PATH/" in line
 
 
-def test_encodec_verified_by_the_prefix_in_its_name_and_resumed(tmp_path, monkeypatch, isolated_home):
+def test_encodec_verified_by_the_pinned_prefix_and_resumed(tmp_path, monkeypatch, isolated_home):
     data = bytes(range(256)) * 4000
-    name = f"encodec_24khz-{hashlib.sha256(data).hexdigest()[:8]}.th"
+    name = "mirror-copy.th"  # a mirror's name says nothing; the content is checked against the pin
+    monkeypatch.setattr("pianogen.fetch.weights.ENCODEC_SHA256", hashlib.sha256(data).hexdigest()[:8])  # as if
     with LocalServer({f"/{name}": data}) as server:
         monkeypatch.setenv("PIANOGEN_ENCODEC_URL", f"{server.url}/{name}")
-        part = isolated_home / "codecs" / f"{name}.part"
+        part = isolated_home / "codecs" / "encodec_24khz-d7cc33bc.th.part"
         part.parent.mkdir(parents=True)
         part.write_bytes(data[:300_000])  # a killed earlier download
         path = get_codec_weights("encodec", progress=False)
-        assert path == isolated_home / "codecs" / name and path.read_bytes() == data and not part.exists()
+        assert path == default_path("encodec") and path.read_bytes() == data and not part.exists()
         assert server.requests[-1] == ("GET", f"/{name}", "bytes=300000-")
         assert server.served[f"/{name}"] == len(data) - 300_000
 
@@ -85,14 +86,19 @@ def test_encodec_with_the_wrong_content_is_refused_and_not_kept(tmp_path, monkey
     official = "encodec_24khz-d7cc33bc.th"
     with LocalServer({f"/{official}": b"not the weights" * 1000}) as server:
         monkeypatch.setenv("PIANOGEN_ENCODEC_URL", f"{server.url}/{official}")
-        with pytest.raises(PianogenError, match="does not start with d7cc33bc as its name promises"):
+        with pytest.raises(PianogenError, match="does not start with d7cc33bc"):
             get_codec_weights("encodec", progress=False)
     assert not list((isolated_home / "codecs").iterdir())  # neither the file nor its .part
     local = tmp_path / official
     local.write_bytes(b"also not")
-    with pytest.raises(PianogenError, match="does not start with d7cc33bc"):
+    with pytest.raises(PianogenError, match=r"is not the official EnCodec 24 kHz file's \(d7cc33bc...\); refused"):
         get_codec_weights("encodec", str(local))
-    assert not (isolated_home / "codecs" / official).exists()
+    evil = b"an attacker's weights"
+    named = tmp_path / f"evilenc-{hashlib.sha256(evil).hexdigest()}.th"  # its own full sha256 in its name
+    named.write_bytes(evil)
+    with pytest.raises(PianogenError, match="a hash in a file's name does not verify it"):
+        get_codec_weights("encodec", str(named))
+    assert not list((isolated_home / "codecs").iterdir())
 
 
 def test_encodec_without_network_is_one_line(monkeypatch):

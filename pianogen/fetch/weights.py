@@ -3,14 +3,14 @@
 SoundStream: the checkpoint the reference ``soundstream`` package's ``from_pretrained`` loads
 (hub repo ``haydenshively/SoundStream``), through huggingface_hub (its cache, ETag check and
 resume; ``HF_ENDPOINT`` points at a mirror), imported to safetensors under ``$PIANOGEN_HOME/codecs/``.
-EnCodec: the official 24 kHz file, checked against the sha256 prefix its name carries.
-A local file given instead does the same offline.
+EnCodec: the official 24 kHz file, checked against the sha256 prefix pinned here (the one its official
+name carries, which torch.hub checks too; the full digest is not published). A local file or mirror is
+checked against the same pin, never against a hash in its own name: ``evil-<its own sha>.th`` proves nothing.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from pathlib import Path
 
@@ -22,6 +22,7 @@ SOUNDSTREAM_REPO = "haydenshively/SoundStream"  # soundstream 0.0.1: from_pretra
 SOUNDSTREAM_FILE = "soundstream_variant_naturalspeech2.pt"
 ENCODEC_FILE = "encodec_24khz-d7cc33bc.th"  # the official name; the encodec plugin looks for it in a folder too
 ENCODEC_URL = f"https://dl.fbaipublicfiles.com/encodec/v0/{ENCODEC_FILE}"
+ENCODEC_SHA256 = "d7cc33bc"  # the official file's digest starts so (from its name; the full digest is unpublished)
 ENCODEC_URL_ENV = "PIANOGEN_ENCODEC_URL"
 CODECS = ("soundstream", "encodec")
 
@@ -57,20 +58,16 @@ def get_soundstream(source: str | None = None, out: Path | None = None, progress
 
 def get_encodec(source: str | None = None, out: Path | None = None, progress: bool = True) -> Path:
     url = source or os.environ.get(ENCODEC_URL_ENV) or ENCODEC_URL
-    name = url.rstrip("/").rsplit("/", 1)[-1]
-    prefix = re.search(r"-([0-9a-f]{8,64})\.\w+$", name)
-    if prefix is None:
-        raise PianogenError(f"{name} does not carry a sha256 prefix in its name (like encodec_24khz-d7cc33bc.th), "
-                            f"so it cannot be verified")
-    out = Path(out) if out else (default_path("encodec") if url == ENCODEC_URL else home() / "codecs" / name)
+    out = Path(out) if out else default_path("encodec")
     path = local_path(url)
     if path is None:
-        return download(url, out, prefix[1], f"; check the network, or set ${ENCODEC_URL_ENV} to a mirror or "
-                                             f"pass a local copy of {name}", progress)
+        return download(url, out, ENCODEC_SHA256, f"; check the network, or set ${ENCODEC_URL_ENV} to a mirror "
+                                                  f"or pass a local copy of {ENCODEC_FILE}", progress)
     path = _local(str(path))
     found = sha256_of(path)
-    if not found.startswith(prefix[1]):
-        raise PianogenError(f"{path}: sha256 {found[:12]}... does not start with {prefix[1]} as its name promises")
+    if not found.startswith(ENCODEC_SHA256):
+        raise PianogenError(f"{path}: sha256 {found[:12]}... is not the official EnCodec 24 kHz file's "
+                            f"({ENCODEC_SHA256}...); refused (a hash in a file's name does not verify it)")
     if path.resolve() != out.resolve():
         make_dirs(out.parent)
         try:

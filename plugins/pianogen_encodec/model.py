@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,12 @@ class EncodecCodec(Codec):
         data = path.read_bytes()
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # any unpickling / zip failure: not a state dict
-            raise PianogenError(f"{path} is not an encodec state dict ({type(err).__name__}: {err})") from None
+        except pickle.UnpicklingError:  # torch's text would advise weights_only=False: running the file's code
+            raise PianogenError(f"refusing to load {path}: it holds Python objects other than tensors, which a "
+                                f"state dict never does (a tampered or foreign file)") from None
+        except Exception as err:  # any zip or format failure: not a state dict
+            raise PianogenError(f"{path} is not an encodec state dict ({type(err).__name__}: "
+                                f"{(str(err).strip().splitlines() or [''])[0]})") from None
         self.model = EncodecModel.encodec_model_24khz(pretrained=False)
         try:
             self.model.load_state_dict(state)
