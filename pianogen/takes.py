@@ -23,8 +23,10 @@ from pianogen.data.audio import read_file
 from pianogen.errors import PianogenError
 from pianogen.paths import atomic_write_bytes
 
-# WAV subtypes a take keeps from its original; anything else (mp3, ogg, ...) is written as 16-bit PCM
-KEPT_SUBTYPES = {"PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"}
+# WAV subtypes a take keeps from its original; anything else (mp3, ogg, ...) is written as 16-bit PCM.
+# 8-bit, mu-law and A-law samples decode to floats that encode back to the very same bytes.
+KEPT_SUBTYPES = {"PCM_U8", "ULAW", "ALAW", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"}
+WAV_SUBTYPE = {"PCM_S8": "PCM_U8"}  # signed 8-bit (FLAC, AIFF) has no WAV form; unsigned holds the same values
 EXACT_IN_FLOAT64 = {"PCM_32", "DOUBLE"}  # float32 holds 24 bits: these need float64 to come back unchanged
 LOUDNESS_BLOCK_S = 0.4  # BS.1770's gating block: shorter audio has no loudness
 MAX_GAIN_DB = 24.0  # a near-silent continuation is not blown up into loud noise
@@ -52,15 +54,16 @@ class Recording:
 def read_recording(path: str | Path) -> Recording:
     """Any file soundfile reads, in its own rate, channels and (for WAV output) subtype."""
     data, sample_rate, subtype = read_file(path, dtype_for={kind: "float64" for kind in EXACT_IN_FLOAT64})
+    subtype = WAV_SUBTYPE.get(subtype, subtype)
     return Recording(torch.from_numpy(np.ascontiguousarray(data.T)), sample_rate,
                      subtype if subtype in KEPT_SUBTYPES else "PCM_16", Path(path))
 
 
 def write_recording(path: Path, recording: Recording) -> None:
-    """WAV in the recording's subtype, atomically (temp file + rename). PCM is clipped to [-1, 1]: libsndfile
-    would wrap an over-range float around instead."""
+    """WAV in the recording's subtype, atomically (temp file + rename). Integer formats are clipped to [-1, 1]:
+    libsndfile would wrap an over-range float around instead."""
     data = recording.samples.cpu().numpy().T
-    if recording.subtype.startswith("PCM"):
+    if recording.subtype not in ("FLOAT", "DOUBLE"):  # every integer format
         data = np.clip(data, -1.0, 1.0)
     buf = io.BytesIO()
     sf.write(buf, data, recording.sample_rate, format="WAV", subtype=recording.subtype)

@@ -92,8 +92,11 @@ def test_splice_never_clips_and_leaves_silence_alone():
     assert silent.continuation_lufs is None and silent.gain_db == 0.0
 
 
-@pytest.mark.parametrize("fmt, subtype", [("WAV", "PCM_16"), ("FLAC", "PCM_24"), ("WAV", "PCM_32"), ("WAV", "FLOAT")])
+@pytest.mark.parametrize("fmt, subtype", [("WAV", "PCM_16"), ("FLAC", "PCM_24"), ("WAV", "PCM_32"), ("WAV", "FLOAT"),
+                                          ("WAV", "PCM_U8"), ("WAV", "ULAW"), ("WAV", "ALAW"), ("FLAC", "PCM_S8")])
 def test_recordings_come_back_bit_exact(tmp_path, fmt, subtype):
+    """The take keeps its original's bit depth and encoding (8-bit, mu-law and A-law included: they were
+    written as 16-bit PCM); signed 8-bit FLAC becomes WAV's unsigned 8-bit, the same values."""
     rng = np.random.default_rng(0)
     data = rng.uniform(-1, 1, (3000, 2))
     if subtype == "FLOAT":
@@ -104,5 +107,5 @@ def test_recordings_come_back_bit_exact(tmp_path, fmt, subtype):
     write_recording(tmp_path / "out.wav", recording)
     kind = "float64" if subtype == "FLOAT" else "int32"
     again, rate = sf.read(tmp_path / "out.wav", dtype=kind)
-    assert rate == 48000 and sf.info(tmp_path / "out.wav").subtype == subtype
+    assert rate == 48000 and sf.info(tmp_path / "out.wav").subtype == {"PCM_S8": "PCM_U8"}.get(subtype, subtype)
     assert np.array_equal(again, sf.read(source, dtype=kind)[0])
