@@ -30,11 +30,13 @@ class RunConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "synthetic"  # a registered data source: synthetic | maestro | folder | salamander | mix | <plugin>
+    source: str = "synthetic"  # a registered data source: synthetic | rendered | maestro | folder | salamander | mix
     root: str = ""  # corpus directory; "" = the synthetic corpus under $PIANOGEN_HOME
     years: list[int] = field(default_factory=list)  # MAESTRO years to keep; [] = all
-    minutes: float = 6.0  # size of the synthetic corpus
-    seed: int = 0  # synthetic corpus seed
+    minutes: float = 6.0  # size of a composed corpus (synthetic, rendered)
+    seed: int = 0  # composed corpus seed
+    midi: str = ""  # rendered: a folder of MIDI files to play on the sampled grand instead of composing
+    humanize: bool = False  # rendered from MIDI: small seeded timing/velocity jitter (composed pieces always have it)
     split_ratios: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # folder: train/val/test
     skip_missing: bool = False  # MAESTRO: skip CSV rows whose audio is missing instead of failing
     strict: bool = False  # fail on the first unreadable audio file instead of skipping it
