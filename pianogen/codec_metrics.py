@@ -57,15 +57,16 @@ def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def evaluate_codec(codec: Codec, wavs: Iterable[torch.Tensor], levels: Sequence[int | str] = DEFAULT_LEVELS,
+def evaluate_codec(codec: Codec | None, wavs: Iterable[torch.Tensor], levels: Sequence[int | str] = DEFAULT_LEVELS,
                    opus: bool = True, *, opus_kbps: Sequence[float] = OPUS_KBPS, opus_mode: str = "vbr",
                    notes: bool = False, transcriber: str = "basic_pitch",
-                   midi: Sequence[list[Note] | None] | None = None, progress: bool = False) -> dict[str, Any]:
+                   midi: Sequence[list[Note] | None] | None = None, progress: bool = False,
+                   sample_rate: int | None = None) -> dict[str, Any]:
     """Encode each wav [1, S] (or [S]) once; per level count k: Mel L1 / MR-STFT / SI-SDR of the first k
     levels and their bitrate; codebook health over all frames; the same metrics for Opus (opusenc from 48 kHz)
     at each of ``opus_kbps`` with the bitrate it really used. With ``notes``, every row also gets the note F1
     of its audio against the input's transcription (``pianogen.codec_notes``), and against ``midi[i]``, the
-    notes played in clip i, where given.
+    notes played in clip i, where given. ``codec`` None scores Opus alone on wavs at ``sample_rate``.
 
     Returns {"seconds", "by_levels": {str(k): {..., "kbps"}}, "codebooks": [per level], "warnings",
     "opus": {"unavailable": reason} or {"6 kbps": {"target_kbps", "kbps", "mode", metrics}, ...},
@@ -75,37 +76,39 @@ def evaluate_codec(codec: Codec, wavs: Iterable[torch.Tensor], levels: Sequence[
     from pianogen.opus import opus_roundtrip, opus_unavailable_reason
 
     wavs = list(wavs)
-    device = next(codec.parameters()).device
-    counts = {str(k): codec.n_levels if k == "all" else int(k) for k in levels}
-    counts = {key: k for key, k in counts.items() if 1 <= k <= codec.n_levels}
+    sample_rate = codec.sample_rate if codec is not None else sample_rate
+    device = next(codec.parameters()).device if codec is not None else torch.device("cpu")
+    n_levels, codebook_size = (codec.n_levels, codec.codebook_size) if codec is not None else (0, 1)
+    counts = {str(k): n_levels if k == "all" else int(k) for k in levels}
+    counts = {key: k for key, k in counts.items() if 1 <= k <= n_levels}
     reason = opus_unavailable_reason() if opus else "not asked for"
     targets = {} if reason else {f"{kbps:g} kbps": float(kbps) for kbps in opus_kbps}
     rows: dict[str, list[dict[str, float]]] = {key: [] for key in [*counts, *targets]}
-    histogram = torch.zeros(codec.n_levels, codec.codebook_size, dtype=torch.float64)
+    histogram = torch.zeros(n_levels, codebook_size, dtype=torch.float64)
     seconds, real_bps = 0.0, {label: [] for label in targets}
     heard, notes_reason = load_transcriber(transcriber) if notes else (None, None)
-    tally = NoteTally(heard, codec.sample_rate) if heard is not None else None
+    tally = NoteTally(heard, sample_rate) if heard is not None else None
     with progress_bar(progress, transient=True) as bar:
         task = bar.add_task("codec eval", total=len(wavs))
         for i, wav in enumerate(wavs):
             x = wav.reshape(1, 1, -1).to(device).float()
             if tally is not None:
                 tally.add_input(x[0, 0], midi[i] if midi is not None else None)
-            codes = codec.encode(x)
-            for k in range(codec.n_levels):
-                histogram[k] += torch.bincount(codes[:, k].reshape(-1).cpu(), minlength=codec.codebook_size).double()
+            codes = codec.encode(x) if codec is not None else None
+            for k in range(n_levels):
+                histogram[k] += torch.bincount(codes[:, k].reshape(-1).cpu(), minlength=codebook_size).double()
             for key, k in counts.items():
                 est = codec.decode(codes[:, :k])[..., : x.shape[-1]].float()
-                rows[key].append(reconstruction_metrics(x, est, codec.sample_rate))
+                rows[key].append(reconstruction_metrics(x, est, sample_rate))
                 if tally is not None:
                     tally.add(key, est[0, 0])
             for label, kbps in targets.items():
-                est, real = opus_roundtrip(x[0, 0], codec.sample_rate, kbps, mode=opus_mode)
-                rows[label].append(reconstruction_metrics(x[0, 0], est, codec.sample_rate))
+                est, real = opus_roundtrip(x[0, 0], sample_rate, kbps, mode=opus_mode)
+                rows[label].append(reconstruction_metrics(x[0, 0], est, sample_rate))
                 real_bps[label].append(real)
                 if tally is not None:
                     tally.add(label, est)
-            seconds += x.shape[-1] / codec.sample_rate
+            seconds += x.shape[-1] / sample_rate
             bar.advance(task)
     health = [_health_row(h) for h in histogram]
     by_levels = {key: {**_mean(rows[key]), "kbps": bitrate(codec, k) / 1000} for key, k in counts.items()}
@@ -113,7 +116,7 @@ def evaluate_codec(codec: Codec, wavs: Iterable[torch.Tensor], levels: Sequence[
         label: {**_mean(rows[label]), "target_kbps": kbps, "kbps": sum(real_bps[label]) / len(real_bps[label]) / 1000,
                 "mode": opus_mode} for label, kbps in targets.items()}
     result = {"seconds": seconds, "by_levels": by_levels, "codebooks": health,
-              "warnings": usage_warnings(health, codec.codebook_size), "opus": anchor}
+              "warnings": usage_warnings(health, codebook_size), "opus": anchor}
     if notes:
         _add_note_scores(result, tally, notes_reason)
     return result
