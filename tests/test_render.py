@@ -161,3 +161,40 @@ def test_humanize_moves_notes_a_little_and_deterministically():
     assert max(abs(s) for s in shifts) <= 0.025 and len(set(shifts)) > 10
     assert all(abs(x.velocity - 80) <= 20 for x in a.notes)
     assert mido  # the MIDI layer the fixtures write through
+
+
+def test_another_piano_through_fluidsynth_plays_the_same_notes(tmp_path):
+    """--soundfont: the composed corpus played by Debian's FluidSynth (the other piano evaluation uses): the MIDI
+    beside each WAV is what it plays, so transcribing the WAV finds the MIDI's pitches."""
+    import os
+    import shutil
+
+    from pianogen_data.fluidsynth import DEFAULT_SOUNDFONT
+
+    if shutil.which("fluidsynth") is None or not DEFAULT_SOUNDFONT.is_file():
+        if os.environ.get("CI"):
+            pytest.fail("fluidsynth and timgm6mb-soundfont must be installed in CI (make system)")
+        pytest.skip("needs Debian's fluidsynth and timgm6mb-soundfont")
+    out = tmp_path / "other"
+    result = CliRunner().invoke(cli, ["data", "render", str(out), "--minutes", "0.5", "--seed", "1",
+                                      "--soundfont", str(DEFAULT_SOUNDFONT)])
+    assert result.exit_code == 0, result.output
+    with open(out / pianogen.MAESTRO_CSV, newline="") as f:
+        rows = list(csv.DictReader(f))
+    row = max(rows, key=lambda r: float(r["duration"]))
+    audio, rate = sf.read(out / row["audio_filename"], dtype="float32", always_2d=True)
+    assert rate == 44100 and audio.shape[1] == 2 and 0.05 < abs(audio).max() < 1.0
+    played = pianogen.read_midi(out / row["midi_filename"])
+    assert abs(audio.shape[0] / rate - played.duration) < 5.0
+    heard = {n.pitch for n in pianogen.get_transcriber("basic_pitch").transcribe(
+        __import__("torch").from_numpy(audio[: 10 * rate].mean(1)), rate)}
+    written = {n.pitch for n in played.notes if n.onset < 9.5}
+    assert len(heard & written) >= 0.5 * len(written)
+
+
+def test_a_missing_soundfont_is_one_line_and_writes_nothing(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["data", "render", str(tmp_path / "o"), "--minutes", "0.2", "--soundfont", str(tmp_path / "none.sf2")])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and "none.sf2" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o" / pianogen.MAESTRO_CSV).exists()

@@ -51,8 +51,11 @@ def register_commands(cli) -> None:
     @click.option("--humanize", is_flag=True, help="Play MIDI files with small timing and velocity jitter.")
     @click.option("--all-layers", is_flag=True,
                   help="Also play velocity layer 10, which codec evaluation scores (left out by default).")
+    @click.option("--soundfont", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                  help="Play with FluidSynth and this .sf2 instead of the Salamander grand: another piano, to "
+                       "evaluate on (e.g. /usr/share/sounds/sf2/TimGM6mb.sf2).")
     def data_render(out_dir: Path, midi: Path | None, minutes: float | None, seed: int, humanize: bool,
-                    all_layers: bool) -> None:
+                    all_layers: bool, soundfont: Path | None) -> None:
         """Render MIDI with a recorded grand (Salamander V3) into OUT_DIR, in MAESTRO's layout; resumable."""
         from pianogen_data.render import render_corpus
         from pianogen_data.sampler import SamplerConfig
@@ -61,7 +64,7 @@ def register_commands(cli) -> None:
             raise click.UsageError("give either --midi DIR or --minutes M")
         config = SamplerConfig(skip_layer=None) if all_layers else None
         click.echo(str(render_corpus(out_dir, midi=midi, minutes=minutes, seed=seed, humanized=humanize,
-                                     config=config)))
+                                     config=config, soundfont=soundfont)))
 
 
 __all__ = ["FolderSource", "MaestroSource", "MixSource", "SalamanderSource", "folder", "maestro", "mix",

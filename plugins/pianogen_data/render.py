@@ -20,6 +20,7 @@ import pianogen
 from pianogen import MAESTRO_CSV, corpus_plan, read_midi
 from pianogen.errors import PianogenError
 from pianogen.interfaces import Note, Performance
+from pianogen_data.fluidsynth import FluidSynth
 from pianogen_data.sampler import Sampler, SamplerConfig
 
 YEAR = 2018  # the report's MAESTRO subset, so `years = [2018]` recipes work on rendered corpora too
@@ -99,25 +100,27 @@ def _stable_seed(*parts: object) -> int:
 
 def render_corpus(out_dir: Path, *, midi: Path | None = None, minutes: float | None = None, seed: int = 0,
                   humanized: bool = False, config: SamplerConfig | None = None, samples_root: Path | None = None,
-                  progress: bool = True) -> Path:
+                  soundfont: Path | None = None, progress: bool = True) -> Path:
     """Render MIDI files (``midi``) or ``minutes`` of composed pieces into ``out_dir`` (MAESTRO layout),
-    resumably. The sampler is loaded on the first piece that needs rendering, so asking again is free."""
+    resumably. The sampler is loaded on the first piece that needs rendering, so asking again is free.
+    ``soundfont``: play them with FluidSynth and that soundfont instead (another piano, for evaluation)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a voice is a few short vector ops: extra threads only sync (3x slower on 2 cores)
     try:
-        return _render_corpus(out_dir, midi, minutes, seed, humanized, config, samples_root, progress)
+        return _render_corpus(out_dir, midi, minutes, seed, humanized, config, samples_root, soundfont, progress)
     finally:
         torch.set_num_threads(threads)
 
 
 def _render_corpus(out_dir: Path, midi: Path | None, minutes: float | None, seed: int, humanized: bool,
-                   config: SamplerConfig | None, samples_root: Path | None, progress: bool) -> Path:
-    sampler: list[Sampler] = []
+                   config: SamplerConfig | None, samples_root: Path | None, soundfont: Path | None,
+                   progress: bool) -> Path:
+    player: list[Sampler | FluidSynth] = []
 
     def play(performance: Performance) -> np.ndarray:
-        if not sampler:
-            sampler.append(Sampler.salamander(samples_root, config, progress))
-        return sampler[0].render(performance)
+        if not player:
+            player.append(FluidSynth(soundfont) if soundfont else Sampler.salamander(samples_root, config, progress))
+        return player[0].render(performance)
 
     if midi is not None:
         files = dict(midi_items(Path(midi)))
