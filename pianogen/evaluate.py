@@ -258,27 +258,31 @@ def continuation_metrics(recipe: Any, codec: Any, model: Any, cache: Any, split:
     floors = [name for name in FLOORS if name != "other_piece" or all(others)]
     hearing, unavailable = load_transcriber(transcriber)
     audio, curves, notes = [], [], []
-    for i, (piece, start) in enumerate(chosen):
-        raw = _load_segment(paths[piece["audio_filename"]], sr, start * hop, total)
-        prompt_audio, rms = raw[:boundary], float(raw[:boundary].pow(2).mean().sqrt())
-        signals = {"generated": decoded["generated"][i, 0, :total], "resynth": decoded["resynth"][i, 0, :total],
-                   "raw": raw}
-        heard = {"raw": hearing.transcribe(raw, sr)} if hearing else {}
-        for name in floors:
-            if name == "other_piece":
-                other, other_start = others[i]
-                tail = _load_segment(paths[other["audio_filename"]], sr, other_start * hop, total - boundary)
-            elif name == "drone":  # the prompt's key from its notes, from its chroma when none were heard
-                prompt_notes = split_at(heard["raw"], boundary / sr)[0] if hearing else None
-                tail = drone(prompt_audio, prompt_notes, sr, (total - boundary) / sr)
-            else:
-                tail = coloured_noise(total - boundary, NOISE_EXPONENTS[name], rms, seed + i)
-            signals[name] = torch.cat([prompt_audio, tail])
-        audio.append(signals)
-        curves.append(drift_curves(signals, boundary, REFERENCES, sr))
-        if hearing:
-            notes.append(signal_note_metrics(hearing, {n: signals[n] for n in NOTE_SIGNALS if n in signals}, sr,
-                                             boundary, frames / codec.frame_rate, heard))
+    with progress_bar(progress, transient=True) as bar:
+        task = bar.add_task("scoring continuations" + (" and hearing their notes" if hearing else ""),
+                            total=len(chosen))
+        for i, (piece, start) in enumerate(chosen):
+            raw = _load_segment(paths[piece["audio_filename"]], sr, start * hop, total)
+            prompt_audio, rms = raw[:boundary], float(raw[:boundary].pow(2).mean().sqrt())
+            signals = {"generated": decoded["generated"][i, 0, :total], "resynth": decoded["resynth"][i, 0, :total],
+                       "raw": raw}
+            heard = {"raw": hearing.transcribe(raw, sr)} if hearing else {}
+            prompt_notes = split_at(heard["raw"], boundary / sr)[0] if hearing else None  # the original prompt's
+            for name in floors:
+                if name == "other_piece":
+                    other, other_start = others[i]
+                    tail = _load_segment(paths[other["audio_filename"]], sr, other_start * hop, total - boundary)
+                elif name == "drone":  # the prompt's key from its notes, from its chroma when none were heard
+                    tail = drone(prompt_audio, prompt_notes, sr, (total - boundary) / sr)
+                else:
+                    tail = coloured_noise(total - boundary, NOISE_EXPONENTS[name], rms, seed + i)
+                signals[name] = torch.cat([prompt_audio, tail])
+            audio.append(signals)
+            curves.append(drift_curves(signals, boundary, REFERENCES, sr))
+            if hearing:
+                notes.append(signal_note_metrics(hearing, {n: signals[n] for n in NOTE_SIGNALS if n in signals}, sr,
+                                                 boundary, frames / codec.frame_rate, heard, prompt_notes))
+            bar.advance(task)
     mean = {name: {metric: np.mean([c[name][metric] for c in curves], axis=0).tolist() for metric in metrics}
             for name, metrics in curves[0].items()}
     n_bins = len(next(iter(mean["raw"].values())))

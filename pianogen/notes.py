@@ -221,16 +221,18 @@ def split_at(notes: Sequence[Note], boundary: float) -> tuple[list[Note], list[N
 
 
 def signal_note_metrics(transcriber: Transcriber, signals: dict[str, torch.Tensor], sample_rate: int,
-                        boundary: int, seconds: float, heard: dict[str, list[Note]] | None = None
-                        ) -> dict[str, dict[str, Any]]:
+                        boundary: int, seconds: float, heard: dict[str, list[Note]] | None = None,
+                        prompt_notes: Sequence[Note] | None = None) -> dict[str, dict[str, Any]]:
     """Each signal (prompt + continuation audio FloatTensor[S], the prompt ``boundary`` samples long)
-    transcribed whole and scored by ``continuation_note_metrics`` against its own prompt's notes.
+    transcribed whole and its continuation scored by ``continuation_note_metrics`` against ``prompt_notes``
+    (evaluation: the original prompt's, the same reference for every signal, so a codec that turns prompt and
+    continuation alike into one hum does not correlate with itself), else against its own prompt's notes.
     ``heard``: notes already transcribed, by signal name (reused, not transcribed again)."""
     out = {}
     for name, wav in signals.items():
         notes = heard[name] if heard and name in heard else transcriber.transcribe(wav, sample_rate)
-        prompt_notes, after = split_at(notes, boundary / sample_rate)
-        out[name] = continuation_note_metrics(prompt_notes, after, seconds)
+        own_prompt, after = split_at(notes, boundary / sample_rate)
+        out[name] = continuation_note_metrics(own_prompt if prompt_notes is None else prompt_notes, after, seconds)
     return out
 
 
