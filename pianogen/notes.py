@@ -161,21 +161,23 @@ def continuation_note_metrics(prompt_notes: Sequence[Note], continuation_notes: 
     """The continuation's notes in each second after the prompt, against the prompt's notes.
 
     continuation_notes: times in seconds from the prompt's end (a note held over from the prompt starts
-    before 0). Per 1 s bin k (of ``floor(seconds)``): ``notes_per_second`` counts onsets in it,
-    ``distinct_pitches`` the pitches sounding in it, ``pitch_class_correlation`` correlates the duration
-    profile of what sounds in it with the prompt's, ``key_agreement`` scores its key against the prompt's.
+    before 0). Per 1 s bin k (``floor(seconds)`` of them; one bin of ``seconds`` when shorter than 1 s):
+    ``notes_per_second`` counts onsets in it, ``distinct_pitches`` the pitches sounding in it,
+    ``pitch_class_correlation`` correlates the duration profile of what sounds in it with the prompt's,
+    ``key_agreement`` scores its key against the prompt's.
     Returns {metric: mean over the bins} and, with ``per_second``, "per_second": {metric: [value per bin]}.
     """
     prompt_profile = pitch_class_profile(prompt_notes)
-    bins = {metric: [] for metric in NOTE_METRICS}
-    for k in range(math.floor(seconds + 1e-6)):
-        sounding = _clip(continuation_notes, float(k), float(k + 1))
-        onsets = [n for n in continuation_notes if k <= n.onset < k + 1]
-        bins["notes_per_second"].append(float(len(onsets)))
+    edges = [(float(k), float(k + 1)) for k in range(math.floor(seconds + 1e-6))] or [(0.0, max(seconds, 1e-3))]
+    bins: dict[str, list[float]] = {metric: [] for metric in NOTE_METRICS}
+    for lo, hi in edges:
+        sounding = _clip(continuation_notes, lo, hi)
+        onsets = [n for n in continuation_notes if lo <= n.onset < hi]
+        bins["notes_per_second"].append(len(onsets) / (hi - lo))
         bins["distinct_pitches"].append(float(distinct_pitches(sounding)))
         bins["pitch_class_correlation"].append(pitch_class_correlation(prompt_profile, pitch_class_profile(sounding)))
         bins["key_agreement"].append(key_agreement(prompt_notes, sounding))
-    out: dict[str, Any] = {metric: float(np.mean(values)) if values else math.nan for metric, values in bins.items()}
+    out: dict[str, Any] = {metric: float(np.mean(values)) for metric, values in bins.items()}
     if per_second:
         out["per_second"] = bins
     return out

@@ -104,6 +104,8 @@ def test_continuation_metrics_by_second():
     assert music["notes_per_second"] > m["notes_per_second"] + 2  # ...but plays no notes
     assert music["distinct_pitches"] > m["distinct_pitches"] + 2
     assert set(notes.continuation_note_metrics(prompt, [], 2.0, per_second=False)) == set(notes.NOTE_METRICS)
+    short = notes.continuation_note_metrics(prompt, [Note(0.1, 0.4, 60, 80)], 0.5)  # one bin of half a second
+    assert short["per_second"]["notes_per_second"] == [2.0] and short["distinct_pitches"] == 1.0
 
 
 def test_split_at_the_prompts_end():
