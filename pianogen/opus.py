@@ -45,7 +45,7 @@ def opus_roundtrip(wav: torch.Tensor, sample_rate: int, kbps: float, mode: str =
 
     if mode not in OPUS_MODES:
         raise PianogenError(f"Opus mode '{mode}' is not one of {', '.join(OPUS_MODES)}")
-    x = wav.detach().float().cpu()
+    x = wav.detach().float().cpu().reshape(-1)  # mono [S]
     x48 = x if sample_rate == OPUS_RATE else AF.resample(x, sample_rate, OPUS_RATE)
     seconds = x48.numel() / OPUS_RATE
     timeout = 30 + 4 * seconds  # opusenc codes ~100x faster than real time at complexity 10
@@ -58,7 +58,7 @@ def opus_roundtrip(wav: torch.Tensor, sample_rate: int, kbps: float, mode: str =
         y = torch.from_numpy(np.ascontiguousarray(sf.read(decoded, dtype="float32", always_2d=True)[0][:, 0]))
     if sample_rate != OPUS_RATE:
         y = AF.resample(y, OPUS_RATE, sample_rate)
-    y = torch.nn.functional.pad(y[: x.numel()], (0, max(0, x.numel() - y.numel())))  # opusdec trims pre-skip
+    y = torch.nn.functional.pad(y[: x.numel()], (0, max(0, x.numel() - y.numel())))  # resampling may be a sample off
     return y.to(wav.device), measured_bps
 
 
