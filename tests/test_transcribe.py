@@ -77,6 +77,16 @@ def test_thresholds_are_the_config():
     assert len(strict.transcribe(wav, 22050)) < len(loose.transcribe(wav, 22050))
 
 
+def test_a_held_note_is_struck_once_across_the_window_seams():
+    """basic-pitch's own decoding strikes a held C5 again at 1.64 s, where its first two 2 s windows meet (the
+    frame posterior steps up between them); the default decoding does not."""
+    wav = rendered([Note(0.1, 5.0, 72, 90)], 22050)
+    held = [n for n in pianogen.get_transcriber("basic_pitch").transcribe(wav, 22050) if n.pitch == 72]
+    assert len(held) == 1 and held[0].onset < 0.15 and held[0].offset > 3.0
+    as_the_wheel = pianogen.get_transcriber("basic_pitch", onsets_at_seams=True).transcribe(wav, 22050)
+    assert [round(n.onset, 2) for n in as_the_wheel if n.pitch == 72][1:] == [1.64]
+
+
 def test_a_missing_onnx_file_is_one_line_naming_the_fix(tmp_path):
     with pytest.raises(PianogenError) as err:
         pianogen.get_transcriber("basic_pitch", model_path=str(tmp_path / "nmp.onnx"))

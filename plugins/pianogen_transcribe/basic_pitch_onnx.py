@@ -33,6 +33,7 @@ ANNOT_FRAMES = 172  # frames the model outputs for one window
 OVERLAP_FRAMES = 30  # consecutive windows overlap by this many frames; half is dropped at each edge
 OVERLAP_SAMPLES = OVERLAP_FRAMES * FFT_HOP
 WINDOW_HOP = WINDOW_SAMPLES - OVERLAP_SAMPLES
+KEPT_FRAMES = ANNOT_FRAMES - OVERLAP_FRAMES  # 142 frames of each window make the unwrapped posteriorgram
 FRAMES_PER_SECOND = MODEL_SAMPLE_RATE // FFT_HOP  # 86, basic-pitch's ANNOTATIONS_FPS
 WHEEL_MODEL = ("saved_models", "icassp_2022", "nmp.onnx")
 INSTALL = "pip install --no-deps basic-pitch==0.4.0"
@@ -55,6 +56,9 @@ class BasicPitchConfig:
     model_path: str = ""  # an ONNX file; "" = the nmp.onnx of the installed basic-pitch wheel
     threads: int = 0  # onnxruntime intra-op threads; 0 = the CPUs this process may use, at most 4
     batch_windows: int = 8  # 2 s windows per onnxruntime call
+    # True = basic-pitch's own decoding, where the step of the frame posterior between two 2 s windows may
+    # infer an onset: a note held across one is struck again (every 1.64 s on Salamander's held notes)
+    onsets_at_seams: bool = False
 
     def __post_init__(self) -> None:
         for key in ("onset_threshold", "frame_threshold"):
@@ -134,9 +138,8 @@ def frame_times(n_frames: int) -> np.ndarray:
     samples of the audio (the half-overlap of leading zeros cancels the frames cut from the window's start).
     basic-pitch's model_frames_to_time approximates this with a correction of about 10 ms every 172 frames;
     this is the exact place, the same on average without the sawtooth."""
-    kept = ANNOT_FRAMES - OVERLAP_FRAMES
     n = np.arange(n_frames)
-    return ((n // kept) * WINDOW_HOP + (n % kept) * FFT_HOP) / MODEL_SAMPLE_RATE
+    return ((n // KEPT_FRAMES) * WINDOW_HOP + (n % KEPT_FRAMES) * FFT_HOP) / MODEL_SAMPLE_RATE
 
 
 
@@ -176,12 +179,13 @@ class BasicPitch(Transcriber):
         if x.numel() == 0:
             return []
         post = self.posteriors(x.numpy())
-        c = self.config
+        n_frames, c = post["note"].shape[0], self.config
         events = output_to_notes_polyphonic(
             post["note"], post["onset"], onset_thresh=c.onset_threshold, frame_thresh=c.frame_threshold,
             min_note_len=c.min_note_frames, infer_onsets=c.infer_onsets, melodia_trick=c.melodia_trick,
-            max_freq=c.maximum_frequency or None, min_freq=c.minimum_frequency or None)
-        times = frame_times(post["note"].shape[0])
+            max_freq=c.maximum_frequency or None, min_freq=c.minimum_frequency or None,
+            seams=None if c.onsets_at_seams else np.arange(KEPT_FRAMES, n_frames, KEPT_FRAMES))
+        times = frame_times(n_frames)
         notes = [Note(onset=float(times[start]), offset=float(times[end]), pitch=pitch,
                       velocity=int(np.clip(np.round(127 * amplitude), 1, 127)))
                  for start, end, pitch, amplitude in events]

@@ -4,7 +4,8 @@ Ported from Spotify's basic-pitch 0.4.0, ``basic_pitch/note_creation.py`` (``out
 ``get_infered_onsets``, ``constrain_frequency``). Copyright 2022 Spotify AB, licensed under the Apache
 License, Version 2.0 (http://www.apache.org/licenses/LICENSE-2.0); this port keeps the algorithm and its
 constants and drops the librosa / pretty_midi dependencies. Changes: a silent input (no frame activation
-change at all) gives no inferred onsets instead of a division by zero; loops read the same but run on
+change at all) gives no inferred onsets instead of a division by zero; ``seams`` (optional) keeps the rise of
+the frame activation where two model windows meet from inferring an onset; loops read the same but run on
 float32 copies.
 
 Layout: T = model frames (ANNOTATIONS_FPS a second), P = 88 piano keys (index 0 = MIDI 21, A0).
@@ -26,9 +27,14 @@ def hz_to_midi(hz: float) -> float:
     return 12.0 * math.log2(hz / 440.0) + 69.0
 
 
-def inferred_onsets(onsets: np.ndarray, frames: np.ndarray, n_diff: int = 2) -> np.ndarray:
+def inferred_onsets(onsets: np.ndarray, frames: np.ndarray, n_diff: int = 2, seams: np.ndarray | None = None
+                    ) -> np.ndarray:
     """Onsets [T, P] raised where the frame activation [T, P] jumps: the smallest rise over the last 1..n_diff
-    frames, rescaled to the largest predicted onset; the larger of that and the predicted onset."""
+    frames, rescaled to the largest predicted onset; the larger of that and the predicted onset.
+
+    seams: first frames of each model window but the first. A rise measured across one compares two windows'
+    outputs, not two moments of the sound: on a held Salamander note the frame posterior steps 0.75 -> 0.84
+    there and basic-pitch strikes the note again every 1.64 s; those rises are dropped."""
     diffs = []
     for n in range(1, n_diff + 1):
         padded = np.concatenate([np.zeros((n, frames.shape[1]), dtype=frames.dtype), frames])
@@ -36,6 +42,8 @@ def inferred_onsets(onsets: np.ndarray, frames: np.ndarray, n_diff: int = 2) -> 
     frame_diff = np.min(diffs, axis=0)
     frame_diff[frame_diff < 0] = 0
     frame_diff[:n_diff, :] = 0
+    for seam in seams if seams is not None else ():
+        frame_diff[seam:seam + n_diff, :] = 0
     peak = np.max(frame_diff)
     if peak > 0:  # basic-pitch divides unguarded: NaN everywhere on silence
         frame_diff = np.max(onsets) * frame_diff / peak
@@ -117,15 +125,16 @@ def notes_from_leftover_energy(frames: np.ndarray, energy: np.ndarray, frame_thr
 
 def output_to_notes_polyphonic(frames: np.ndarray, onsets: np.ndarray, onset_thresh: float, frame_thresh: float,
                                min_note_len: int, infer_onsets: bool = True, max_freq: float | None = None,
-                               min_freq: float | None = None, melodia_trick: bool = True
-                               ) -> list[tuple[int, int, int, float]]:
+                               min_freq: float | None = None, melodia_trick: bool = True,
+                               seams: np.ndarray | None = None) -> list[tuple[int, int, int, float]]:
     """frames, onsets FloatArray[T, P] (the model's note and onset posteriors) -> note events
-    (start frame, end frame, MIDI pitch, amplitude 0..1), as basic-pitch decodes them."""
+    (start frame, end frame, MIDI pitch, amplitude 0..1), as basic-pitch decodes them (``seams`` None;
+    see ``inferred_onsets`` for what they change)."""
     frames = np.array(frames, dtype=np.float32)
     onsets = np.array(onsets, dtype=np.float32)
     constrain_frequency(onsets, frames, max_freq, min_freq)
     if infer_onsets:
-        onsets = inferred_onsets(onsets, frames)
+        onsets = inferred_onsets(onsets, frames, seams=seams)
     onset_peaks = np.zeros_like(onsets)  # local maxima in time only
     peaks = scipy.signal.argrelmax(onsets, axis=0)
     onset_peaks[peaks] = onsets[peaks]
