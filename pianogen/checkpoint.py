@@ -31,17 +31,22 @@ def save(root: Path, tag: str, model: torch.nn.Module, meta: dict[str, Any],
     shutil.rmtree(new, ignore_errors=True)
     new.mkdir()
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    writing = MODEL_FILE
     try:
         save_file(state, new / MODEL_FILE, metadata={"format": "pt"})
         _as_umask_allows(new / MODEL_FILE)
         if trainer_state is not None:
+            writing = STATE_FILE
             torch.save(trainer_state, new / STATE_FILE)
+        writing = META_FILE
         (new / META_FILE).write_text(json.dumps(meta, indent=2))
     except (OSError, RuntimeError, SafetensorError) as err:  # torch.save reports a full disk as RuntimeError
         shutil.rmtree(new, ignore_errors=True)
-        kept = f"the previous '{tag}' checkpoint is kept" if find(root, tag) else f"no '{tag}' checkpoint was kept"
-        raise PianogenError(f"could not write checkpoint {final}: {_first_line(err)}; {kept} (free disk space, "
-                            f"then continue with --resume)") from None
+        way_on = (f"the previous '{tag}' checkpoint is kept (free disk space, then continue with --resume)"
+                  if find(root, tag) else f"there is no earlier '{tag}' checkpoint to resume from (free disk space, "
+                                          f"then train again)")
+        raise PianogenError(f"could not write checkpoint {final}: {writing}: {_write_failure(err)}; "
+                            f"{way_on}") from None
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         final.rename(old)
@@ -55,6 +60,14 @@ def _as_umask_allows(path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, 0o666 & ~umask)
+
+
+def _write_failure(err: BaseException) -> str:
+    """Why a write failed, in words: the OS's reason, not torch's or safetensors' internals (torch.save says
+    'PytorchStreamWriter failed writing file data/0: file write failed' for a full disk)."""
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    return "the write failed (no space left on the device, or a file size limit)"
 
 
 def _first_line(err: BaseException) -> str:

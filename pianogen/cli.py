@@ -89,14 +89,20 @@ def list_recipes() -> None:
 @click.argument("name")
 @click.argument("dest", type=click.Path(path_type=Path))
 def copy_recipe(name: str, dest: Path) -> None:
-    """Copy built-in recipe NAME to DEST (a file or a directory) to edit it."""
-    from pianogen.recipe import resolve_recipe_path
+    """Copy built-in recipe NAME (or a recipe file) to DEST (a file or a directory) to edit it."""
+    from pianogen.paths import atomic_path
+    from pianogen.recipe import load_recipe, resolve_recipe_path
 
     source = resolve_recipe_path(name)
+    try:
+        load_recipe(source)  # a recipe, or nothing: `cp /etc/passwd x.toml` must not make one of any file
+    except PianogenError as err:
+        raise PianogenError(f"not copying {name}: it is not a recipe ({err})") from None
     target = dest / source.name if dest.is_dir() else dest
     if target.exists():
         raise PianogenError(f"{target} already exists; not overwriting it")
-    shutil.copyfile(source, target)
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
     click.echo(str(target))
 
 

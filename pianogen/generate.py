@@ -26,6 +26,7 @@ from pianogen.data.audio import save_audio
 from pianogen.device import pick_device
 from pianogen.errors import PianogenError
 from pianogen.generate_options import MAX_NUM, MAX_SECONDS, MAX_SEED, MAX_TEMPERATURE
+from pianogen.generate_output import MEL_MIN_SAMPLES, postfilters_for, staged, writing
 from pianogen.paths import atomic_write_bytes
 from pianogen.plots import plot_mel
 from pianogen.precision import PRECISIONS, in_precision  # noqa: F401 (re-exported: the API's old home)
@@ -219,14 +220,6 @@ def refuse_overwriting_inputs(out: Path, num: int, inputs: list[Path]) -> None:
                                 f"choose another --out")
 
 
-def postfilters_for(recipe: Any, request: GenerationRequest) -> tuple[list[dict[str, Any]], list[Any]]:
-    """The request's post-filters (the recipe's when it names none): their specs and the filters."""
-    specs = request.postfilters if request.postfilters is not None else [
-        {"name": spec.name, **spec.options} for spec in recipe.postfilter]
-    return specs, [pianogen.get_postfilter(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
-                   for spec in specs]
-
-
 def write_takes(out: Path, request: GenerationRequest, source: Source, prompt_path: Path, codec: Any, levels: int,
                 prompt_frames: int, new_codes: torch.Tensor, audio: torch.Tensor,
                 tell: Listener) -> tuple[list[str], list[dict[str, Any]]]:
@@ -237,17 +230,23 @@ def write_takes(out: Path, request: GenerationRequest, source: Source, prompt_pa
     for i in range(request.num):
         tell("write", i, request.num)
         full, continuation = audio[i, 0].cpu(), audio[i, 0, boundary:].cpu()
-        save_audio(out / f"full_{i}.wav", full, codec.sample_rate)
-        save_audio(out / f"continuation_{i}.wav", continuation, codec.sample_rate)
+        with writing(out / f"full_{i}.wav") as path:
+            save_audio(path, full, codec.sample_rate)
+        with writing(out / f"continuation_{i}.wav") as path:
+            save_audio(path, continuation, codec.sample_rate)
         joined = splice(source.recording, source.cut, source.prompt_start, full, codec.sample_rate, boundary,
                         request.crossfade)
-        write_recording(out / f"take_{i}.wav", joined.take)
-        save_take_codes(out / f"codes_{i}.safetensors", torch.cat([source.history, new_codes[i].cpu()], dim=-1),
-                        codec, levels, take=f"take_{i}.wav")
+        with writing(out / f"take_{i}.wav") as path:
+            write_recording(path, joined.take)
+        with writing(out / f"codes_{i}.safetensors") as path:
+            save_take_codes(path, torch.cat([source.history, new_codes[i].cpu()], dim=-1), codec, levels,
+                            take=f"take_{i}.wav")
         rate = joined.take.sample_rate
-        plot_mel(joined.take.samples[:, source.prompt_start:].mean(dim=0), rate, out / f"mel_{i}.png",
-                 boundary_s=(source.cut - source.prompt_start) / rate,
-                 title=f"take {i}: {prompt_path.name} from {source.prompt_start / rate:.1f} s | continuation")
+        shown = joined.take.samples[:, source.prompt_start:].mean(dim=0)
+        shown = torch.nn.functional.pad(shown, (0, max(0, MEL_MIN_SAMPLES - shown.numel())))  # a very short take
+        with writing(out / f"mel_{i}.png") as path:
+            plot_mel(shown, rate, path, boundary_s=(source.cut - source.prompt_start) / rate,
+                     title=f"take {i}: {prompt_path.name} from {source.prompt_start / rate:.1f} s | continuation")
         names = {"take": f"take_{i}.wav", "continuation": f"continuation_{i}.wav", "resynthesis": f"full_{i}.wav",
                  "mel": f"mel_{i}.png", "codes": f"codes_{i}.safetensors"}
         files += list(names.values())
@@ -290,24 +289,38 @@ def generate(run_dir: str | Path, request: GenerationRequest, device: str = "aut
     audio = decode_codes(codec, torch.cat([prompt_codes, new_codes], dim=-1), filters)
     decoded = _clock(torch_device)
 
-    out.mkdir(parents=True, exist_ok=True)
-    files, takes = write_takes(out, request, source, prompt_path, codec, levels, prompt_codes.shape[-1], new_codes,
-                               audio, tell)
+    def write(folder: Path) -> dict[str, Any]:
+        files, takes = write_takes(folder, request, source, prompt_path, codec, levels, prompt_codes.shape[-1],
+                                   new_codes, audio, tell)
+        report = generation_report(run_dir, request, source, prompt_path, codec, meta, filter_specs, files, takes,
+                                   frames=n_frames, prompt_frames=prompt_codes.shape[-1], device=torch_device,
+                                   timings={"encode": encoded - start, "sample": sampled - encoded,
+                                            "decode": decoded - sampled})
+        files.append("generation.json")
+        with writing(folder / "generation.json") as path:
+            atomic_write_bytes(path, json.dumps(report, indent=2).encode())
+        return report
+
+    report = staged(out, write)
     tell("write", request.num, request.num)
-    seconds_out = n_frames / codec.frame_rate
-    report = {
-        "run_dir": str(run_dir), "prompt_file": str(prompt_path), "prompt_frames": prompt_codes.shape[-1],
+    return report
+
+
+def generation_report(run_dir: str | Path, request: GenerationRequest, source: Source, prompt_path: Path,
+                      codec: Any, meta: dict[str, Any], filter_specs: list[dict[str, Any]], files: list[str],
+                      takes: list[dict[str, Any]], frames: int, prompt_frames: int, device: torch.device,
+                      timings: dict[str, float]) -> dict[str, Any]:
+    """generation.json: what was continued, how, what was written and how fast (more keys may join here)."""
+    n_frames, seconds_out = frames, frames / codec.frame_rate
+    return {
+        "run_dir": str(run_dir), "prompt_file": str(prompt_path), "prompt_frames": prompt_frames,
         "prompt_window_s": list(source.window_s), "extends": str(prompt_path) if request.extend else None,
         "frames": n_frames, "sample_rate": codec.sample_rate, "checkpoint_step": meta["step"],
         "take_sample_rate": source.recording.sample_rate, "take_channels": source.recording.channels,
         "take_subtype": source.recording.subtype,
         "settings": {k: v for k, v in asdict(request).items() if k != "out"},
         "postfilters": filter_specs, "notes": source.notes, "files": files, "takes": takes,
-        "device": str(torch_device),
-        "timings_s": {"encode": encoded - start, "sample": sampled - encoded, "decode": decoded - sampled},
-        "frames_per_s": n_frames * request.num / (sampled - encoded),
-        "realtime_factor": seconds_out * request.num / (decoded - encoded),
+        "device": str(device), "timings_s": timings,
+        "frames_per_s": n_frames * request.num / timings["sample"],
+        "realtime_factor": seconds_out * request.num / (timings["sample"] + timings["decode"]),
     }
-    files.append("generation.json")
-    atomic_write_bytes(out / "generation.json", json.dumps(report, indent=2).encode())
-    return report

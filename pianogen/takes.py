@@ -31,6 +31,7 @@ EXACT_IN_FLOAT64 = {"PCM_32", "DOUBLE"}  # float32 holds 24 bits: these need flo
 LOUDNESS_BLOCK_S = 0.4  # BS.1770's gating block: shorter audio has no loudness
 MAX_GAIN_DB = 24.0  # a near-silent continuation is not blown up into loud noise
 PEAK_CEILING = 0.99  # loudness matching never pushes the continuation into clipping
+MIN_SAMPLE_RATE = 4000  # Hz: below it a take holds nothing above 2 kHz (no piano's upper half) and the STFTs fail
 
 
 @dataclass
@@ -54,6 +55,8 @@ class Recording:
 def read_recording(path: str | Path) -> Recording:
     """Any file soundfile reads, in its own rate, channels and (for WAV output) subtype."""
     data, sample_rate, subtype = read_file(path, dtype_for={kind: "float64" for kind in EXACT_IN_FLOAT64})
+    if sample_rate < MIN_SAMPLE_RATE:
+        raise PianogenError(f"{path} is sampled at {sample_rate} Hz; a take needs at least {MIN_SAMPLE_RATE} Hz")
     subtype = WAV_SUBTYPE.get(subtype, subtype)
     return Recording(torch.from_numpy(np.ascontiguousarray(data.T)), sample_rate,
                      subtype if subtype in KEPT_SUBTYPES else "PCM_16", Path(path))

@@ -91,3 +91,47 @@ def test_nan_training_audio_is_skipped_with_a_note_or_stops_when_strict(tmp_path
         assert load_or_skip(tmp_path / "bad.wav", 8000) is None
     with pytest.raises(PianogenError, match="NaN or infinite samples"):
         load_or_skip(tmp_path / "bad.wav", 8000, strict=True)
+
+
+def test_a_full_disk_before_any_checkpoint_does_not_advise_resuming(tmp_path):
+    script = DISK_FULL.replace('checkpoint.save(root, "last", model, {"step": 1}, {"optimizer": {}})', "pass")
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script), str(tmp_path)], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr
+    error = json.loads(done.stdout)["error"]
+    assert error.startswith(f"could not write checkpoint {tmp_path / 'last'}: trainer_state.pt: the write failed "
+                            f"(no space left on the device, or a file size limit); there is no earlier 'last' "
+                            f"checkpoint to resume from (free disk space, then train again)"), error
+    assert "--resume" not in error and "Pytorch" not in error and "\n" not in error
+    assert list(tmp_path.iterdir()) == []
+
+
+def _file_size_limit(limit: int):
+    """For subprocess: the kernel refuses to grow any file past ``limit`` bytes (EFBIG), as a full disk would."""
+    import resource
+    import signal
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new folder", "existing folder"])
+def test_a_full_disk_during_generate_names_the_file_and_leaves_no_half_generation(trained_run, tmp_path, existing):
+    out = tmp_path / "takes"
+    if existing:  # the page's job folder: it holds the upload, which must stay as it was
+        out.mkdir()
+        (out / "upload_mine.wav").write_bytes(b"the pianist's file")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "PIANOGEN_HOME": str(trained_run.parent / "home"),
+           "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    subprocess.run([sys.executable, "-c", "import matplotlib.font_manager"], env=env, check=True)  # its cache first
+    done = subprocess.run([sys.executable, "-m", "pianogen", "generate", str(trained_run), "--prompt", "test:0",
+                           "--out", str(out), "--device", "cpu"], capture_output=True, text=True, env=env,
+                          preexec_fn=_file_size_limit(12_000), timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"error: could not write {out}/") and lines[0].endswith(": File too large"), lines
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "mpl") == (["takes"] if existing else [])
+    if existing:
+        assert [p.name for p in out.iterdir()] == ["upload_mine.wav"]

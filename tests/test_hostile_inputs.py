@@ -21,6 +21,7 @@ import soundfile as sf
 import torch
 from click.testing import CliRunner
 
+import pianogen
 from pianogen import cli
 
 
@@ -71,6 +72,30 @@ def nan_wav(path: Path) -> Path:
     return path
 
 
+def low_rate_wav(path: Path, rate: int = 100) -> Path:
+    """Two seconds at ``rate`` Hz: readable audio far below any codec's rate."""
+    sf.write(path, np.random.default_rng(0).uniform(-0.3, 0.3, 2 * rate).astype(np.float32), rate)
+    return path
+
+
+def pickle_pt(path: Path) -> Path:
+    torch.save({"weight": torch.zeros(2), "hook": print}, path)  # unpickling it would import and call code
+    return path
+
+
+def codec_with_config(path: Path, config: str) -> Path:
+    """A codec file whose metadata ``config`` is ``config``."""
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"codec": "soundstream", "config": config})
+    return path
+
+
+def text_file(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
 # (name, argv builder(run, tmp), message in the error line)
 READ_ONLY_CASES = [
     ("prompt-seconds negative", lambda r, t: ["generate", r, "--prompt", "test:0", "--prompt-seconds", "-2"],
@@ -83,7 +108,7 @@ READ_ONLY_CASES = [
     ("seconds huge", lambda r, t: ["generate", r, "--prompt", "test:0", "--seconds", "100000"],
      "not in the range 0<x<=3600"),
     ("temperature inf", lambda r, t: ["generate", r, "--prompt", "test:0", "--temperature", "inf"],
-     "not a finite number"),
+     "Invalid value for '--temperature': inf is not in the range 0<=x<=100"),
     ("top-p above 1", lambda r, t: ["generate", r, "--prompt", "test:0", "--top-p", "1.5"],
      "Invalid value for '--top-p'"),
     ("device banana", lambda r, t: ["generate", r, "--prompt", "test:0", "--device", "banana", "--out", t / "o"],
@@ -114,6 +139,54 @@ READ_ONLY_CASES = [
      "data.window 32 -> 64"),
     ("huge window on a fresh run", lambda r, t: ["train", r / "recipe.toml", f"run.dir={t / 'fresh'}",
                                                  "data.window=100000"], "longer than the longest train piece"),
+    ("seed 10^23", lambda r, t: ["generate", r, "--prompt", "test:0", "--seed", str(10**23), "--out", t / "o"],
+     "Invalid value for '--seed': 100000000000000000000000 is not in the range 0<=x<=9223372036854775807"),
+    ("seed negative", lambda r, t: ["generate", r, "--prompt", "test:0", "--seed", "-1", "--out", t / "o"],
+     "Invalid value for '--seed'"),
+    ("num 10^20", lambda r, t: ["generate", r, "--prompt", "test:0", "--num", str(10**20), "--out", t / "o"],
+     "is not in the range 1<=x<=64"),
+    ("num a million", lambda r, t: ["generate", r, "--prompt", "test:0", "--num", "1000000", "--out", t / "o"],
+     "Invalid value for '--num': 1000000 is not in the range 1<=x<=64"),
+    ("temperature 1000", lambda r, t: ["generate", r, "--prompt", "test:0", "--temperature", "1000"],
+     "Invalid value for '--temperature'"),
+    ("prompt-seconds over an hour", lambda r, t: ["generate", r, "--prompt", "test:0", "--prompt-seconds", "3601"],
+     "not in the range 0<x<=3600"),
+    ("eval seed 10^23", lambda r, t: ["eval", r, "--seed", str(10**23), "--out", t / "e"],
+     "Invalid value for '--seed'"),
+    ("run.seed 10^23", lambda r, t: ["train", r / "recipe.toml", "--resume", f"run.seed={10**23}"],
+     "run.seed must be <= 9223372036854775807, got 100000000000000000000000"),
+    ("run.seed negative", lambda r, t: ["train", r / "recipe.toml", f"run.dir={t / 'fresh'}", "run.seed=-5"],
+     "run.seed must be >= 0, got -5"),
+    ("betas above 1", lambda r, t: ["train", r / "recipe.toml", f"run.dir={t / 'fresh'}", "train.betas=[1.5,0.95]"],
+     "train.betas must be 2 numbers, each >= 0 and < 1, got [1.5, 0.95]"),
+    ("one beta", lambda r, t: ["train", r / "recipe.toml", f"run.dir={t / 'fresh'}", "train.betas=[0.9]"],
+     "train.betas must be 2 numbers, each >= 0 and < 1, got [0.9]"),
+    ("betas of text", lambda r, t: ["train", r / "recipe.toml", f"run.dir={t / 'fresh'}", "train.betas=['a','b']"],
+     "train.betas must be list[float]"),
+    ("a 100 Hz prompt", lambda r, t: ["generate", r, "--prompt", low_rate_wav(t / "low.wav"), "--out", t / "o"],
+     "low.wav is sampled at 100 Hz; a take needs at least 4000 Hz"),
+    ("a 1 Hz prompt", lambda r, t: ["generate", r, "--prompt", low_rate_wav(t / "low.wav", 1), "--out", t / "o"],
+     "is sampled at 1 Hz"),
+    ("cp /etc/passwd", lambda r, t: ["cp", "/etc/passwd", t / "o"], "not copying /etc/passwd: it is not a recipe"),
+    ("cp a binary", lambda r, t: ["cp", Path(sys.executable).resolve(), t / "o"], "is not a text file"),
+    ("cp a TOML that is no recipe", lambda r, t: ["cp", text_file(t / "x.toml", "[server]\nport = 80\n"), t / "o"],
+     "it is not a recipe"),
+    ("cp onto the run's recipe", lambda r, t: ["cp", "demo", r / "recipe.toml"], "already exists; not overwriting"),
+    ("import a pickle with code", lambda r, t: ["codec", "import", "soundstream", pickle_pt(t / "evil.pt"), t / "o"],
+     "refusing to load"),
+    ("codec config not JSON", lambda r, t: ["tokenize", r / "recipe.toml", f"run.dir={t / 'fresh'}",
+                                            f"codec.checkpoint={codec_with_config(t / 'c.safetensors', '{no')}"],
+     "its metadata 'config' is not JSON"),
+    ("codec config of bad types", lambda r, t: [
+        "tokenize", r / "recipe.toml", f"run.dir={t / 'fresh'}",
+        "codec.checkpoint=" + str(codec_with_config(t / "c.safetensors", '{"channels": "many"}'))],
+     "its metadata config 'channels' must be int, got 'many'"),
+    ("codec config a list", lambda r, t: ["tokenize", r / "recipe.toml", f"run.dir={t / 'fresh'}",
+                                          f"codec.checkpoint={codec_with_config(t / 'c.safetensors', '[1]')}"],
+     "is not a JSON object"),
+    ("encodec named by its own hash", lambda r, t: [
+        "codec", "get", "encodec", text_file(t / f"evilenc-{hashlib.sha256(b'evil').hexdigest()}.th", "evil"),
+        "--out", t / "o"], "a hash in a file's name does not verify it"),
 ]
 
 
@@ -165,6 +238,51 @@ def test_damaged_run_files_are_named_with_the_way_out(trained_run, tmp_path, mon
     assert_one_line_error(result, message)
     assert "weights_only" not in result.stderr  # torch's advice to unpickle anyway is not passed on
     assert snapshot(run) == before
+    assert not (tmp_path / "o").exists()
+
+
+class BadFilters:
+    """Post-filters that fail each way a plugin's can: in its factory, in its call, with another shape, with NaN."""
+
+    @staticmethod
+    @pianogen.hookimpl
+    def register_postfilters(register):
+        def broken_factory(**options):
+            raise ValueError("cannot build this filter")
+
+        def raising(**options):
+            def call(wav, sample_rate):
+                raise ZeroDivisionError("division by zero inside the filter")
+            return call
+
+        register("broken_factory", broken_factory)
+        register("raising", raising)
+        register("reshaping", lambda **options: lambda wav, sample_rate: wav[..., ::2])
+        register("nan", lambda **options: lambda wav, sample_rate: wav * float("nan"))
+        register("not_a_tensor", lambda **options: lambda wav, sample_rate: wav.numpy())
+
+
+POSTFILTER_CASES = [
+    ("factory raises", "broken_factory", "post-filter 'broken_factory' could not be built: ValueError: cannot build"),
+    ("call raises", "raising", "post-filter 'raising' failed: ZeroDivisionError: division by zero inside the filter"),
+    ("another shape", "reshaping", "post-filter 'reshaping' returned [1, 1, "),
+    ("NaN samples", "nan", "post-filter 'nan' returned "),
+    ("not a tensor", "not_a_tensor", "post-filter 'not_a_tensor' returned ndarray for audio [1, 1, "),
+]
+
+
+@pytest.mark.parametrize("name, message", [c[1:] for c in POSTFILTER_CASES], ids=[c[0] for c in POSTFILTER_CASES])
+def test_a_failing_post_filter_is_one_line_and_writes_nothing(trained_run, tmp_path, monkeypatch, fresh_registry,
+                                                               name, message):
+    monkeypatch.setenv("PIANOGEN_HOME", str(trained_run.parent / "home"))
+    fresh_registry.register_module(BadFilters, "bad-filters")
+    before = snapshot(trained_run)
+    result = run_cli("generate", trained_run, "--prompt", "test:0", "--out", tmp_path / "o", "--postfilter", name)
+    assert_one_line_error(result, message)
+    if name == "nan":
+        assert "NaN or infinite samples of " in result.stderr and "nothing was written" in result.stderr
+    assert snapshot(trained_run) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no output folder, no temp folder beside it
 
 
 def test_resume_trims_a_cut_metrics_line_and_works_from_another_directory(tmp_path, monkeypatch, tiny_codec_path,
