@@ -53,7 +53,19 @@ def rate_distortion_table(result: dict[str, Any]) -> list[str]:
     lines += [f"| {p.curve} | {p.label} | {p.kbps:.2f} | {p.mel_l1:.3f} | {p.note_f1_text or '—'} |" for p in points]
     if "unavailable" in result["opus"]:
         lines.append(f"| Opus | unavailable: {result['opus']['unavailable']} | | | |")
-    return lines + [""]
+    return lines + [""] + _notes_footer(result.get("notes", {}))
+
+
+def _notes_footer(notes: dict[str, Any]) -> list[str]:
+    """What the note F1 column stands on: the transcriber, the notes it heard, its own F1 against the MIDI."""
+    if "transcriber" not in notes:
+        return [f"Note F1: {notes['unavailable']}", ""] if "unavailable" in notes else []
+    line = (f"Note F1: `{notes['transcriber']}` heard {notes['input_notes']} notes in the input (onsets within "
+            f"{notes['onset_tolerance'] * 1000:g} ms); each row is scored against them")
+    if "input_note_f1_midi" in notes:
+        line += (f", and in brackets against the {notes['midi_notes']} notes of the MIDI, where the input itself "
+                 f"scores {notes['input_note_f1_midi']['f1']:.3f}")
+    return [line + ".", ""]
 
 
 def plot_rate_distortion(result: dict[str, Any], out: Path, title: str = "") -> None:

@@ -198,10 +198,24 @@ def test_codec_eval_command(tmp_path, tiny_corpus):
     assert "| level | codes used (of 32) |" in done.stdout and "(0.5 s of audio)" in done.stdout
     assert "| Opus: unavailable: opusenc not found (apt-get install opus-tools) |" in done.stdout
     assert "## Rate against distortion" in done.stdout and " (MIDI " in done.stdout
+    assert re.search(r"`basic_pitch` heard \d+ notes in the input .* notes of the MIDI, where the input itself "
+                     r"scores [01]\.\d{3}\.", done.stdout)
     for args, message in [((ckpt,), "not both and not neither"),
                           ((str(tmp_path / "none.safetensors"), str(tmp_path / "a.wav")), "not found"),
-                          ((ckpt, str(tmp_path / "a.wav"), "--opus-kbps", "3"), "opusenc takes 6 to 256 kbps"),
                           ((ckpt, str(tmp_path / "missing.wav")), "cannot read audio file")]:
         done = _cli(*args)
         assert done.returncode == 2 and done.stderr.startswith("error: ") and message in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("kbps, message", [("3", "opusenc takes 6 to 256 kbps"),
+                                           ("6,x", "numbers separated by commas")])
+def test_codec_eval_rejects_bad_opus_bitrates_in_one_line(tmp_path, capsys, kbps, message):
+    from pianogen.cli import main
+
+    _tiny_codec(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        main(["codec", "eval", str(tmp_path / "tiny.safetensors"), str(tmp_path / "a.wav"), "--opus-kbps", kbps])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err.startswith("error: --opus-kbps") and message in err
+    assert len(err.strip().splitlines()) == 1
