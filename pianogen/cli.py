@@ -224,7 +224,7 @@ def generate(run_dir: Path, prompt: str | None, window_start: float | None, wind
 def serve(runs: Path, host: str, port: int, device: str, verbose: bool) -> None:
     """A web page to continue your recording: RUNS is a run directory or a folder of them."""
     from pianogen.device import pick_device
-    from pianogen.serve import serve as run_server
+    from pianogen.serve_http import serve as run_server
 
     pick_device(device)  # a bad --device is a one-line error now, not on the first generation
     run_server(runs, host, port, device, verbose)

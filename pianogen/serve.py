@@ -317,6 +317,3 @@ def _remove_outputs(out: Path, keep: str | None) -> None:
 def limits() -> dict[str, float]:
     """What the page may ask for: the command line's limits."""
     return {"max_seconds": MAX_SECONDS, "max_num": MAX_NUM, "max_queued": MAX_QUEUED}
-
-
-from pianogen.serve_http import MAX_UPLOAD_BYTES, Handler, StudioServer, serve  # noqa: E402,F401 (the old home)

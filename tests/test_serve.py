@@ -275,7 +275,8 @@ def studio(trained_run):
     """The server in this process, with a 1 s request timeout so stalled clients are dropped quickly."""
     import threading
 
-    from pianogen.serve import Studio, StudioServer, find_runs
+    from pianogen.serve import Studio, find_runs
+    from pianogen.serve_http import StudioServer
 
     server = StudioServer(("127.0.0.1", 0), Studio(find_runs(trained_run), device="cpu"), request_timeout=1.0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
