@@ -356,6 +356,21 @@ HOSTILE_REQUESTS = [
      f"RIFF", 400, "ended after 4 of its 1000 bytes"),
     ("cancel an unknown job", lambda s: f"POST /api/jobs/nope/cancel HTTP/1.1\r\n{_headers(s)}"
      f"Content-Length: 0\r\n\r\n", 404, "no job 'nope'"),
+    ("extend an unknown job", lambda s: f"POST /api/jobs?extend=nope/take_0.wav HTTP/1.1\r\n{_headers(s)}"
+     f"Content-Length: 0\r\n\r\n", 400, "no finished take 'nope/take_0.wav' to extend"),
+    ("extend with a window", lambda s: f"POST /api/jobs?extend=x/take_0.wav&from=1 HTTP/1.1\r\n{_headers(s)}"
+     f"Content-Length: 0\r\n\r\n", 400, "no finished take"),
+    ("top_k text", lambda s: f"POST /api/jobs?run=run&top_k=many HTTP/1.1\r\n{_headers(s)}"
+     f"Content-Length: 4\r\n\r\nRIFF", 400, "top k must be a number, got 'many'"),
+    ("temperature inf", lambda s: f"POST /api/jobs?run=run&temperature=inf HTTP/1.1\r\n{_headers(s)}"
+     f"Content-Length: 4\r\n\r\nRIFF", 400, "--temperature must be >= 0 and <= 100"),
+    ("Origin null", lambda s: f"POST /api/jobs?run=run HTTP/1.1\r\n{_headers(s, 'Origin: null' + chr(13) + chr(10))}"
+     f"Content-Length: 4\r\n\r\nRIFF", 403, "requests from null are refused"),
+    ("https Origin of the same host", lambda s: f"POST /api/jobs?run=run HTTP/1.1\r\n"
+     f"{_headers(s, f'Origin: https://127.0.0.1:{s.port}' + chr(13) + chr(10))}Content-Length: 4\r\n\r\nRIFF",
+     403, "are refused"),
+    ("Host with userinfo", lambda s: f"GET /api/runs HTTP/1.1\r\nHost: 127.0.0.1:{s.port}@evil.example\r\n\r\n",
+     403, "is not this server's address"),
     ("POST elsewhere", lambda s: f"POST /api/runs HTTP/1.1\r\n{_headers(s)}Content-Length: 0\r\n\r\n", 404,
      "nothing here"),
 ]
