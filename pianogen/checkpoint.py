@@ -42,9 +42,10 @@ def save(root: Path, tag: str, model: torch.nn.Module, meta: dict[str, Any],
         (new / META_FILE).write_text(json.dumps(meta, indent=2))
     except (OSError, RuntimeError, SafetensorError) as err:  # torch.save reports a full disk as RuntimeError
         shutil.rmtree(new, ignore_errors=True)
-        way_on = (f"the previous '{tag}' checkpoint is kept (free disk space, then continue with --resume)"
-                  if find(root, tag) else f"there is no earlier '{tag}' checkpoint to resume from (free disk space, "
-                                          f"then train again)")
+        kept = [t for t in dict.fromkeys((tag, "last")) if find(root, t)]  # --resume continues from 'last'
+        way_on = (f"the previous '{kept[0]}' checkpoint is kept (free disk space, then continue with --resume)"
+                  if "last" in kept else f"the previous '{tag}' checkpoint is kept" if kept else
+                  f"there is no earlier '{tag}' checkpoint to resume from (free disk space, then train again)")
         raise PianogenError(f"could not write checkpoint {final}: {writing}: {_write_failure(err)}; "
                             f"{way_on}") from None
     shutil.rmtree(old, ignore_errors=True)
