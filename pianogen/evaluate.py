@@ -51,6 +51,8 @@ SIGNALS = {
     **FLOORS,
 }
 NOTE_SIGNALS = ("generated", "raw", *FLOORS)  # the signals whose notes are heard (resynth: the codec's business)
+# what the notes block calls them: the model's continuation, the true one (the ceiling) and the floors
+NOTE_NAMES = {"generated": "model", "raw": "true", "white_noise": "noise"}
 # who each signal is compared with by Mel L1 and spectral convergence
 REFERENCES = {"generated": ["resynth", "raw"], "resynth": ["raw"], **{name: ["resynth", "raw"] for name in FLOORS}}
 
@@ -295,13 +297,17 @@ def continuation_metrics(recipe: Any, codec: Any, model: Any, cache: Any, split:
         "other_pieces": [None if o is None else {"audio_filename": o[0]["audio_filename"],
                                                  "start_s": o[1] / codec.frame_rate} for o in others],
         "seconds_after_prompt": [float(b + 1) for b in range(n_bins)], **mean,
-        "notes": {"unavailable": unavailable} if not hearing else {
-            "transcriber": transcriber, "metrics": list(NOTE_METRICS), "signals": list(notes[0]),
-            "seconds_after_prompt": [float(b + 1) for b in range(len(notes[0]["raw"]["per_second"]
-                                                                     ["notes_per_second"]))],
-            **average_note_metrics(notes)},
+        "notes": {"unavailable": unavailable} if not hearing else _notes_block(transcriber, notes),
     }
     return block, audio
+
+
+def _notes_block(transcriber: str, notes: list[dict[str, Any]]) -> dict[str, Any]:
+    """eval.json's ``continuation.notes``: each signal's note metrics (mean over prompts, and by second)."""
+    mean = {NOTE_NAMES.get(name, name): metrics for name, metrics in average_note_metrics(notes).items()}
+    return {"transcriber": transcriber, "metrics": list(NOTE_METRICS), "signals": list(mean),
+            "seconds_after_prompt": [float(b + 1) for b in range(len(mean["true"]["per_second"]["notes_per_second"]))],
+            **mean}
 
 
 def evaluate(run_dir: str | Path, split: str = "test", out: str | Path | None = None, n_prompts: int = 4,
