@@ -11,13 +11,11 @@ keeps the plain name (between third-party plugins, the first loaded keeps it), a
 registration is also reachable as ``package:name`` (``evil-filters:lowpass``), so using the other
 one is a deliberate choice. Using a clashing plain name warns once, naming the alternative.
 
-The built-ins are the entry points of *this* installation only: the ``pianogen`` distribution whose files
-are the imported ``pianogen`` package (or, installed editable, whose source folder holds it), each
-entry point's module found inside that installation. Another distribution that calls itself
-``pianogen`` (a stray ``pianogen-9.9.dist-info`` on the path) is not loaded at all and is listed in
-``failures()``. Commands follow the same rule: a third-party ``register_commands`` that adds a command
-under a name already taken (``train``, ``codec import soundstream``) does not replace it; the new
-command is kept as ``<package>:<name>`` in the same group and the clash is recorded (kind ``command``).
+The built-ins are the entry points of *this* installation only (the ``pianogen`` distribution whose files,
+or editable source folder, hold the imported package; each module found inside it). Another distribution
+calling itself ``pianogen`` (a stray ``pianogen-9.9.dist-info``) is not loaded, and is listed in
+``failures()``. A third-party command under a taken name (``train``, ``codec import soundstream``) does
+not replace ours: it is kept as ``<package>:<name>`` in the same group, the clash recorded (kind ``command``).
 """
 
 from __future__ import annotations
@@ -94,8 +92,8 @@ _clashes: list[Clash] = []
 _warned: set[tuple[str, str]] = set()
 _sources: dict[str, tuple[str, str]] = {}  # plugin name -> (distribution, version)
 _commands_added: set[str] = set()  # plugins whose register_commands already ran
-_builtin_plugins: set[str] = set()  # entry-point names of this installation's own plugins
-_command_owners: dict[tuple[str, ...], str] = {}  # command path -> the package that added it (absent: pianogen)
+_builtin_plugins: set[str] = set()  # entry-point names of this installation's plugins
+_command_owners: dict[tuple[str, ...], str] = {}  # command path -> package that added it (absent: pianogen)
 
 
 def _allow_list() -> set[str] | None:
@@ -257,9 +255,9 @@ def register_module(module: Any, name: str, package: str = "(in-process)", versi
 
 
 def add_commands(cli: Any) -> int:
-    """Let every plugin not asked yet add its commands to ``cli``; returns how many were asked. A plugin
-    whose hook fails is recorded and skipped; one that takes a name already in use keeps its command only
-    as ``<package>:<name>`` (built-ins are asked first, so theirs are the ones kept)."""
+    """Let every plugin not asked yet add its commands to ``cli``; returns how many were asked. A failing hook
+    is recorded; a name already in use keeps its command (built-ins are asked first), the newcomer's becomes
+    ``<package>:<name>``."""
     pm = get_plugin_manager()
     fresh = [impl for impl in pm.hook.register_commands.get_hookimpls() if impl.plugin_name not in _commands_added]
     fresh.sort(key=lambda impl: impl.plugin_name not in _builtin_plugins)
@@ -272,13 +270,16 @@ def add_commands(cli: Any) -> int:
         except Exception as err:
             _failures.append(Failure(impl.plugin_name, dist, f"register_commands: {type(err).__name__}: {err}"))
         finally:
-            _keep_existing_commands(cli, before, dist)
+            if impl.plugin_name in _builtin_plugins:  # ours may add (or, in a reset registry, re-add) our commands
+                for path in _command_tree(cli).keys() - before.keys():
+                    _command_owners.setdefault(path, dist)
+            else:
+                _keep_existing_commands(cli, before, dist)
     return len(fresh)
 
 
 def _command_tree(group: Any, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    """Command path -> command object, through every subgroup (their ``commands`` tables, not list_commands,
-    which would ask the plugins again)."""
+    """Command path -> command, through every subgroup's ``commands`` (list_commands would ask plugins again)."""
     tree = {}
     for name, command in list(getattr(group, "commands", {}).items()):
         tree[(*path, name)] = command

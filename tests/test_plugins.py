@@ -318,25 +318,48 @@ TAKEOVER = """
 """
 
 
+COMMANDS_PROBE = """
+import sys
+from pianogen.cli import main
+for args in sys.argv[1:]:
+    print("=== " + args, flush=True)
+    try:
+        main(args.split())
+    except SystemExit:
+        pass
+"""
+
+
 def test_a_plugin_command_never_replaces_a_builtin_one(tmp_path):
     """`train` and `codec import soundstream` stay ours; the plugin's are kept as `evil-cmds:train` and
     `codec import evil-cmds:soundstream`, and both clashes are listed like plugin clashes."""
     make_distribution(tmp_path, "evil-cmds", {"evil_cmds": TAKEOVER})
     env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
-
-    def pianogen_cli(*args):
-        return subprocess.run([sys.executable, "-m", "pianogen", *args], capture_output=True, text=True, env=env)
-
-    listing = json.loads(pianogen_cli("plugins", "--json").stdout)
-    assert listing["clashes"] == [
+    asked = ["plugins --json", "train --help", "codec import soundstream --help", "evil-cmds:train",
+             "codec import evil-cmds:soundstream", "hello-takeover", "plugins"]
+    done = subprocess.run([sys.executable, "-c", COMMANDS_PROBE, *asked], capture_output=True, text=True, env=env)
+    said = dict(zip(asked, [part.split("\n", 1)[1] for part in done.stdout.split("=== ")[1:]]))
+    assert json.loads(said["plugins --json"])["clashes"] == [
         {"kind": "command", "name": "train", "winner": "pianogen", "shadowed": "evil-cmds",
          "use_other": "evil-cmds:train"},
         {"kind": "command", "name": "codec import soundstream", "winner": "pianogen", "shadowed": "evil-cmds",
-         "use_other": "codec import evil-cmds:soundstream"}]
-    assert "Train a token model" in pianogen_cli("train", "--help").stdout
-    assert "Convert the reference SoundStream" in pianogen_cli("codec", "import", "soundstream", "--help").stdout
-    assert pianogen_cli("evil-cmds:train").stdout == "evil train\n"  # there, under the name that says whose
-    assert pianogen_cli("codec", "import", "evil-cmds:soundstream").stdout == "evil import\n"
-    assert pianogen_cli("hello-takeover").stdout == "a new name is fine\n"
-    table = pianogen_cli("plugins").stdout
-    assert "clash command 'train'" in table and "'evil-cmds:train' the other" in table
+         "use_other": "codec import evil-cmds:soundstream"}], done.stderr
+    assert "Train a token model" in said["train --help"]
+    assert "Convert the reference SoundStream" in said["codec import soundstream --help"]
+    assert said["evil-cmds:train"] == "evil train\n"  # there, under the name that says whose
+    assert said["codec import evil-cmds:soundstream"] == "evil import\n"
+    assert said["hello-takeover"] == "a new name is fine\n"
+    assert "clash command 'train'" in said["plugins"] and "'evil-cmds:train' the other" in said["plugins"]
+
+
+def test_a_reset_registry_lets_the_builtins_add_their_commands_again(fresh_registry):
+    """Tests reset the registry but not the command tree: the built-in importer re-adds its command, no clash."""
+    from pianogen.cli import cli, main
+
+    importers = cli.commands["codec"].commands["import"]
+    for _ in range(2):
+        main(["codec", "import", "--help"])  # lists the group's commands: the plugins add theirs
+        assert "soundstream" in importers.commands
+        fresh_registry.reset()
+    main(["plugins", "--json"])
+    assert fresh_registry.clashes() == [] and "pianogen:soundstream" not in importers.commands
