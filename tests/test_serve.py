@@ -316,28 +316,28 @@ def _headers(server, extra: str = "", token: bool = True) -> str:
     return f"Host: {host}\r\n" + (f"X-Pianogen-Token: {server.token}\r\n" if token else "") + extra
 
 
+def _upload(query: str, extra: str = "", token: bool = True):
+    """A request builder: a 4-byte upload to /api/jobs?query with the page's headers (and ``extra`` ones)."""
+    return lambda s: (f"POST /api/jobs?{query} HTTP/1.1\r\n{_headers(s, extra, token)}Content-Length: 4\r\n"
+                      f"\r\nRIFF")
+
+
 # (name, request builder(server), status, message in the JSON error): each answered, nothing queued or written
 HOSTILE_REQUESTS = [
-    ("seconds over the CLI's cap", lambda s: f"POST /api/jobs?run=run&seconds=86400&num=16 HTTP/1.1\r\n"
-     f"{_headers(s)}Content-Length: 4\r\n\r\nRIFF", 400, "--seconds must be > 0 and <= 3600"),
-    ("num over the cap", lambda s: f"POST /api/jobs?run=run&num=1000000 HTTP/1.1\r\n{_headers(s)}"
-     f"Content-Length: 4\r\n\r\nRIFF", 400, "--num must be >= 1 and <= 64"),
-    ("seed of 10^23", lambda s: f"POST /api/jobs?run=run&seed={10**23} HTTP/1.1\r\n{_headers(s)}"
-     f"Content-Length: 4\r\n\r\nRIFF", 400, "--seed must be >= 0"),
-    ("a setting of 5000 digits", lambda s: f"POST /api/jobs?run=run&seed={'9' * 5000} HTTP/1.1\r\n{_headers(s)}"
-     f"Content-Length: 4\r\n\r\nRIFF", 400, "longer than 100 characters"),
+    ("seconds over the CLI's cap", _upload("run=run&seconds=86400&num=16"), 400, "--seconds must be > 0 and <= 3600"),
+    ("num over the cap", _upload("run=run&num=1000000"), 400, "--num must be >= 1 and <= 64"),
+    ("seed of 10^23", _upload(f"run=run&seed={10**23}"), 400, "--seed must be >= 0"),
+    ("a setting of 5000 digits", _upload(f"run=run&seed={'9' * 5000}"), 400, "longer than 100 characters"),
     ("DNS rebinding", lambda s: f"GET /api/runs HTTP/1.1\r\nHost: evil.example:{s.port}\r\n\r\n", 403,
      "is not this server's address"),
     ("another port in Host", lambda s: f"GET /api/runs HTTP/1.1\r\nHost: 127.0.0.1:{s.port + 1}\r\n\r\n", 403,
      "is not this server's address"),
     ("no Host", lambda s: "GET / HTTP/1.1\r\n\r\n", 403, "is not this server's address"),
-    ("cross-site POST", lambda s: f"POST /api/jobs?run=run HTTP/1.1\r\n"
-     f"{_headers(s, 'Origin: http://evil.example' + chr(13) + chr(10))}Content-Length: 4\r\n\r\nRIFF", 403,
+    ("cross-site POST", _upload("run=run", "Origin: http://evil.example\r\n"), 403,
      "requests from http://evil.example are refused"),
-    ("POST without the page's token", lambda s: f"POST /api/jobs?run=run HTTP/1.1\r\n{_headers(s, token=False)}"
-     f"Content-Length: 4\r\n\r\nRIFF", 403, "does not carry the page's token"),
-    ("POST with a wrong token", lambda s: f"POST /api/jobs?run=run HTTP/1.1\r\n{_headers(s, token=False)}"
-     f"X-Pianogen-Token: guess\r\nContent-Length: 4\r\n\r\nRIFF", 403, "does not carry the page's token"),
+    ("POST without the page's token", _upload("run=run", token=False), 403, "does not carry the page's token"),
+    ("POST with a wrong token", _upload("run=run", "X-Pianogen-Token: guess\r\n", token=False), 403,
+     "does not carry the page's token"),
     ("cancel without the token", lambda s: f"POST /api/jobs/abc/cancel HTTP/1.1\r\n{_headers(s, token=False)}"
      f"Content-Length: 0\r\n\r\n", 403, "does not carry the page's token"),
     ("Content-Length abc", lambda s: f"POST /api/jobs?run=run HTTP/1.1\r\n{_headers(s)}Content-Length: abc\r\n\r\n",
@@ -360,14 +360,10 @@ HOSTILE_REQUESTS = [
      f"Content-Length: 0\r\n\r\n", 400, "no finished take 'nope/take_0.wav' to extend"),
     ("extend with a window", lambda s: f"POST /api/jobs?extend=x/take_0.wav&from=1 HTTP/1.1\r\n{_headers(s)}"
      f"Content-Length: 0\r\n\r\n", 400, "no finished take"),
-    ("top_k text", lambda s: f"POST /api/jobs?run=run&top_k=many HTTP/1.1\r\n{_headers(s)}"
-     f"Content-Length: 4\r\n\r\nRIFF", 400, "top k must be a number, got 'many'"),
-    ("temperature inf", lambda s: f"POST /api/jobs?run=run&temperature=inf HTTP/1.1\r\n{_headers(s)}"
-     f"Content-Length: 4\r\n\r\nRIFF", 400, "--temperature must be >= 0 and <= 100"),
-    ("Origin null", lambda s: f"POST /api/jobs?run=run HTTP/1.1\r\n{_headers(s, 'Origin: null' + chr(13) + chr(10))}"
-     f"Content-Length: 4\r\n\r\nRIFF", 403, "requests from null are refused"),
-    ("https Origin of the same host", lambda s: f"POST /api/jobs?run=run HTTP/1.1\r\n"
-     f"{_headers(s, f'Origin: https://127.0.0.1:{s.port}' + chr(13) + chr(10))}Content-Length: 4\r\n\r\nRIFF",
+    ("top_k text", _upload("run=run&top_k=many"), 400, "top k must be a number, got 'many'"),
+    ("temperature inf", _upload("run=run&temperature=inf"), 400, "--temperature must be >= 0 and <= 100"),
+    ("Origin null", _upload("run=run", "Origin: null\r\n"), 403, "requests from null are refused"),
+    ("https Origin of the same host", lambda s: _upload("run=run", f"Origin: https://127.0.0.1:{s.port}\r\n")(s),
      403, "are refused"),
     ("Host with userinfo", lambda s: f"GET /api/runs HTTP/1.1\r\nHost: 127.0.0.1:{s.port}@evil.example\r\n\r\n",
      403, "is not this server's address"),
