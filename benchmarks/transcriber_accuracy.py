@@ -16,10 +16,11 @@ import argparse
 import time
 
 import numpy as np
+from pianogen_data.fluidsynth import render_notes as render_fluidsynth
 
 import pianogen
 from pianogen.interfaces import Note
-from pianogen.notes import note_f1, note_f1_with_offsets, render_fluidsynth
+from pianogen.notes import note_f1, note_f1_with_offsets
 
 SAMPLE_RATE = 44100
 MAJOR = [0, 2, 4, 5, 7, 9, 11]

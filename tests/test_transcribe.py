@@ -6,11 +6,12 @@ import os
 
 import pytest
 import torch
+from pianogen_data.fluidsynth import render_notes as render_fluidsynth
 
 import pianogen
 from pianogen.errors import PianogenError
 from pianogen.interfaces import Note
-from pianogen.notes import note_f1, render_fluidsynth
+from pianogen.notes import note_f1
 
 C_MAJOR_SCALE = [60, 62, 64, 65, 67, 69, 71, 72]
 
@@ -133,7 +134,7 @@ sys.modules.update({"librosa": librosa, "librosa.core": librosa, "resampy": type
                     "pretty_midi": types.SimpleNamespace(PrettyMIDI=object)})
 import pianogen
 from pianogen.interfaces import Note
-from pianogen.notes import render_fluidsynth
+from pianogen_data.fluidsynth import render_notes as render_fluidsynth
 from pianogen_transcribe.note_decoding import output_to_notes_polyphonic
 from basic_pitch import inference, note_creation
 rng = np.random.default_rng(0)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import torch
 
 import pianogen
 from pianogen.errors import PianogenError
@@ -55,3 +56,10 @@ class FluidSynth:
             audio = np.repeat(audio, 2, axis=0)
         peak = float(np.abs(audio).max(initial=0.0))
         return audio * (0.9 / peak) if peak > 0.99 else audio
+
+
+def render_notes(notes: list, sample_rate: int = 44100, soundfont: Path = DEFAULT_SOUNDFONT) -> torch.Tensor:
+    """Notes -> mono FloatTensor[S] at fluidsynth's default gain: audio whose notes are known, for tests and
+    benchmarks of transcription. PianogenError when fluidsynth or the soundfont is missing (``make system``)."""
+    audio = FluidSynth(soundfont, sample_rate, gain=0.2).render(Performance(list(notes)))
+    return torch.from_numpy(audio.mean(axis=0))
