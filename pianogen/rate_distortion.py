@@ -71,6 +71,8 @@ def _notes_footer(notes: dict[str, Any]) -> list[str]:
 def plot_rate_distortion(result: dict[str, Any], out: Path, title: str = "") -> None:
     """Mel L1 and note F1 (when measured) against kbps, the codec's level counts as one curve and Opus's
     bitrates as another; written atomically as a PNG."""
+    from matplotlib.ticker import ScalarFormatter
+
     from pianogen.plots import plt, save_figure
 
     points = rate_distortion_rows(result)
@@ -84,6 +86,7 @@ def plot_rate_distortion(result: dict[str, Any], out: Path, title: str = "") -> 
             if xy:
                 ax.plot(*zip(*xy), style, label=curve)
         ax.set(xlabel="kbps (Opus: measured from its packets)", ylabel=ylabel, xscale="log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())  # 0.5, 1, 5, 10 rather than powers of ten
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title or "rate against distortion")
