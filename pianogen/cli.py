@@ -210,9 +210,27 @@ def generate(run_dir: Path, prompt: str | None, window_start: float | None, wind
         report = run_generation(run_dir, request, device=device)
     for note in report["notes"]:
         click.echo(f"note: {note}", err=True)
+    for line in heard_lines(report.get("note_metrics")):
+        click.echo(line, err=True)
     start_s, end_s = report["prompt_window_s"]
     click.echo(f"{request.out}  (prompt {start_s:.2f}-{end_s:.2f} s, {report['frames']} frames, "
                f"{report['realtime_factor']:.2f}x real time)")
+
+
+def heard_lines(metrics: dict | None) -> list[str]:
+    """One line per take: what the transcriber heard in the continuation, beside the drone floor."""
+    if not metrics:
+        return []
+    if "unavailable" in metrics:
+        return [f"note: notes not measured: {metrics['unavailable']}"]
+    lines = []
+    for i, take in enumerate(metrics["takes"]):
+        c, d = take["continuation"], take["floors"]["drone"]
+        lines.append(f"take {i}: {c['notes_per_second']:.1f} notes/s, {c['distinct_pitches']:.0f} distinct pitches, "
+                     f"pitch classes {c['pitch_class_correlation']:+.2f} with the prompt's, key {c['key']} (prompt "
+                     f"{take['prompt']['key']}); a drone on the prompt: {d['notes_per_second']:.1f} notes/s, "
+                     f"{d['distinct_pitches']:.0f} pitches")
+    return lines
 
 
 @cli.command()

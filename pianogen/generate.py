@@ -289,6 +289,8 @@ def generate(run_dir: str | Path, request: GenerationRequest, device: str = "aut
     audio = decode_codes(codec, torch.cat([prompt_codes, new_codes], dim=-1), filters)
     decoded = _clock(torch_device)
 
+    heard = hear_notes(audio, prompt_codes.shape[-1] * codec.hop_length, codec.sample_rate)
+
     def write(folder: Path) -> dict[str, Any]:
         files, takes = write_takes(folder, request, source, prompt_path, codec, levels, prompt_codes.shape[-1],
                                    new_codes, audio, tell)
@@ -296,6 +298,7 @@ def generate(run_dir: str | Path, request: GenerationRequest, device: str = "aut
                                    frames=n_frames, prompt_frames=prompt_codes.shape[-1], device=torch_device,
                                    timings={"encode": encoded - start, "sample": sampled - encoded,
                                             "decode": decoded - sampled})
+        report["note_metrics"] = heard
         files.append("generation.json")
         with writing(folder / "generation.json") as path:
             atomic_write_bytes(path, json.dumps(report, indent=2).encode())
@@ -304,6 +307,22 @@ def generate(run_dir: str | Path, request: GenerationRequest, device: str = "aut
     report = staged(out, write)
     tell("write", request.num, request.num)
     return report
+
+
+def hear_notes(audio: torch.Tensor, prompt_samples: int, sample_rate: int,
+               transcriber: str = "basic_pitch") -> dict[str, Any]:
+    """generation.json's ``note_metrics``: each take (audio FloatTensor[N, 1, S], the codec's rendering of prompt
+    + continuation) as the transcriber hears it — notes/s, distinct pitches, pitch-class correlation and key
+    agreement with the prompt — beside the `drone` floor on the same prompt; {"unavailable": why} when the
+    transcriber cannot load (the generation itself stands)."""
+    from pianogen.notes import notes_summary
+
+    try:
+        hearing = pianogen.get_transcriber(transcriber)
+        return {"takes": [notes_summary(take[0, :prompt_samples], take[0, prompt_samples:], sample_rate, hearing)
+                          for take in audio.float().cpu()]}
+    except PianogenError as err:
+        return {"unavailable": str(err)}
 
 
 def generation_report(run_dir: str | Path, request: GenerationRequest, source: Source, prompt_path: Path,

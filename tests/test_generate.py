@@ -31,6 +31,21 @@ def test_generate_writes_audio_figure_and_report(trained_run, tmp_path):
         assert (tmp_path / f"g/mel_{i}.png").stat().st_size > 1000
     saved = json.loads((tmp_path / "g/generation.json").read_text())
     assert saved["settings"]["seed"] == 3 and saved["realtime_factor"] > 0
+    heard = saved["note_metrics"]["takes"]  # each take as the transcriber hears it, beside the drone floor
+    assert len(heard) == 2 and heard[0]["transcriber"] == "basic_pitch"
+    for take in heard:
+        for metrics in (take["continuation"], take["floors"]["drone"]):
+            assert {"notes_per_second", "distinct_pitches", "pitch_class_correlation", "key_agreement"} <= set(metrics)
+            assert all(np.isfinite(metrics[k]) for k in ("notes_per_second", "distinct_pitches"))
+
+
+def test_a_transcriber_that_cannot_load_leaves_the_generation_standing():
+    import torch
+
+    from pianogen.generate import hear_notes
+
+    heard = hear_notes(torch.zeros(1, 1, 8000), 4000, 8000, transcriber="no_such_transcriber")
+    assert "no_such_transcriber" in heard["unavailable"]
 
 
 def test_bf16_generation_writes_audio(trained_run, tmp_path):
