@@ -75,6 +75,17 @@ def write_midi(performance: "Performance", path: Any) -> None:
     _write(performance, path)
 
 
+def load_tensors(path: Any, what: str) -> Any:
+    """``torch.load`` that never unpickles objects: a file holding anything but tensors and plain values is
+    refused in one line (PianogenError), as is a file that is no PyTorch checkpoint; ``what`` names the file's
+    expected kind in the message ("an encodec state dict")."""
+    from pathlib import Path
+
+    from pianogen.checkpoint import load_tensors as _load
+
+    return _load(Path(path), what)
+
+
 def write_synthetic_corpus(out_dir: Any, minutes: float = 6.0, seed: int = 0, progress: bool = True) -> Any:
     """Compose a synthetic piano corpus in MAESTRO's layout under ``out_dir``; returns its folder."""
     from pianogen.data.synth import write_corpus
@@ -157,7 +168,7 @@ def load_recipe(path: str, overrides: list[str] | tuple[str, ...] = ()) -> "Reci
 
 __all__ = [
     "hookimpl", "get_codec", "get_token_model", "get_loss", "get_postfilter", "get_data_source",
-    "get_transcriber", "read_midi", "write_midi", "load_recipe",
+    "get_transcriber", "read_midi", "write_midi", "load_tensors", "load_recipe",
     "expand", "home", "atomic_path", "atomic_write_bytes", "safetensors_bytes", "write_synthetic_corpus",
     "salamander_notes", "mix_parts", "salamander_samples", "write_corpus", "corpus_plan",
 ]

@@ -136,6 +136,25 @@ def _size_difference(path: Path, config: dict[str, Any] | None, saved: dict, exp
     return f"missing {missing[:3]}, unexpected {unexpected[:3]}"
 
 
+def load_tensors(path: Path, what: str) -> Any:
+    """``torch.load(path, weights_only=True)`` with every failure one line: a file holding Python objects other
+    than tensors is refused without torch's advice (``weights_only=False`` would run the file's code); a file that
+    is no checkpoint at all says so. ``what`` names what the file should be ("an encodec state dict")."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "global" in str(err).lower():  # it names a class or function to import: Python objects, not data
+            raise PianogenError(f"refusing to load {path}: it holds Python objects other than tensors and plain "
+                                f"values, which {what} never holds (a tampered or foreign file)") from None
+        raise PianogenError(f"{path} is not {what} (not a PyTorch file: {_first_line(err)})") from None
+    except Exception as err:  # zip or format errors of every kind
+        raise PianogenError(f"{path} is not {what} ({type(err).__name__}: {_first_line(err)})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0]
+
+
 def load_trainer_state(path: Path) -> dict[str, Any]:
     file = path / STATE_FILE
     try:

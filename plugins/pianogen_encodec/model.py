@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import torch
 from encodec import EncodecModel
 
+import pianogen
 from pianogen import expand
 from pianogen.errors import PianogenError
 from pianogen.interfaces import Codec
@@ -49,14 +49,7 @@ class EncodecCodec(Codec):
             raise PianogenError(f"encodec: 'bandwidth' must be one of {list(BANDWIDTHS)} kbps, got {bandwidth}")
         path = weights_path(checkpoint)
         data = path.read_bytes()
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:  # torch's text would advise weights_only=False: running the file's code
-            raise PianogenError(f"refusing to load {path}: it holds Python objects other than tensors, which a "
-                                f"state dict never does (a tampered or foreign file)") from None
-        except Exception as err:  # any zip or format failure: not a state dict
-            raise PianogenError(f"{path} is not an encodec state dict ({type(err).__name__}: "
-                                f"{(str(err).strip().splitlines() or [''])[0]})") from None
+        state = pianogen.load_tensors(path, "an encodec state dict")
         self.model = EncodecModel.encodec_model_24khz(pretrained=False)
         try:
             self.model.load_state_dict(state)

@@ -7,12 +7,12 @@ encodec's codebook (ours) has the same buffers without that axis and spells ``in
 
 from __future__ import annotations
 
-import pickle
 import re
 from pathlib import Path
 
 import torch
 
+import pianogen
 from pianogen.errors import PianogenError
 from pianogen_soundstream.model import SoundStream, SoundStreamConfig
 
@@ -25,14 +25,7 @@ def import_reference(ckpt: Path, out: Path, sample_rate: int = 16000) -> None:
     ckpt = Path(ckpt)
     if not ckpt.is_file():
         raise PianogenError(f"reference checkpoint not found: {ckpt}")
-    try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # torch's text would advise weights_only=False: running the file's code
-        raise PianogenError(f"refusing to load {ckpt}: it holds Python objects other than tensors, which a "
-                            f"state dict never does (a tampered or foreign file)") from None
-    except Exception as err:  # zip or format errors of every kind: the file is not a plain state dict
-        raise PianogenError(f"{ckpt} is not a PyTorch state dict ({type(err).__name__}: "
-                            f"{(str(err).strip().splitlines() or [''])[0]})") from None
+    state = pianogen.load_tensors(ckpt, "a PyTorch state dict")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise PianogenError(f"{ckpt} does not hold a state dict of tensors")
     mapped = {_map_key(ckpt, k): _map_value(ckpt, k, v) for k, v in state.items()}
