@@ -169,11 +169,17 @@ def _piece_paths(recipe: Any) -> dict[str, Path]:
     return {p.audio_filename: p.path for p in pipeline.build_source(recipe).pieces()}
 
 
-def codec_metrics(codec: Any, wavs: list[torch.Tensor], model_levels: int) -> dict[str, Any]:
-    """Reconstruction by levels with bitrates, codebook health per level, Opus at the codec's bitrate and 2x."""
+def codec_metrics(codec: Any, wavs: list[torch.Tensor], model_levels: int, paths: list[Path] | None = None,
+                  transcriber: str | None = "basic_pitch") -> dict[str, Any]:
+    """Reconstruction and note F1 by levels with bitrates, codebook health per level, and Opus (opusenc from
+    48 kHz) at 6..16 kbps on the same metrics; note F1 also against the MIDI beside each of ``paths``."""
     from pianogen.codec_metrics import evaluate_codec
+    from pianogen.codec_notes import clip_midi_notes
 
-    result = evaluate_codec(codec, wavs, CODEC_LEVELS)
+    seconds = [w.shape[-1] / codec.sample_rate for w in wavs]
+    midi = [clip_midi_notes(p, s) for p, s in zip(paths, seconds)] if paths and transcriber else None
+    result = evaluate_codec(codec, wavs, CODEC_LEVELS, notes=transcriber is not None,
+                            transcriber=transcriber or "basic_pitch", midi=midi)
     for line in result["warnings"]:
         print(f"warning: codec: {line}", file=sys.stderr)
     return {"levels_modelled": model_levels, "codebook_size": codec.codebook_size, **result}
@@ -349,8 +355,8 @@ def evaluate(run_dir: str | Path, split: str = "test", out: str | Path | None = 
                            "nll_change": sum(scored["nll_per_level"]) / sum(tokens["nll_per_level"]) - 1}
     paths = _piece_paths(recipe)
     n_codec = round(codec_seconds * codec.sample_rate)
-    wavs = [_load_segment(paths[p["audio_filename"]], codec.sample_rate, 0, n_codec)
-            for p in cache.pieces(split)[:codec_pieces]]
+    codec_paths = [paths[p["audio_filename"]] for p in cache.pieces(split)[:codec_pieces]]
+    wavs = [_load_segment(path, codec.sample_rate, 0, n_codec) for path in codec_paths]
     continuation, audio = continuation_metrics(
         recipe, codec, model, cache, split, n_prompts, prompt_seconds or recipe.generate.prompt_seconds,
         seconds or recipe.generate.seconds, seed, torch_device, progress, transcriber)
@@ -358,7 +364,7 @@ def evaluate(run_dir: str | Path, split: str = "test", out: str | Path | None = 
         "run_dir": str(run_dir), "split": split, "checkpoint_step": meta["step"], "device": str(torch_device),
         "codec_name": recipe.codec.name, "model": recipe.model.name if recipe.model else None,
         "levels": levels, "frame_rate": codec.frame_rate, **tokens,
-        "codec": codec_metrics(codec, wavs, levels), "continuation": continuation,
+        "codec": codec_metrics(codec, wavs, levels, codec_paths, transcriber), "continuation": continuation,
     }
     if precision_block is not None:
         report["precision"] = precision_block
