@@ -248,14 +248,17 @@ def serve(runs: Path, host: str, port: int, device: str, verbose: bool) -> None:
     run_server(runs, host, port, device, verbose)
 
 
+MAX_EVAL_PROMPTS = 256  # each is a generation and a transcription: more is hours of CPU, never what was meant
+
+
 @cli.command(name="eval")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--split", type=click.Choice(["train", "validation", "test"]), default="test", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=None, callback=output_dir,
               help="Write eval.json, report.md and PNGs here [RUN_DIR/eval].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
-@click.option("--prompts", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Held-out prompts continued for the drift curves.")
+@click.option("--prompts", type=click.IntRange(min=1, max=MAX_EVAL_PROMPTS), default=4, show_default=True,
+              help="Held-out prompts continued for the drift curves (fewer if the split holds fewer: said).")
 @click.option("--prompt-seconds", type=SECONDS, default=None,
               help="Prompt length [recipe: generate.prompt_seconds].")
 @click.option("--seconds", type=Finite(min=1, max=MAX_SECONDS), default=None,

@@ -250,6 +250,9 @@ def continuation_metrics(recipe: Any, codec: Any, model: Any, cache: Any, split:
     if not chosen:
         raise PianogenError(f"no {split} piece is longer than the {prompt_seconds} s prompt + {seconds} s "
                             f"continuation asked: use a shorter --prompt-seconds or --seconds")
+    if len(chosen) < n_prompts:  # said, and recorded as n_prompts_asked: the report's count is what was scored
+        print(f"warning: the {split} split holds {len(chosen)} non-overlapping {prompt_seconds} + {seconds} s "
+              f"prompts; scoring {len(chosen)} of the {n_prompts} asked", file=sys.stderr)
     codes = torch.stack([torch.from_numpy(np.asarray(cache.codes(p)[:levels, s:s + prompt_frames + frames],
                                                      dtype=np.int64)) for p, s in chosen]).to(device)
     prompt = codes[:, :, :prompt_frames]
@@ -295,7 +298,8 @@ def continuation_metrics(recipe: Any, codec: Any, model: Any, cache: Any, split:
             for name, metrics in curves[0].items()}
     n_bins = len(next(iter(mean["raw"].values())))
     block = {
-        "split": split, "levels": levels, "n_prompts": len(chosen), "prompt_seconds": prompt_frames / codec.frame_rate,
+        "split": split, "levels": levels, "n_prompts": len(chosen), "n_prompts_asked": n_prompts,
+        "prompt_seconds": prompt_frames / codec.frame_rate,
         "seconds": frames / codec.frame_rate, "bin_seconds": 1.0, "postfilters": "none (raw decoder output)",
         "sampling": {"temperature": g.temperature, "top_k": g.top_k, "top_p": g.top_p, "seed": seed},
         "prompts": [{"audio_filename": p["audio_filename"], "start_s": s / codec.frame_rate} for p, s in chosen],

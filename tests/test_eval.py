@@ -190,3 +190,17 @@ def test_every_target_is_scored_once(trained_run, monkeypatch):
     assert scored["targets_per_level"] == targets.shape[1]
     assert scored["unigram_nll_per_level"] == pytest.approx(expected, rel=1e-9)
     assert scored["nll_per_level"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_more_prompts_than_the_split_holds_is_said_and_recorded(trained_run, monkeypatch, capsys):
+    from pianogen import pipeline
+    from pianogen.evaluate import continuation_metrics
+
+    monkeypatch.setenv("PIANOGEN_HOME", str(trained_run.parent / "home"))
+    recipe, codec, model, _ = pipeline.load_run(trained_run, "best", torch.device("cpu"))
+    cache = pipeline.build_token_cache(recipe, codec, progress=False)
+    c, _ = continuation_metrics(recipe, codec, model, cache, "test", 1000, 0.5, 1.0, 0, torch.device("cpu"), False,
+                                transcriber=None)
+    assert c["n_prompts_asked"] == 1000 and 1 <= c["n_prompts"] < 1000
+    warned = [line for line in capsys.readouterr().err.splitlines() if "of the 1000 asked" in line]
+    assert len(warned) == 1 and f"scoring {c['n_prompts']} of the 1000 asked" in warned[0]

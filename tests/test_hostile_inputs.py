@@ -98,6 +98,8 @@ def text_file(path: Path, text: str) -> Path:
 
 # (name, argv builder(run, tmp), message in the error line)
 READ_ONLY_CASES = [
+    ("eval prompts 1000", lambda r, t: ["eval", r, "--prompts", "1000", "--out", t / "e"],
+     "Invalid value for '--prompts': 1000 is not in the range 1<=x<=256"),
     ("prompt-seconds negative", lambda r, t: ["generate", r, "--prompt", "test:0", "--prompt-seconds", "-2"],
      "Invalid value for '--prompt-seconds'"),
     ("prompt-seconds zero", lambda r, t: ["generate", r, "--prompt", "test:0", "--prompt-seconds", "0"],
