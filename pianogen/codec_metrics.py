@@ -21,6 +21,7 @@ from pianogen.progress import progress_bar
 
 LOW_USAGE = 0.25  # a level that uses fewer of its codes than this wastes most of its bits: warn
 DEFAULT_LEVELS: tuple[int | str, ...] = (1, 2, 4, 8, "all")
+MIN_CLIP_SECONDS = 0.25  # shorter clips cannot be scored (frames, STFT windows, onsets)
 
 
 def bitrate(codec: Codec, levels: int) -> float:
@@ -177,6 +178,11 @@ def recipe_paths(recipe: Any, split: str, pieces: int) -> list[Any]:
 def clip(path: Any, sample_rate: int, seconds: float) -> torch.Tensor:
     """The first ``seconds`` (0 = all) of an audio file at ``sample_rate``, as [S]."""
     from pianogen.data.audio import load_audio
+    from pianogen.errors import PianogenError
 
     wav = load_audio(path, sample_rate)[0]
-    return wav[: round(seconds * sample_rate)] if seconds > 0 else wav
+    wav = wav[: round(seconds * sample_rate)] if seconds > 0 else wav
+    if wav.numel() < MIN_CLIP_SECONDS * sample_rate:  # a codec's frame and the STFT metrics need some audio
+        raise PianogenError(f"{path}: {wav.numel() / sample_rate:.3g} s of audio; codec evaluation needs at least "
+                            f"{MIN_CLIP_SECONDS} s")
+    return wav

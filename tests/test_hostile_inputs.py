@@ -8,6 +8,7 @@ run directory byte for byte as it was. Commands run in-process (click's CliRunne
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 import subprocess
@@ -97,7 +98,19 @@ def text_file(path: Path, text: str) -> Path:
 
 
 # (name, argv builder(run, tmp), message in the error line)
+def one_sample_wav(path: Path) -> Path:
+    sf.write(path, np.zeros(1, dtype=np.float32), 16000)
+    return path
+
+
+def run_codec(run: Path) -> str:
+    """The codec file a trained run records in codec.json."""
+    return json.loads((run / "codec.json").read_text())["path"]
+
+
 READ_ONLY_CASES = [
+    ("codec eval a one-sample file", lambda r, t: ["codec", "eval", run_codec(r), one_sample_wav(t / "one.wav"),
+                                                   "--no-opus", "--no-notes"], "codec evaluation needs at least"),
     ("eval prompts 1000", lambda r, t: ["eval", r, "--prompts", "1000", "--out", t / "e"],
      "Invalid value for '--prompts': 1000 is not in the range 1<=x<=256"),
     ("prompt-seconds negative", lambda r, t: ["generate", r, "--prompt", "test:0", "--prompt-seconds", "-2"],
