@@ -20,13 +20,14 @@ def codec() -> None:
 @codec.command(name="train")
 @click.argument("recipe")
 @overrides_argument
-@click.option("--resume", is_flag=True, help="Continue from the last checkpoint.")
-def codec_train(recipe: str, overrides: tuple[str, ...], resume: bool) -> None:
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint (with the recorded settings).")
+@click.option("--force", is_flag=True, help="Replace an existing codec file with a new training.")
+def codec_train(recipe: str, overrides: tuple[str, ...], resume: bool, force: bool) -> None:
     """Train a codec on the recipe's corpus."""
     from pianogen import load_recipe
     from pianogen.codec_train import train_codec
 
-    click.echo(str(train_codec(load_recipe(recipe, overrides), resume=resume)))
+    click.echo(str(train_codec(load_recipe(recipe, overrides), resume=resume, force=force)))
 
 
 @codec.group(name="import")

@@ -13,6 +13,10 @@ Weights go to ``<out>.safetensors``, trainer state (optimizers, step, RNG) to
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
+import os
 import random
 import sys
 import time
@@ -34,6 +38,7 @@ from pianogen.metrics import mel_l1, stft_distance
 from pianogen.paths import expand
 from pianogen.progress import StepBar
 from pianogen.recipe import Recipe
+from pianogen.runlock import file_lock
 from pianogen.trainloop import (
     MetricsLog,
     Trainer,
@@ -114,12 +119,55 @@ def _disc_loss(disc: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor) ->
     return torch.stack([F.relu(1 - lg[:n]).mean() + F.relu(1 + lg[n:]).mean() for lg in logits]).mean()
 
 
-def train_codec(recipe: Recipe, resume: bool = False, progress: bool = True) -> Path:
+def train_codec(recipe: Recipe, resume: bool = False, progress: bool = True, force: bool = False) -> Path:
     """Train ``recipe.codec`` with ``recipe.codec_train``; returns the checkpoint path. Under torchrun
-    each process draws batch_size / world segments (DDP; gloo on CPU, NCCL on CUDA)."""
-    trainer = CodecTrainer(recipe, resume, progress)
-    trainer.fit()
-    return trainer.close()
+    each process draws batch_size / world segments (DDP; gloo on CPU, NCCL on CUDA).
+
+    One training per codec file: ``<codec>.lock`` is held throughout. A codec file that exists is continued
+    (``resume``, with the recorded settings only) or replaced (``force``), never overwritten unasked."""
+    out = output_path(recipe)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    main = int(os.environ.get("RANK", "0")) == 0
+    lock = file_lock(out.with_name(f"{out.name}.lock"), f"{out} is being trained by another process") \
+        if main else contextlib.nullcontext()
+    with lock:
+        if out.is_file() and not resume and not force:
+            done = steps_done(recipe)
+            what = f"a codec trained for {done} steps" if done is not None else "a codec"
+            raise PianogenError(f"{out} already holds {what}: --resume continues its training, --force replaces it "
+                                f"(runs tokenized with it would then need it again)")
+        trainer = CodecTrainer(recipe, resume, progress)
+        trainer.fit()
+        return trainer.close()
+
+
+def codec_settings(recipe: Recipe) -> dict[str, Any]:
+    """What a codec's training depends on, as ``table.key`` -> value: --resume must not change any of it."""
+    flat = {"run.seed": recipe.run.seed, "codec.name": recipe.codec.name}
+    flat.update({f"codec.{k}": v for k, v in recipe.codec.options.items()})
+    for table in ("data", "codec_train"):
+        flat.update({f"{table}.{k}": v for k, v in dataclasses.asdict(getattr(recipe, table)).items()
+                     if f"{table}.{k}" not in RESUMABLE_CODEC_KEYS})
+    if recipe.codec_train.schedule == "constant":  # only a constant lr does not depend on the length: extendable
+        flat.pop("codec_train.steps")
+    return json.loads(json.dumps(flat, default=str))  # as the trainer state stores it
+
+
+# change how often it reports or saves, not what it trains
+RESUMABLE_CODEC_KEYS = ("codec_train.log_every", "codec_train.save_every", "data.num_workers")
+
+
+def check_codec_resume(recipe: Recipe, saved: dict[str, Any]) -> None:
+    """PianogenError naming the settings --resume would change (states saved before settings were kept pass)."""
+    if "settings" not in saved:
+        return
+    recorded, given = json.loads(saved["settings"]), codec_settings(recipe)
+    changed = [k for k in sorted(set(recorded) | set(given)) if recorded.get(k, "unset") != given.get(k, "unset")]
+    if changed:
+        shown = ", ".join(f"{k} {recorded.get(k, 'unset')!r} -> {given.get(k, 'unset')!r}" for k in changed[:3])
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise PianogenError(f"--resume would change the codec's recorded training: {shown}{more}; resume with the "
+                            f"recorded settings, or train a new codec (codec.checkpoint) or --force")
 
 
 class CodecTrainer(Trainer):
@@ -143,8 +191,17 @@ class CodecTrainer(Trainer):
         # "segments" draws this rank's audio
         self.rngs = {"steps": random.Random(recipe.run.seed),
                      "segments": random.Random(recipe.run.seed + 1000 * self.ddp.rank)}
+        saved = pianogen.load_tensors(self.state_path, "a codec trainer state") if resuming else None
+        if saved is not None:
+            check_codec_resume(recipe, saved)
         self._build_models(resuming)
-        saved = torch.load(self.state_path, map_location="cpu", weights_only=True) if resuming else None
+        if saved is not None and "codec" in saved:
+            # the weights saved with the state, not the codec file: a kill between the two writes leaves the
+            # state one checkpoint ahead of the file, and only the state's weights resume exactly; the file is
+            # brought up to the state's step at once
+            self.codec.load_state_dict(saved["codec"])
+            if int(os.environ.get("RANK", "0")) == 0:
+                self.codec.save(self.out)
         self.state = TrainState() if saved is None else self._restore(saved)
         self.sampler = self._segments(saved)
         # drawn with their own generator, so measuring never changes what training sees
@@ -279,13 +336,16 @@ class CodecTrainer(Trainer):
         self.bar.update(self.state.step)
 
     def save(self) -> None:
-        self.codec.save(self.out)
+        """The trainer state (with the weights in it) first, then the codec file: whichever write a kill stops,
+        --resume continues from a state whose weights, optimizer and generators belong together."""
         saved = {**self.state.to_dict(), "opt": self.opt.state_dict(), "seed": self.recipe.run.seed,
                  "rng": capture_rng(self.rngs), "pool": self.sampler.pool_paths,
-                 "rotation_periods": self.sampler.rotation_periods}
+                 "rotation_periods": self.sampler.rotation_periods, "codec": self.codec.state_dict(),
+                 "settings": json.dumps(codec_settings(self.recipe))}
         if self.disc is not None:
             saved |= {"disc": self.disc.state_dict(), "disc_opt": self.disc_opt.state_dict()}
         save_trainer_state(self.state_path, saved)
+        self.codec.save(self.out)
         self.metrics.plot()
 
     def close(self) -> Path:

@@ -30,8 +30,9 @@ def _describe_owner(fd: int) -> str:
         return "a process that has not yet said who it is"
 
 
-def _take(path: Path) -> int:
-    """An fd holding the lock on ``path``, or PianogenError naming the live owner."""
+def _take(path: Path, busy: str | None = None) -> int:
+    """An fd holding the lock on ``path``, or PianogenError naming the live owner (``busy``: the message's
+    start, default for a run directory)."""
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -39,8 +40,8 @@ def _take(path: Path) -> int:
         except BlockingIOError:
             owner = _describe_owner(fd)
             os.close(fd)
-            raise PianogenError(f"{path.parent} is in use by another training ({owner}); wait for it to end, "
-                                f"or choose another run.dir") from None
+            raise PianogenError(f"{busy or f'{path.parent} is in use by another training'} ({owner}); wait for "
+                                f"it to end{'' if busy else ', or choose another run.dir'}") from None
         # The previous owner unlinks the file on release; if it did so between our open and flock,
         # we hold a lock on a file nobody else can see: open the current one again.
         try:
@@ -63,8 +64,20 @@ def run_lock(run_dir: Path, enabled: bool = True) -> Iterator[None]:
     run_dir = Path(run_dir)
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / LOCK_FILE
-    fd = _take(path)
+    try:
+        with file_lock(run_dir / LOCK_FILE):
+            yield
+    finally:
+        if created:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # only succeeds when the training failed before writing anything
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, busy: str | None = None) -> Iterator[None]:
+    """Hold the lock file ``path`` (its folder must exist) while the block runs; ``busy`` starts the error a
+    second holder gets (a codec's training locks ``<codec>.lock``)."""
+    fd = _take(path, busy)
     try:
         record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         os.ftruncate(fd, 0)
@@ -73,6 +86,3 @@ def run_lock(run_dir: Path, enabled: bool = True) -> Iterator[None]:
     finally:
         path.unlink(missing_ok=True)  # still holding the lock, so no one else is using this file
         os.close(fd)
-        if created:
-            with contextlib.suppress(OSError):
-                run_dir.rmdir()  # only succeeds when the training failed before writing anything

@@ -85,7 +85,7 @@ def test_training_improves_reconstruction_and_resumes(recipe_file, isolated_home
     recipe.codec_train.steps = 0  # writes the seeded initial weights: the "untrained" baseline
     untrained = train_codec(recipe, progress=False)
     before = _quality(untrained, wavs)
-    out = train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=20"]), progress=False)
+    out = train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=20"]), progress=False, force=True)
     assert out == isolated_home / "codecs" / "tiny.safetensors"
     out = train_codec(pianogen.load_recipe(str(recipe_file)), resume=True, progress=False)
     after = _quality(out, wavs)
@@ -202,7 +202,8 @@ def test_ddp_two_gloo_processes_train_in_step(recipe_file, isolated_home):
     assert [r["step"] for r in rows] == [6, 12] and all(math.isfinite(r["loss"]) for r in rows)
     assert torch.load(trainer_state_path(out), weights_only=True)["step"] == 12
     odd = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          "29532", "-m", "pianogen", "codec", "train", str(recipe_file), "codec_train.batch_size=3"],
+                          "29532", "-m", "pianogen", "codec", "train", str(recipe_file), "codec_train.batch_size=3",
+                          "--force"],
                          env=env, capture_output=True, text=True)
     assert odd.returncode != 0 and "does not split over 2 processes" in odd.stderr
 
@@ -234,3 +235,65 @@ def test_a_trainer_state_of_the_0_1_layout_resumes_exactly(recipe_file, isolated
                           progress=False)
     a, b = load_file(straight), load_file(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "resumed run differs"
+
+
+def test_a_trained_codec_is_never_overwritten_unasked_nor_resumed_with_other_settings(recipe_file, isolated_home):
+    out = train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=10"]), progress=False)
+    before = out.read_bytes(), trainer_state_path(out).read_bytes(), metrics_path(out).read_bytes()
+    with pytest.raises(PianogenError, match=r"already holds a codec trained for 10 steps: --resume .* --force"):
+        train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=2"]), progress=False)
+    with pytest.raises(PianogenError, match=r"--resume would change .*codec_train.lr 0.003 -> 0.5"):
+        train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.lr=0.5"]), resume=True, progress=False)
+    cosine = ["codec_train.schedule=cosine", "codec_train.steps=20"]  # a schedule laid out for another length
+    with pytest.raises(PianogenError, match=r"--resume would change .*codec_train.schedule"):
+        train_codec(pianogen.load_recipe(str(recipe_file), cosine), resume=True, progress=False)
+    assert (out.read_bytes(), trainer_state_path(out).read_bytes(), metrics_path(out).read_bytes()) == before
+    train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=2"]), progress=False, force=True)
+    assert torch.load(trainer_state_path(out), weights_only=True)["step"] == 2
+
+
+def test_a_second_training_of_the_same_codec_is_refused_while_the_first_runs(recipe_file, isolated_home):
+    from pianogen.runlock import file_lock
+
+    out = isolated_home / "codecs" / "tiny.safetensors"
+    out.parent.mkdir(parents=True)
+    with file_lock(out.with_name("tiny.safetensors.lock")):  # as a training in another process holds it
+        with pytest.raises(PianogenError, match=r"tiny.safetensors is being trained by another process \(pid "):
+            train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=2"]), progress=False)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("killed_write", [1, 2])
+def test_a_kill_between_any_two_writes_of_a_checkpoint_resumes_exactly(recipe_file, isolated_home, killed_write):
+    """A checkpoint writes the trainer state (weights inside), then the codec file. Killed at the second
+    checkpoint before the state (1) or between the state and the codec file (2), the run resumes bit-exact."""
+    from pianogen_soundstream.model import SoundStream
+
+    straight = train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=20",
+                                                                   "codec_train.out=$PIANOGEN_HOME/a.safetensors"]),
+                           progress=False)
+    broken = pianogen.load_recipe(str(recipe_file), ["codec_train.steps=20",
+                                                     "codec_train.out=$PIANOGEN_HOME/b.safetensors"])
+    writes = {"n": 0}
+    real_state, real_codec = codec_train.save_trainer_state, SoundStream.save
+
+    def write_state(*args, **kwargs):
+        writes["n"] += 1
+        if writes["n"] == 3 and killed_write == 1:  # writes 1, 2: the step-10 checkpoint; 3: step 20's state
+            raise KeyboardInterrupt
+        return real_state(*args, **kwargs)
+
+    def write_codec(self, *args, **kwargs):
+        writes["n"] += 1
+        if writes["n"] == 4 and killed_write == 2:  # after step 20's state, before its codec file
+            raise KeyboardInterrupt
+        return real_codec(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(codec_train, "save_trainer_state", write_state)
+        patch.setattr(SoundStream, "save", write_codec)
+        train_codec(broken, progress=False)
+    resumed = train_codec(broken, resume=True, progress=False)
+    a, b = load_file(straight), load_file(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "resumed run differs"
+    assert torch.load(trainer_state_path(resumed), weights_only=True)["step"] == 20
