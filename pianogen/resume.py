@@ -59,8 +59,9 @@ def flat_settings(recipe: Recipe) -> dict[str, Any]:
 def check_resume_settings(recipe: Recipe, run_dir: Path) -> None:
     """PianogenError, before anything is touched, when ``recipe`` would change the recorded run."""
     saved_path = run_dir / "recipe.toml"
-    if not saved_path.is_file():
-        return  # a run from before recipes were saved: nothing to compare with
+    if not saved_path.is_file():  # checked before anything else: without it, what the run was cannot be known
+        raise PianogenError(f"{saved_path} is missing: --resume compares the settings with the run's recorded "
+                            f"recipe; restore it, or train afresh in a new run.dir")
     try:
         saved = flat_settings(load_recipe(saved_path))
     except PianogenError as err:

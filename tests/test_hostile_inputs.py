@@ -270,6 +270,8 @@ DAMAGED_CASES = [
      lambda r, t: ["train", r / "recipe.toml", "--resume"], "last/trainer_state.pt is damaged"),
     ("pickle with code", lambda r: _pickle_with_code(r / "checkpoints/last/trainer_state.pt"),
      lambda r, t: ["train", r / "recipe.toml", "--resume"], "refusing to load"),
+    ("recipe.toml moved away, resumed with a new lr", lambda r: (r / "recipe.toml").rename(r / "moved.toml"),
+     lambda r, t: ["train", r / "moved.toml", "--resume", "train.lr=5e-3"], "recipe.toml is missing: --resume"),
     ("another model size", lambda r: (r / "recipe.toml").write_text(
         (r / "recipe.toml").read_text().replace("d_model = 32", "d_model = 64")),
      lambda r, t: ["generate", r, "--prompt", "test:0", "--out", t / "o"],
