@@ -35,7 +35,7 @@ from pianogen.distributed import autocast
 from pianogen.errors import PianogenError
 from pianogen.interfaces import TrainableCodec
 from pianogen.metrics import mel_l1, stft_distance
-from pianogen.paths import expand
+from pianogen.paths import expand, remove_stale_temps
 from pianogen.progress import StepBar
 from pianogen.recipe import Recipe
 from pianogen.runlock import file_lock
@@ -131,6 +131,8 @@ def train_codec(recipe: Recipe, resume: bool = False, progress: bool = True, for
     lock = file_lock(out.with_name(f"{out.name}.lock"), f"{out} is being trained by another process") \
         if main else contextlib.nullcontext()
     with lock:
+        for path in (out, trainer_state_path(out), metrics_path(out)):
+            remove_stale_temps(path)  # a killed training's half-written files (it holds the lock: none is live)
         if out.is_file() and not resume and not force:
             done = steps_done(recipe)
             what = f"a codec trained for {done} steps" if done is not None else "a codec"

@@ -30,6 +30,26 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Remove the temp files (``atomic_path``'s ``.<name>.tmp<pid>``) a killed writer of ``path`` left behind;
+    a live writer's are kept."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.tmp*"):
+        pid = stale.name.rpartition(".tmp")[2]
+        if pid.isdigit() and not pid_alive(int(pid)) and stale.is_file():
+            stale.unlink(missing_ok=True)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temp file + rename (``atomic_path``)."""
     with atomic_path(path) as tmp:

@@ -248,7 +248,11 @@ def test_a_trained_codec_is_never_overwritten_unasked_nor_resumed_with_other_set
     with pytest.raises(PianogenError, match=r"--resume would change .*codec_train.schedule"):
         train_codec(pianogen.load_recipe(str(recipe_file), cosine), resume=True, progress=False)
     assert (out.read_bytes(), trainer_state_path(out).read_bytes(), metrics_path(out).read_bytes()) == before
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = out.with_name(f".tiny.trainer.pt.tmp{int(dead.stdout)}")  # a killed writer's 0-byte temp file
+    stale.write_bytes(b"")
     train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=2"]), progress=False, force=True)
+    assert not stale.exists()
     assert torch.load(trainer_state_path(out), weights_only=True)["step"] == 2
 
 

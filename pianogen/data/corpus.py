@@ -27,7 +27,7 @@ import numpy as np
 from pianogen.data.audio import save_audio
 from pianogen.errors import PianogenError
 from pianogen.interfaces import Performance
-from pianogen.paths import atomic_write_bytes
+from pianogen.paths import atomic_write_bytes, pid_alive
 from pianogen.progress import progress_bar
 
 SAMPLE_RATE = 44100
@@ -154,23 +154,13 @@ def _render_items(tmp: Path, items: list[CorpusItem], render: Callable[[CorpusIt
     return rows
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
-
-
 def adopt_stale_temp_dirs(out_dir: Path, tmp: Path) -> None:
     """Move the finished files of killed writers of ``out_dir`` (temp folders whose pid is gone) into ``tmp``
     and remove their folders. Files are written atomically, so every file under its final name is whole;
     half-written ones (``.<name>.tmp<pid>``) are dropped with their folder."""
     for stale in out_dir.parent.glob(f".{out_dir.name}.tmp*"):
         pid = stale.name.rpartition(".tmp")[2]
-        if stale == tmp or not pid.isdigit() or _pid_alive(int(pid)):
+        if stale == tmp or not pid.isdigit() or pid_alive(int(pid)):
             continue
         for path in sorted(stale.rglob("*")):
             rel = path.relative_to(stale)
