@@ -77,7 +77,7 @@ def notes_markdown(notes: dict[str, Any] | None) -> list[str]:
              "Per second after the prompt: onsets (notes/s), pitches sounding (distinct pitches), Pearson correlation "
              "of the sounding pitch-class profile with the prompt's, and the MIREX key score of the second's key "
              "against the prompt's (the original prompt's notes for every signal; 1 same key, 0.5 a fifth above, "
-             "0.3 relative, 0.2 parallel major/minor). `raw` (the true continuation) is the ceiling; `other_piece`, "
+             "0.3 relative, 0.2 parallel major/minor). `true` (the real continuation) is the ceiling; `other_piece`, "
              "the noises and `drone` are floors.", ""]
     lines += _table(["signal", *(header for header, _ in NOTE_COLUMNS)],
                     [[name.replace("_", " "), *(notes[name][metric] for _, metric in NOTE_COLUMNS)]
