@@ -210,6 +210,8 @@ def generate(run_dir: Path, prompt: str | None, window_start: float | None, wind
         report = run_generation(run_dir, request, device=device)
     for note in report["notes"]:
         click.echo(f"note: {note}", err=True)
+    if "continuation_is" in report:
+        click.echo(f"the continuation is {report['continuation_is']}", err=True)
     for line in heard_lines(report.get("note_metrics")):
         click.echo(line, err=True)
     start_s, end_s = report["prompt_window_s"]

@@ -325,6 +325,13 @@ def hear_notes(audio: torch.Tensor, prompt_samples: int, sample_rate: int,
         return {"unavailable": str(err)}
 
 
+def continuation_is(codec_rate: int, take_rate: int, take_channels: int) -> str:
+    """What the continuation in a take is, said plainly (the codec is mono and band-limited; the take is not)."""
+    spread = "the same in every channel" if take_channels > 1 else "mono"
+    return (f"mono {codec_rate / 1000:g} kHz audio from the codec (nothing above {codec_rate / 2000:g} kHz), "
+            f"resampled to the take's {take_rate / 1000:g} kHz, {spread}")
+
+
 def generation_report(run_dir: str | Path, request: GenerationRequest, source: Source, prompt_path: Path,
                       codec: Any, meta: dict[str, Any], filter_specs: list[dict[str, Any]], files: list[str],
                       takes: list[dict[str, Any]], frames: int, prompt_frames: int, device: torch.device,
@@ -336,6 +343,8 @@ def generation_report(run_dir: str | Path, request: GenerationRequest, source: S
         "prompt_window_s": list(source.window_s), "extends": str(prompt_path) if request.extend else None,
         "frames": n_frames, "sample_rate": codec.sample_rate, "checkpoint_step": meta["step"],
         "take_sample_rate": source.recording.sample_rate, "take_channels": source.recording.channels,
+        "continuation_is": continuation_is(codec.sample_rate, source.recording.sample_rate,
+                                           source.recording.channels),
         "take_subtype": source.recording.subtype,
         "settings": {k: v for k, v in asdict(request).items() if k != "out"},
         "postfilters": filter_specs, "notes": source.notes, "files": files, "takes": takes,

@@ -31,6 +31,7 @@ def test_generate_writes_audio_figure_and_report(trained_run, tmp_path):
         assert (tmp_path / f"g/mel_{i}.png").stat().st_size > 1000
     saved = json.loads((tmp_path / "g/generation.json").read_text())
     assert saved["settings"]["seed"] == 3 and saved["realtime_factor"] > 0
+    assert saved["continuation_is"].startswith("mono 8 kHz audio from the codec (nothing above 4 kHz)")
     heard = saved["note_metrics"]["takes"]  # each take as the transcriber hears it, beside the drone floor
     assert len(heard) == 2 and heard[0]["transcriber"] == "basic_pitch"
     for take in heard:
