@@ -73,7 +73,8 @@ def evaluate_codec(codec: Codec | None, wavs: Iterable[torch.Tensor], levels: Se
     "opus": {"unavailable": reason} or {"6 kbps": {"target_kbps", "kbps", "mode", metrics}, ...},
     and with ``notes`` "notes": {"transcriber", "input_notes", ...} or {"unavailable": reason}}.
     """
-    from pianogen.codec_notes import NoteTally, load_transcriber
+    from pianogen.codec_notes import NoteTally
+    from pianogen.notes import load_transcriber
     from pianogen.opus import opus_roundtrip, opus_unavailable_reason
 
     wavs = list(wavs)

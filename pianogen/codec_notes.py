@@ -26,21 +26,6 @@ ONSET_TOLERANCE = 0.05  # seconds; mir_eval's default for note onsets
 CLIP_GAP = 10.0  # seconds between clips on the pooled timeline: far beyond any onset tolerance
 
 
-def load_transcriber(name: str) -> tuple[Transcriber | None, str | None]:
-    """(the registered transcriber, None), or (None, why it cannot be used)."""
-    import pianogen
-
-    try:
-        from pianogen.notes import note_f1  # noqa: F401  (scored with it; a missing module is a reason too)
-
-        return pianogen.get_transcriber(name), None
-    except Exception as err:  # any failure to load is reported in one line and the rest of the eval runs
-        from pianogen.errors import PianogenError
-
-        kind = "" if isinstance(err, PianogenError) else f"{type(err).__name__}: "
-        return None, f"transcriber '{name}' unavailable: {kind}{(str(err).splitlines() or [''])[0]}"
-
-
 def midi_beside(audio: Path) -> Path | None:
     """The MIDI file beside an audio file in MAESTRO's layout (same stem, .midi or .mid), if there is one."""
     for suffix in (".midi", ".mid"):

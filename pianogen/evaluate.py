@@ -31,7 +31,14 @@ from pianogen.device import pick_device
 from pianogen.drift import coloured_noise, drift_curves
 from pianogen.errors import PianogenError
 from pianogen.eval_report import write_report
-from pianogen.notes import NOTE_METRICS, average_note_metrics, drone, signal_note_metrics, split_at
+from pianogen.notes import (
+    NOTE_METRICS,
+    average_note_metrics,
+    drone,
+    load_transcriber,
+    signal_note_metrics,
+    split_at,
+)
 from pianogen.precision import PRECISIONS, in_precision
 from pianogen.progress import progress_bar
 
@@ -218,19 +225,6 @@ def other_piece(cache: Any, split: str, piece: dict[str, Any], start: int, frame
     return None
 
 
-def load_transcriber(name: str | None) -> tuple[Any, str | None]:
-    """(the transcriber, None), or (None, why not) when it cannot load: evaluation goes on without notes."""
-    if name is None:
-        return None, "no transcriber asked"
-    from pianogen import get_transcriber
-
-    try:
-        return get_transcriber(name), None
-    except PianogenError as err:
-        print(f"warning: notes: transcriber '{name}' unavailable: {err}", file=sys.stderr)
-        return None, f"transcriber '{name}' unavailable: {err}"
-
-
 def continuation_metrics(recipe: Any, codec: Any, model: Any, cache: Any, split: str, n_prompts: int,
                          prompt_seconds: float, seconds: float, seed: int, device: torch.device,
                          progress: bool, transcriber: str | None = "basic_pitch"
@@ -268,6 +262,8 @@ def continuation_metrics(recipe: Any, codec: Any, model: Any, cache: Any, split:
     others = [other_piece(cache, split, piece, start + prompt_frames, frames) for piece, start in chosen]
     floors = [name for name in FLOORS if name != "other_piece" or all(others)]
     hearing, unavailable = load_transcriber(transcriber)
+    if transcriber is not None and hearing is None:
+        print(f"warning: notes: {unavailable}", file=sys.stderr)
     audio, curves, notes = [], [], []
     with progress_bar(progress, transient=True) as bar:
         task = bar.add_task("scoring continuations" + (" and hearing their notes" if hearing else ""),

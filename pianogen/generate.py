@@ -315,13 +315,15 @@ def hear_notes(audio: torch.Tensor, prompt_samples: int, sample_rate: int,
     + continuation) as the transcriber hears it — notes/s, distinct pitches, pitch-class correlation and key
     agreement with the prompt — beside the `drone` floor on the same prompt; {"unavailable": why} when the
     transcriber cannot load (the generation itself stands)."""
-    from pianogen.notes import notes_summary
+    from pianogen.notes import load_transcriber, notes_summary
 
+    hearing, unavailable = load_transcriber(transcriber)
+    if hearing is None:
+        return {"unavailable": unavailable}
     try:
-        hearing = pianogen.get_transcriber(transcriber)
         return {"takes": [notes_summary(take[0, :prompt_samples], take[0, prompt_samples:], sample_rate, hearing)
                           for take in audio.float().cpu()]}
-    except PianogenError as err:
+    except PianogenError as err:  # a transcriber that cannot hear this audio: the generation itself stands
         return {"unavailable": str(err)}
 
 

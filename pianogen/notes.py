@@ -39,6 +39,21 @@ BOUNDARY_TOLERANCE = 0.03
 Key = tuple[int, str]  # (tonic pitch class 0..11, "major" | "minor")
 
 
+def load_transcriber(name: str | None) -> tuple[Transcriber | None, str | None]:
+    """(the registered transcriber, None), or (None, why it cannot be used, in one line): every evaluation that
+    hears notes goes on without them rather than fail."""
+    if name is None:
+        return None, "no transcriber asked"
+    import pianogen
+    from pianogen.errors import PianogenError
+
+    try:
+        return pianogen.get_transcriber(name), None
+    except Exception as err:  # a plugin's factory may raise anything: one line, and the rest runs
+        kind = "" if isinstance(err, PianogenError) else f"{type(err).__name__}: "
+        return None, f"transcriber '{name}' unavailable: {kind}{(str(err).splitlines() or [''])[0]}"
+
+
 def _hz(pitch: int | float) -> float:
     return 440.0 * 2 ** ((pitch - 69) / 12)
 
