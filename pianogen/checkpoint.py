@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from pianogen.errors import PianogenError
+from pianogen.errors import PianogenError, first_line
 
 MODEL_FILE, STATE_FILE, META_FILE = "model.safetensors", "trainer_state.pt", "meta.json"
 
@@ -71,16 +71,11 @@ def _write_failure(err: BaseException) -> str:
     return "the write failed (no space left on the device, or a file size limit)"
 
 
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
-
-
 def damaged(file: Path, err: BaseException | str) -> PianogenError:
     """The one-line error for an unreadable checkpoint file: which file, why, and the way out."""
     tag = file.parent.name.removesuffix(".old")
     other = "last" if tag == "best" else "best"
-    reason = err if isinstance(err, str) else _first_line(err)
+    reason = err if isinstance(err, str) else first_line(err)
     return PianogenError(f"{file} is damaged ({reason}); use the '{other}' checkpoint instead (generate "
                          f"--checkpoint {other}), or copy checkpoints/{other} over checkpoints/{tag}")
 
@@ -146,13 +141,10 @@ def load_tensors(path: Path, what: str) -> Any:
         if "global" in str(err).lower():  # it names a class or function to import: Python objects, not data
             raise PianogenError(f"refusing to load {path}: it holds Python objects other than tensors and plain "
                                 f"values, which {what} never holds (a tampered or foreign file)") from None
-        raise PianogenError(f"{path} is not {what} (not a PyTorch file: {_first_line(err)})") from None
+        raise PianogenError(f"{path} is not {what} (not a PyTorch file: {first_line(err)})") from None
     except Exception as err:  # zip or format errors of every kind
-        raise PianogenError(f"{path} is not {what} ({type(err).__name__}: {_first_line(err)})") from None
+        raise PianogenError(f"{path} is not {what} ({type(err).__name__}: {first_line(err)})") from None
 
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [""])[0]
 
 
 def load_trainer_state(path: Path) -> dict[str, Any]:

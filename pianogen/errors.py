@@ -21,3 +21,10 @@ def unknown(kind: str, name: str, choices: Iterable[str]) -> PianogenError:
     return PianogenError(
         f"unknown {kind} '{name}'{closest(name, choices)}; known: {', '.join(choices) or 'none'}"
     )
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's message cut to its first line (its type's name when it has none): a user error is one
+    line, whatever a library says."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__

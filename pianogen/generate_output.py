@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 import pianogen
-from pianogen.errors import PianogenError
+from pianogen.errors import PianogenError, first_line
 
 MEL_MIN_SAMPLES = 1025  # plot_mel's STFT (n_fft 1024, reflect padding) needs more samples than its half window
 
@@ -40,7 +40,7 @@ class CheckedPostFilter:
             raise
         except Exception as err:  # a plugin's bug: named, in one line
             raise PianogenError(f"post-filter '{self.name}' failed: {type(err).__name__}: "
-                                f"{(str(err).strip().splitlines() or [''])[0]}") from None
+                                f"{first_line(err)}") from None
         if not isinstance(filtered, torch.Tensor) or filtered.shape != audio.shape:
             got = list(filtered.shape) if isinstance(filtered, torch.Tensor) else type(filtered).__name__
             raise PianogenError(f"post-filter '{self.name}' returned {got} for audio {list(audio.shape)}; "
@@ -64,7 +64,7 @@ def postfilters_for(recipe: Any, request: Any) -> tuple[list[dict[str, Any]], li
             raise
         except Exception as err:
             raise PianogenError(f"post-filter '{spec['name']}' could not be built: {type(err).__name__}: "
-                                f"{(str(err).strip().splitlines() or [''])[0]}") from None
+                                f"{first_line(err)}") from None
         filters.append(CheckedPostFilter(spec["name"], post))
     return specs, filters
 
@@ -76,8 +76,7 @@ def writing(path: Path) -> Iterator[Path]:
     try:
         yield path
     except (OSError, RuntimeError) as err:
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else \
-            (str(err).strip().splitlines() or [type(err).__name__])[0]
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else first_line(err)
         raise PianogenError(f"could not write {path}: {reason}") from None
 
 

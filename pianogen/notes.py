@@ -45,13 +45,13 @@ def load_transcriber(name: str | None) -> tuple[Transcriber | None, str | None]:
     if name is None:
         return None, "no transcriber asked"
     import pianogen
-    from pianogen.errors import PianogenError
+    from pianogen.errors import PianogenError, first_line
 
     try:
         return pianogen.get_transcriber(name), None
     except Exception as err:  # a plugin's factory may raise anything: one line, and the rest runs
         kind = "" if isinstance(err, PianogenError) else f"{type(err).__name__}: "
-        return None, f"transcriber '{name}' unavailable: {kind}{(str(err).splitlines() or [''])[0]}"
+        return None, f"transcriber '{name}' unavailable: {kind}{first_line(err)}"
 
 
 def _hz(pitch: int | float) -> float:
