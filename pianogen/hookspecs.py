@@ -81,6 +81,15 @@ def register_codec_importers(register: Register) -> None:
 
 
 @hookspec
+def register_runs(register: Register) -> None:
+    """Register pretrained runs shipped inside a package: ``register(name, folder)``, ``folder`` a ``Path`` (or a
+    callable returning one) laid out as ``pianogen.runs`` describes (recipe.toml, codec, checkpoints/best,
+    SHA256SUMS). ``pianogen generate NAME``, ``eval NAME``, ``serve`` and ``pianogen.continue_audio(run=NAME)``
+    then find it; nothing is ever written into it.
+    """
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add commands to the ``pianogen`` command line: ``cli`` is its root ``click.Group``.
 

@@ -50,6 +50,7 @@ KINDS = {
     "data_source": "register_data_sources",
     "codec_importer": "register_codec_importers",
     "transcriber": "register_transcribers",
+    "run": "register_runs",  # pretrained runs shipped in a package (pianogen.runs)
 }
 
 
