@@ -1,7 +1,9 @@
-"""Checking one recipe value against its type hint, range and choices (a leaf: imports only errors)."""
+"""Checking one recipe value against its type hint, range and choices, and a table against its dataclass (a leaf:
+imports only errors)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import types
 import typing
@@ -12,7 +14,7 @@ from pianogen.errors import PianogenError, closest
 
 # key -> (low, high, low inclusive); None = unbounded on that side
 RANGES: dict[str, tuple[float | None, float | None, bool]] = {
-    "data.minutes": (0, None, False), "data.chunk_seconds": (0, None, False),
+    "data.chunk_seconds": (0, None, False),
     "data.chunk_overlap_seconds": (0, None, True), "data.window": (2, None, True),
     "data.window_overlap": (0, 1, True), "data.num_workers": (0, None, True),
     "codec.levels": (1, None, True),
@@ -28,7 +30,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "generate.seconds": (0, None, False), "generate.prompt_seconds": (0, None, False),
     "generate.temperature": (0, None, True), "generate.top_k": (0, None, True), "generate.top_p": (0, 1, True),
 }
-RANGES.update({"run.seed": (0, 2**63 - 1, True), "data.seed": (0, 2**63 - 1, True)})  # torch seeds take 64 bits
+RANGES.update({"run.seed": (0, 2**63 - 1, True)})  # torch seeds take 64 bits
 # list key -> (length, low, high): each item in [low, high) (AdamW refuses a beta of 1 or more, after minutes)
 LIST_RANGES: dict[str, tuple[int, float, float]] = {"train.betas": (2, 0.0, 1.0)}
 CHOICES = {"train.schedule": ("onecycle", "cosine", "constant"), "train.precision": ("fp32", "bf16"),
@@ -86,3 +88,19 @@ def check_value(key: str, value: Any, hint: Any, rule: str = "") -> Any:
         raise PianogenError(f"{key} must be one of {', '.join(CHOICES[rule])}, got {value!r}"
                             f"{closest(str(value), CHOICES[rule])}")
     return float(value) if hint is float else value
+
+
+def build_table(name: str, cls: type, table: Any, rules: str = "") -> Any:
+    """A recipe table -> ``cls`` (a dataclass), every key known (did-you-mean) and every value checked;
+    ``rules``: the table whose ranges and choices apply, when not ``name`` itself."""
+    if not isinstance(table, dict):
+        raise PianogenError(f"[{name}] must be a table, got {table!r}")
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls) if f.name != "options"]
+    values = {}
+    for key, value in table.items():
+        if key not in known:
+            raise PianogenError(f"unknown key '{name}.{key}'{closest(key, known, f'{name}.')}; "
+                                f"valid: {', '.join(known)}")
+        values[key] = check_value(f"{name}.{key}", value, hints[key], f"{rules or name}.{key}")
+    return cls(**values)

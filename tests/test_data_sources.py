@@ -96,7 +96,7 @@ def test_folder_stable_hash_split(tmp_path):
 
 def test_synthetic_default_path_under_home(tmp_path, monkeypatch):
     monkeypatch.setenv("PIANOGEN_HOME", str(tmp_path))
-    data = DataConfig(source="synthetic", minutes=0.2, seed=1)
+    data = DataConfig(source="synthetic", options={"minutes": 0.2, "seed": 1})
     pieces = open_source(data).pieces()
     assert (tmp_path / "synthetic" / "m0.2-s1" / CSV_NAME).is_file()
     assert {p.split for p in pieces} == {"train", "validation", "test"}

@@ -74,7 +74,8 @@ def home(tmp_path, monkeypatch, corpus):
     return tmp_path
 
 
-DATA = DataConfig(source="synthetic", minutes=0.5, seed=0, chunk_seconds=2.0, chunk_overlap_seconds=0.2)
+DATA = DataConfig(source="synthetic", options={"minutes": 0.5, "seed": 0}, chunk_seconds=2.0,
+                  chunk_overlap_seconds=0.2)
 
 
 def test_codec_roundtrip_is_real():
@@ -160,7 +161,7 @@ def test_unreadable_files_skipped_or_strict(tmp_path, monkeypatch):
     (root / "broken.wav").write_bytes(b"RIFF0000WAVEjunk")
     (root / "sub").mkdir()
     (root / "sub" / "empty.ogg").write_bytes(b"")
-    data = DataConfig(source="folder", root=str(root), chunk_seconds=0.5, chunk_overlap_seconds=0.1)
+    data = DataConfig(source="folder", options={"root": str(root)}, chunk_seconds=0.5, chunk_overlap_seconds=0.1)
     with pytest.warns(UserWarning) as caught:
         cache = tokenize(data, EnvelopeCodec(), "envelope", progress=False)
     messages = " ".join(str(r.message) for r in caught)

@@ -45,9 +45,9 @@ def test_loads_into_dataclasses(recipe_file):
 
 def test_overrides_are_toml_with_bare_strings(recipe_file):
     recipe = load_recipe(recipe_file, ["train.epochs=2", "data.years=[2018]", "data.root=/data/maestro",
-                                       "loss.1.weight=0.5", "train.lr=1e-3", "data.source=folder"])
+                                       "loss.1.weight=0.5", "train.lr=1e-3", "data.source=maestro"])
     assert recipe.train.epochs == 2 and recipe.data.years == [2018] and recipe.data.root == "/data/maestro"
-    assert recipe.loss[1].weight == 0.5 and recipe.train.lr == 1e-3 and recipe.data.source == "folder"
+    assert recipe.loss[1].weight == 0.5 and recipe.train.lr == 1e-3 and recipe.data.source == "maestro"
     assert tomllib.loads(dump_toml(recipe.raw))["train"]["epochs"] == 2  # frozen copy keeps the override
 
 

@@ -1,8 +1,8 @@
 """Built-in PianoGen plugin: the data sources `maestro`, `folder`, `synthetic`, `rendered`, `salamander` and `mix`,
 and the command `pianogen data render` (MIDI played on a sampled grand).
 
-Registered through the 'pianogen' entry-point group like any third-party plugin. Factories name
-only the ``[data]`` keys they use; the host passes exactly those.
+Registered through the 'pianogen' entry-point group like any third-party plugin. Each source names its own
+``[data]`` keys with a dataclass (``config=``), checked when a recipe is read; its factory gets them all.
 """
 
 from __future__ import annotations
@@ -12,10 +12,16 @@ from pathlib import Path
 import pianogen
 from pianogen.hookspecs import Register
 from pianogen_data.sources import (
+    FolderOptions,
     FolderSource,
+    MaestroOptions,
     MaestroSource,
+    MixOptions,
     MixSource,
+    RenderedOptions,
+    SalamanderOptions,
     SalamanderSource,
+    SyntheticOptions,
     folder,
     maestro,
     mix,
@@ -29,12 +35,12 @@ from pianogen_data.sources import (
 
 @pianogen.hookimpl
 def register_data_sources(register: Register) -> None:
-    register("maestro", maestro)
-    register("folder", folder)
-    register("synthetic", synthetic)
-    register("rendered", rendered)
-    register("salamander", salamander)
-    register("mix", mix)
+    register("maestro", maestro, config=MaestroOptions)
+    register("folder", folder, config=FolderOptions)
+    register("synthetic", synthetic, config=SyntheticOptions)
+    register("rendered", rendered, config=RenderedOptions)
+    register("salamander", salamander, config=SalamanderOptions)
+    register("mix", mix, config=MixOptions)
 
 
 @pianogen.hookimpl
@@ -67,6 +73,7 @@ def register_commands(cli) -> None:
                                      config=config, soundfont=soundfont)))
 
 
-__all__ = ["FolderSource", "MaestroSource", "MixSource", "SalamanderSource", "folder", "maestro", "mix",
+__all__ = ["FolderOptions", "FolderSource", "MaestroOptions", "MaestroSource", "MixOptions", "MixSource",
+           "RenderedOptions", "SalamanderOptions", "SalamanderSource", "SyntheticOptions", "folder", "maestro", "mix",
            "rendered", "rendered_root", "salamander", "synthetic", "synthetic_root", "register_data_sources",
            "register_commands"]

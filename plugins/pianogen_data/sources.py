@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import shlex
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,60 @@ from pianogen.errors import PianogenError
 from pianogen.interfaces import DataSource, Piece
 
 SPLITS = ("train", "validation", "test")
+MAX_SEED = 2**63 - 1  # torch seeds take 64 bits
+
+
+@dataclass
+class MaestroOptions:
+    root: str = ""  # the MAESTRO v3 folder (holding maestro-v3.0.0.csv)
+    years: list[int] = field(default_factory=list)  # years to keep; [] = all
+    skip_missing: bool = False  # skip CSV rows whose audio is missing instead of failing
+
+
+@dataclass
+class FolderOptions:
+    root: str = ""  # a folder of wav/flac/ogg/mp3 files, searched recursively
+    split_ratios: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # train/validation/test
+
+    def __post_init__(self) -> None:
+        if len(self.split_ratios) != 3 or min(self.split_ratios) < 0 or sum(self.split_ratios) <= 0:
+            raise PianogenError(f"data.split_ratios must be 3 non-negative numbers (train, validation, test), "
+                                f"got {list(self.split_ratios)}")
+
+
+@dataclass
+class SyntheticOptions(MaestroOptions):
+    root: str = ""  # where the corpus is written; "" = one folder per settings under $PIANOGEN_HOME
+    minutes: float = 6.0  # size of the composed corpus
+    seed: int = 0  # seeds the composer (and the rendered source's humanize)
+
+    def __post_init__(self) -> None:
+        if not self.minutes > 0:
+            raise PianogenError(f"data.minutes must be > 0, got {self.minutes:g}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise PianogenError(f"data.seed must be {'>= 0' if self.seed < 0 else f'<= {MAX_SEED}'}, "
+                                f"got {self.seed!r}")
+
+
+@dataclass
+class RenderedOptions(SyntheticOptions):
+    midi: str = ""  # a folder of MIDI files to play on the sampled grand instead of composing
+    humanize: bool = False  # from MIDI: small seeded timing/velocity jitter (composed pieces always have it)
+
+
+@dataclass
+class SalamanderOptions:
+    root: str = ""  # where the velocity layers are kept; "" = $PIANOGEN_HOME/real
+
+
+@dataclass
+class MixOptions:
+    # the corpora to mix, each a table of its own source's keys plus its share of what training draws, e.g.
+    # [{source = "salamander", share = 0.6}, {source = "synthetic", minutes = 20.0, share = 0.4}]
+    mix: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        mix_parts(self.mix)  # every part's source, keys and share, checked when the recipe is read
 
 
 class MaestroSource(DataSource):
@@ -73,9 +128,7 @@ class FolderSource(DataSource):
     """Every wav/flac/ogg/mp3 under ``root``, split by a stable hash of its relative path."""
 
     def __init__(self, root: Path, split_ratios: list[float] | tuple[float, ...] = (0.8, 0.1, 0.1)):
-        if len(split_ratios) != 3 or min(split_ratios) < 0 or sum(split_ratios) <= 0:
-            raise PianogenError(f"data.split_ratios must be 3 non-negative numbers (train, validation, test), "
-                                f"got {list(split_ratios)}")
+        FolderOptions(split_ratios=list(split_ratios))  # checks them
         self.root = Path(root).expanduser()
         total = sum(split_ratios)
         self.bounds = [sum(split_ratios[: i + 1]) / total for i in range(3)]
