@@ -2,22 +2,22 @@
 
 One recipe says everything a run needs. Host-owned tables are dataclasses below; the
 plugin tables (``[codec]``, ``[model]``, ``[[loss]]``, ``[[postfilter]]``) keep their plugin
-keys in ``options`` and are checked against the plugin's own config at load time.
+keys in ``options`` and are checked against the plugin's own config at load time; so does ``[data]``
+(``recipe_data``): the host's keys, and the data source's own in ``options``.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import tomllib
-import typing
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pianogen.errors import PianogenError, closest
+from pianogen.recipe_data import DataConfig, MixPart, data_table, mix_parts  # noqa: F401 (their home, before)
+from pianogen.recipe_values import build_table as _build_table
 from pianogen.recipe_values import check_value
 
 
@@ -26,28 +26,6 @@ class RunConfig:
     dir: str = ""  # run directory; "" = runs/<recipe stem> under the current directory
     seed: int = 0  # seeds weights, shuffling and dropout
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
-
-
-@dataclass
-class DataConfig:
-    source: str = "synthetic"  # a registered data source: synthetic | rendered | maestro | folder | salamander | mix
-    root: str = ""  # corpus directory; "" = the synthetic corpus under $PIANOGEN_HOME
-    years: list[int] = field(default_factory=list)  # MAESTRO years to keep; [] = all
-    minutes: float = 6.0  # size of a composed corpus (synthetic, rendered)
-    seed: int = 0  # composed corpus seed
-    midi: str = ""  # rendered: a folder of MIDI files to play on the sampled grand instead of composing
-    humanize: bool = False  # rendered from MIDI: small seeded timing/velocity jitter (composed pieces always have it)
-    split_ratios: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])  # folder: train/val/test
-    skip_missing: bool = False  # MAESTRO: skip CSV rows whose audio is missing instead of failing
-    strict: bool = False  # fail on the first unreadable audio file instead of skipping it
-    chunk_seconds: float = 15.0  # audio encoded per codec call
-    chunk_overlap_seconds: float = 2.0  # context on each side of a chunk, trimmed after encoding
-    window: int = 2048  # frames per training window (the model's context)
-    window_overlap: float = 0.5  # fraction of a window shared with the next one
-    num_workers: int = 2  # DataLoader worker processes
-    # source "mix": the corpora to mix, each a table of its own [data] keys plus its share of what training
-    # draws, e.g. [{source = "salamander", share = 0.6}, {source = "synthetic", minutes = 20.0, share = 0.4}]
-    mix: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -198,68 +176,6 @@ def apply_override(raw: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
-def _build_table(name: str, cls: type, table: Any, rules: str = "") -> Any:
-    """``rules``: the table whose ranges and choices apply, when not ``name`` itself."""
-    if not isinstance(table, dict):
-        raise PianogenError(f"[{name}] must be a table, got {table!r}")
-    hints = typing.get_type_hints(cls)
-    known = [f.name for f in dataclasses.fields(cls) if f.name != "options"]
-    values = {}
-    for key, value in table.items():
-        if key not in known:
-            raise PianogenError(f"unknown key '{name}.{key}'{closest(key, known, f'{name}.')}; "
-                                f"valid: {', '.join(known)}")
-        values[key] = check_value(f"{name}.{key}", value, hints[key], f"{rules or name}.{key}")
-    return cls(**values)
-
-
-@dataclass(frozen=True)
-class MixPart:
-    label: str  # the group its pieces get (Piece.group) and the folder their names start with
-    source: str  # a registered data source
-    config: dict[str, Any]  # the keys its table sets, as its factory takes them (the others keep their defaults)
-    data: DataConfig  # the same as a [data] table (the others at DataConfig's defaults)
-    share: float  # fraction of training draws, the shares normalised to sum to 1
-
-
-def mix_parts(entries: list[dict[str, Any]]) -> list[MixPart]:
-    """``data.mix`` -> its parts, each checked like a [data] table of its own: a registered source (not
-    "mix" again), only keys that source reads (did-you-mean for the others), values of the right type, and
-    a positive share. Labels are the source names, numbered where a source comes twice."""
-    from pianogen.registry import check_config, lookup
-
-    if not entries:
-        raise PianogenError('data.source = "mix" needs data.mix, e.g. [{source = "salamander", share = 0.6}, '
-                            '{source = "synthetic", minutes = 20.0, share = 0.4}]')
-    parsed, configs = [], []
-    for i, entry in enumerate(entries):
-        where = f"data.mix.{i}"
-        if not isinstance(entry, dict) or "source" not in entry or "share" not in entry:
-            raise PianogenError(f"{where} must be a table with a source and a share, got {entry!r}")
-        share = entry["share"]
-        if isinstance(share, bool) or not isinstance(share, (int, float)) or not (share > 0 and math.isfinite(share)):
-            raise PianogenError(f"{where}.share must be a number > 0, got {share!r}")
-        keys = {k: v for k, v in entry.items() if k != "share"}
-        if keys["source"] == "mix":
-            raise PianogenError(f"{where}: a mix cannot hold another mix; list its parts here")
-        data = _build_table(where, DataConfig, keys, rules="data")  # [data]'s keys, types and ranges first
-        try:
-            lookup("data_source", data.source)
-        except PianogenError as err:
-            raise PianogenError(f"{where}.source: {err}") from None
-        check_config("data_source", data.source, {k: v for k, v in keys.items() if k != "source"}, f"{where}.")
-        parsed.append((data, float(share)))
-        configs.append({k: getattr(data, k) for k in keys if k != "source"})
-    total = sum(share for _, share in parsed)
-    repeats, seen = Counter(data.source for data, _ in parsed), Counter()
-    parts = []
-    for (data, share), config in zip(parsed, configs):
-        seen[data.source] += 1
-        label = data.source if repeats[data.source] == 1 else f"{data.source}{seen[data.source]}"
-        parts.append(MixPart(label, data.source, config, data, share / total))
-    return parts
-
-
 def _plugin_spec(where: str, kind: str, cls: type, table: Any) -> Any:
     """Split host keys from plugin keys, check the name is registered and the plugin keys it accepts."""
     from pianogen import registry
@@ -319,12 +235,9 @@ def recipe_from_dict(raw: dict[str, Any], path: Path) -> Recipe:
     recipe = Recipe(path=path, raw=copy.deepcopy(raw))
     for name, cls in TABLES.items():
         if name in raw:
-            setattr(recipe, name, _build_table(name, cls, raw[name]))
-    if recipe.data.mix or recipe.data.source == "mix":
-        if recipe.data.source != "mix":
-            raise PianogenError(f"data.mix is read by data.source = \"mix\" only (data.source is "
-                                f"'{recipe.data.source}')")
-        mix_parts(recipe.data.mix)  # every part's keys and share are checked now, not when training starts
+            setattr(recipe, name, data_table(raw[name]) if name == "data" else _build_table(name, cls, raw[name]))
+    if "data" not in raw:
+        recipe.data = data_table({})  # the default source's options, filled
     if "codec" in raw:
         recipe.codec = _plugin_spec("codec", "codec", CodecConfig, raw["codec"])
     if "model" in raw:
