@@ -1,4 +1,4 @@
-"""``pianogen codec``: train a codec, fetch the report's weights, score one; plugins add importers
+"""``pianogen codec``: train a codec, fetch the weights plugins declare, score one; plugins add importers
 under ``codec import``."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pianogen.errors import PianogenError
 
 @click.group(cls=PluginCommands)
 def codec() -> None:
-    """Codecs: fetch the report's weights, import a reference checkpoint, train one on piano audio."""
+    """Codecs: fetch declared weights, import a reference checkpoint, train one on piano audio."""
 
 
 @codec.command(name="train")
@@ -36,22 +36,73 @@ def codec_import() -> None:
 
 
 @codec.command(name="get")
-@click.argument("name", type=click.Choice(["soundstream", "encodec"]))
+@click.argument("name", required=False)
 @click.argument("source", required=False)
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Where to write it  [default: under $PIANOGEN_HOME/codecs/]")
-def codec_get(name: str, source: str | None, out: Path | None) -> None:
-    """The report's SoundStream (model hub, imported to safetensors) or EnCodec 24 kHz (checksum-verified);
-    SOURCE, a local file, does the same offline."""
+@click.option("--json", "as_json", is_flag=True, help="List as JSON.")
+def codec_get(name: str | None, source: str | None, out: Path | None, as_json: bool) -> None:
+    """Fetch the codec weights registered as NAME, checksum-verified, to $PIANOGEN_HOME/codecs/; SOURCE, a local
+    file, does the same offline. Without NAME: list the weights plugins declare."""
     from pianogen.fetch.weights import get_codec_weights
 
+    if name is None:
+        if source is not None or out is not None:
+            raise PianogenError("name the weights to get (`pianogen codec get` alone lists them)")
+        _list_weights(as_json)
+        return
     click.echo(str(get_codec_weights(name, source, out)))
+
+
+def _list_weights(as_json: bool) -> None:
+    from pianogen.fetch.weights import default_path, registered_weights
+
+    rows = [{"name": name, "codec": spec.codec, "file": str(default_path(name)),
+             "present": default_path(name).is_file(), "size": spec.size, "sha256": spec.sha256,
+             "license": spec.license, "source": spec.source, "description": spec.description}
+            for name, spec in registered_weights().items()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no plugin declares codec weights")
+    for row in rows:
+        size = f", {row['size'] / 1e6:.1f} MB" if row["size"] else ""
+        pin = f"sha256 {row['sha256']}..." if row["sha256"] else "not pinned"
+        click.echo(f"{row['name']}  (codec {row['codec']}{size}, {row['license'] or 'license not stated'}, {pin})"
+                   f"\n    {row['description']}\n    from {row['source']}"
+                   f"\n    {'have' if row['present'] else 'to'} {row['file']}")
+
+
+def codec_reading(checkpoint: Path) -> str:
+    """The registered codec that reads ``checkpoint``: the one its safetensors metadata names (``codec``), else
+    the one whose declared weights bear its file name; a one-line error asking for --codec otherwise."""
+    from pianogen.fetch.weights import registered_weights
+    from pianogen.registry import registered
+
+    if not checkpoint.is_file():
+        raise PianogenError(f"codec checkpoint not found: {checkpoint}")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(checkpoint), framework="pt") as f:
+            named = (f.metadata() or {}).get("codec", "")
+    except Exception:  # not a safetensors file: its name may still say
+        named = ""
+    if named in registered("codec"):
+        return named
+    for spec in registered_weights().values():
+        if spec.file == checkpoint.name:
+            return spec.codec
+    raise PianogenError(f"cannot tell which codec reads {checkpoint}: name it with --codec "
+                        f"({', '.join(sorted(registered('codec')))})")
 
 
 @codec.command(name="eval")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.argument("audio", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--codec", "codec_name", default="soundstream", show_default=True, help="Registered codec that reads it.")
+@click.option("--codec", "codec_name", default=None,
+              help="Registered codec that reads it  [default: the one its metadata or file name says]")
 @click.option("--recipe", help="Score this recipe's corpus (its [data]) instead of AUDIO files.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Recipe override, e.g. data.seed=1.")
 @click.option("--split", default="test", show_default=True, help="Split of the recipe's corpus.")
@@ -68,7 +119,7 @@ def codec_get(name: str, source: str | None, out: Path | None) -> None:
               help="Also write codec_eval.json, rate_distortion.md and rate_distortion.png here.")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def codec_eval(checkpoint: Path, audio: tuple[Path, ...], codec_name: str, recipe: str | None,
+def codec_eval(checkpoint: Path, audio: tuple[Path, ...], codec_name: str | None, recipe: str | None,
                overrides: tuple[str, ...], split: str, pieces: int, seconds: float, no_opus: bool, opus_kbps: str,
                opus_mode: str, no_notes: bool, transcriber: str, out_dir: Path | None, device: str,
                as_json: bool) -> None:
@@ -90,6 +141,7 @@ def codec_eval(checkpoint: Path, audio: tuple[Path, ...], codec_name: str, recip
         raise PianogenError(f"--opus-kbps takes numbers separated by commas, not '{opus_kbps}'") from None
     if not kbps or not all(6 <= k <= 256 for k in kbps):
         raise PianogenError(f"--opus-kbps: opusenc takes 6 to 256 kbps, not '{opus_kbps}'")
+    codec_name = codec_name or codec_reading(checkpoint)
     codec = pianogen.get_codec(codec_name, checkpoint=str(checkpoint)).to(pick_device(device)).eval()
     paths = recipe_paths(pianogen.load_recipe(recipe, overrides), split, pieces) if recipe else list(audio)
     wavs = [clip(path, codec.sample_rate, seconds) for path in paths]

@@ -76,7 +76,7 @@ def register_transcribers(register: Register) -> None:
 @hookspec
 def register_codec_importers(register: Register) -> None:
     """Register converters of foreign checkpoints: ``factory(checkpoint: Path, out: Path) -> None`` writes a
-    ``.safetensors`` file the codec of the same name loads (``codec get NAME`` uses it on fetched weights).
+    ``.safetensors`` file the codec of the same name loads (a ``WeightsSpec.convert`` may be the same function).
     """
 
 
@@ -86,6 +86,15 @@ def register_runs(register: Register) -> None:
     callable returning one) laid out as ``pianogen.runs`` describes (recipe.toml, codec, checkpoints/best,
     SHA256SUMS). ``pianogen generate NAME``, ``eval NAME``, ``serve`` and ``pianogen.continue_audio(run=NAME)``
     then find it; nothing is ever written into it.
+    """
+
+
+@hookspec
+def register_codec_weights(register: Register) -> None:
+    """Register downloadable codec weights: ``register(name, spec)``, ``spec`` a
+    ``pianogen.interfaces.WeightsSpec`` (or a callable returning one). ``pianogen codec get`` lists every
+    registration and fetches one by name, checksum-verified; a recipe whose codec file is missing names that
+    command. Several may serve one codec (``WeightsSpec.codec``).
     """
 
 

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from pianogen.errors import PianogenError
+
 
 class Codec(nn.Module, abc.ABC):
     """Audio <-> residual-vector-quantized tokens."""
@@ -42,6 +44,57 @@ class Codec(nn.Module, abc.ABC):
     def identity(self) -> dict[str, Any]:
         """What makes two codecs produce the same tokens: keys the token cache and is checked against
         checkpoints (name + a hash of config and weights)."""
+
+    def decoder_context_frames(self) -> int | None:
+        """Frames before a chunk that decoding must see for the chunk's audio to equal one-shot decoding (a
+        causal decoder's receptive field, in frames): streaming decodes each chunk from that many frames back.
+        None (the default): unknown, or not causal (an LSTM), and streaming decodes from the sequence's start,
+        exact but slower with every chunk."""
+        return None
+
+    def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        """latent FloatTensor[B, D, T] (per frame, sum_k codebooks[k, code_k], or any point of that space) ->
+        wav FloatTensor[B, 1, T * hop_length], differentiable in ``latent``: the Mel loss's ``decoder`` mode
+        runs it on expected latents. Optional: the default says in one line that this codec cannot."""
+        raise PianogenError(f"codec '{type(self).__name__}' cannot decode latents (it implements no "
+                            f"decode_latent); use the mel loss with reconstruction = \"linear\"")
+
+    @property
+    def decodes_latent(self) -> bool:
+        """Whether ``decode_latent`` works, asked before training starts: true once a codec overrides it."""
+        implementation = getattr(type(self), "decode_latent", None)
+        return callable(implementation) and implementation is not Codec.decode_latent
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """Downloadable weights a codec plugin declares (hook ``register_codec_weights``): ``pianogen codec get``
+    lists them and fetches one by its registered name, verified, to ``$PIANOGEN_HOME/codecs/<file>``."""
+
+    codec: str  # the registered codec that loads them (its ``checkpoint`` option names the file)
+    file: str  # the file name the codec loads, under $PIANOGEN_HOME/codecs/ unless --out says otherwise
+    source: str  # https://... (resumed over ranges) or hf://OWNER/REPO/PATH (huggingface_hub: its cache, ETag)
+    # the downloaded file's sha256, whole or a prefix of >= 8 hex digits; "" = not pinned (a hub source's ETag,
+    # the sha256 of its LFS file, still verifies the transfer). A local copy is checked against it too.
+    sha256: str
+    size: int = 0  # bytes of the download, when known (shown by the list)
+    license: str = ""  # of the weights, e.g. "CC-BY-NC-4.0"
+    description: str = ""  # one line for the list
+    mirror_env: str = ""  # an environment variable that, when set, replaces an https source (a mirror or a path)
+    # the download -> ``file`` (an importer writing .safetensors, atomically); None = the download is the file
+    convert: Callable[[Path, Path], None] | None = None
+    # the codec loads ``file`` when its recipe names no checkpoint (or a folder holding it); False = it then
+    # starts from fresh weights, and the recipe names the file
+    loaded_by_default: bool = False
+
+    def __post_init__(self) -> None:
+        digest = self.sha256.lower()
+        if digest and (len(digest) < 8 or len(digest) > 64 or any(c not in "0123456789abcdef" for c in digest)):
+            raise ValueError(f"WeightsSpec.sha256 takes 8 to 64 hex digits (or ''), got '{self.sha256}'")
+        if not self.source.startswith(("https://", "http://", "hf://")):
+            raise ValueError(f"WeightsSpec.source takes an https:// or hf://OWNER/REPO/PATH address, got "
+                             f"'{self.source}'")
+        object.__setattr__(self, "sha256", digest)
 
 
 class TrainableCodec(Codec):

@@ -51,6 +51,7 @@ KINDS = {
     "codec_importer": "register_codec_importers",
     "transcriber": "register_transcribers",
     "run": "register_runs",  # pretrained runs shipped in a package (pianogen.runs)
+    "codec_weights": "register_codec_weights",  # downloadable codec weights (pianogen.fetch.weights)
 }
 
 

@@ -31,24 +31,14 @@ from pianogen.paths import atomic_write_bytes
 
 
 def decoder_context_frames(codec: nn.Module) -> int | None:
-    """Frames of left context that make chunked decoding exact: the receptive field (in frames) of the
-    codec's causal decoder, read off its layers (SoundStream's causal convs and trimmed transposed convs,
-    recognised by their ``causal_padding`` / ``stride`` attributes). None when the layers are unknown."""
-    decoder = getattr(codec, "decoder", None)
-    if decoder is None:
-        return None
-    layers = [m for m in decoder.modules() if hasattr(m, "causal_padding") or
-              (hasattr(m, "stride") and isinstance(getattr(m, "conv", None), nn.ConvTranspose1d))]
-    if not layers:
-        return None
-    span = 1  # inputs of the current layer that one output sample depends on, walking back from the output
-    for layer in reversed(layers):
-        if hasattr(layer, "causal_padding"):
-            conv = layer.conv
-            span = (span - 1) * conv.stride[0] + conv.dilation[0] * (conv.kernel_size[0] - 1) + 1
-        else:  # output n of a trimmed transposed conv reads inputs n // s and n // s - 1
-            span = math.ceil(span / layer.stride) + 1
-    return span
+    """Frames of left context that make chunked decoding exact, as the codec declares them
+    (``Codec.decoder_context_frames``); None = unknown: each chunk is decoded from the sequence's start."""
+    declared = getattr(codec, "decoder_context_frames", None)  # a codec predating the contract's default
+    frames = declared() if callable(declared) else None
+    if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 0):
+        raise PianogenError(f"codec '{type(codec).__name__}' declares decoder_context_frames() = {frames!r}; "
+                            f"it must be a whole number of frames >= 0, or None")
+    return frames
 
 
 def stream_audio(model: nn.Module, codec: nn.Module, prompt_codes: torch.Tensor, n_frames: int,

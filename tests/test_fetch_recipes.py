@@ -15,7 +15,7 @@ from pianogen.cli import main
 from pianogen.errors import PianogenError
 from pianogen.fetch.http import sha256_of
 from pianogen.fetch.needs import missing
-from pianogen.fetch.weights import SOUNDSTREAM_FILE, default_path
+from pianogen.fetch.weights import default_path, weights_spec
 from pianogen.pipeline import load_run
 from tests.conftest import tiny_recipe
 from tests.local_server import LocalServer
@@ -59,7 +59,7 @@ def served(tmp_path_factory):
 def test_train_fetch_from_nothing_then_the_run_travels(served, tmp_path, monkeypatch, isolated_home):
     monkeypatch.setenv("PIANOGEN_MAESTRO_URL", served.url + ZIP)
     monkeypatch.setenv("HF_ENDPOINT", served.url)
-    path = tiny_recipe(tmp_path, "$PIANOGEN_HOME/codecs/" + SOUNDSTREAM_FILE.replace(".pt", ".safetensors"),
+    path = tiny_recipe(tmp_path, "$PIANOGEN_HOME/codecs/" + weights_spec("soundstream").file,
                        "$PIANOGEN_HOME/data/maestro-v3.0.0", data={"years": [2018]}, train={"epochs": 1})
     with pytest.raises(SystemExit) as stopped:
         main(["train", str(path)])

@@ -88,8 +88,8 @@ def download(url: str, dest: Path, sha256_prefix: str = "", hint: str = "", prog
     found = sha256_of(part)
     if sha256_prefix and not found.startswith(sha256_prefix):
         part.unlink()
-        raise PianogenError(f"{url}: sha256 {found[:12]}... does not start with {sha256_prefix} as its name "
-                            f"promises; the download was deleted")
+        raise PianogenError(f"{url}: sha256 {found[:12]}... does not start with {sha256_prefix}, the pinned "
+                            f"digest; the download was deleted")
     os.replace(part, dest)
     return dest
 

@@ -25,20 +25,22 @@ class Need:
 
 
 def codec_file(name: str, options: dict[str, Any]) -> Path | None:
-    """The weights file codec ``name`` loads with these options; None when it loads none (fresh weights)."""
-    checkpoint = str(options.get("checkpoint") or "")
-    if name == "encodec":  # a file, or a folder holding the official file name ("" = $PIANOGEN_HOME/codecs)
-        from pianogen.fetch.weights import ENCODEC_FILE
+    """The weights file codec ``name`` loads with these options; None when it loads none (fresh weights). A
+    folder, or no checkpoint at all, means the file of the weights the codec loads by default (WeightsSpec)."""
+    from pianogen.fetch.weights import default_path, weights_for_codec
 
-        path = expand(checkpoint or "$PIANOGEN_HOME/codecs")
-        return path / ENCODEC_FILE if path.is_dir() or not checkpoint else path
-    return expand(checkpoint) if checkpoint else None
+    checkpoint = str(options.get("checkpoint") or "")
+    default = weights_for_codec(name)
+    if not checkpoint:
+        return default_path(default[0]) if default else None
+    path = expand(checkpoint)
+    return path / default[1].file if default and path.is_dir() else path
 
 
 def missing(recipe: "Recipe", progress: bool = True) -> list[Need]:
     """The MAESTRO audio and codec weights the recipe names but this machine lacks."""
     from pianogen.fetch.maestro import csv_name, default_root, get_maestro
-    from pianogen.fetch.weights import CODECS, default_path, get_codec_weights
+    from pianogen.fetch.weights import default_path, get_codec_weights, weights_for_codec
 
     needs = []
     data = recipe.data
@@ -51,14 +53,16 @@ def missing(recipe: "Recipe", progress: bool = True) -> list[Need]:
                 command += f" --root {shlex.quote(str(root))}"
             needs.append(Need(f"MAESTRO {years} audio under {root}", command,
                               lambda: get_maestro(root, data.years, progress=progress)))
-    name = recipe.codec.name
-    path = codec_file(name, recipe.codec.options)
-    if name in CODECS and path is not None and not path.is_file() and not recipe.codec.train_recipe:
+    path = codec_file(recipe.codec.name, recipe.codec.options)
+    weights = None if path is None or path.is_file() or recipe.codec.train_recipe else \
+        weights_for_codec(recipe.codec.name, path)
+    if weights is not None:  # a codec no plugin declares weights for says itself what it lacks when it loads
+        name = weights[0]
         command = f"pianogen codec get {name}"
         if path.resolve() != default_path(name).resolve():
             command += f" --out {shlex.quote(str(path))}"
-        needs.append(Need(f"{name} weights {path}", command, lambda: get_codec_weights(name, out=path,
-                                                                                         progress=progress)))
+        needs.append(Need(f"{recipe.codec.name} weights {path}", command,
+                          lambda: get_codec_weights(name, out=path, progress=progress)))
     return needs
 
 

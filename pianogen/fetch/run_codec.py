@@ -24,15 +24,16 @@ RECORD = "codec.json"
 
 def record_codec(run_dir: Path, recipe: "Recipe") -> None:
     """Write ``run_dir/codec.json``: the codec's file name, path, size, sha256 and how to get it again."""
-    from pianogen.fetch.weights import CODECS, default_path
+    from pianogen.fetch.weights import weights_for_codec
 
     path = codec_file(recipe.codec.name, recipe.codec.options)
     if path is None or not path.is_file():
         return  # a codec without a file (fresh weights) has nothing to find again
     record = {"name": recipe.codec.name, "checkpoint": recipe.codec.options.get("checkpoint", ""),
               "path": str(path.resolve()), "file": path.name, "bytes": path.stat().st_size, "sha256": sha256_of(path)}
-    if recipe.codec.name in CODECS and path.name == default_path(recipe.codec.name).name:
-        record["get"] = f"pianogen codec get {recipe.codec.name}"
+    weights = weights_for_codec(recipe.codec.name, path)
+    if weights is not None and path.name == weights[1].file:  # fetched, not trained: say how to fetch it again
+        record["get"] = f"pianogen codec get {weights[0]}"
     atomic_write_bytes(run_dir / RECORD, (json.dumps(record, indent=2) + "\n").encode())
 
 

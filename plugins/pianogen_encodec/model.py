@@ -36,7 +36,8 @@ def weights_path(checkpoint: str) -> Path:
     if path.is_dir():
         path = path / WEIGHTS_FILE
     if not path.is_file():
-        raise PianogenError(f"encodec weights not found: {path} (expected {WEIGHTS_FILE}, from {WEIGHTS_URL})")
+        raise PianogenError(f"encodec weights not found: {path} (expected {WEIGHTS_FILE}; `pianogen codec get "
+                            f"encodec` fetches it from {WEIGHTS_URL})")
     return path
 
 
@@ -77,6 +78,12 @@ class EncodecCodec(Codec):
         if codes.dim() != 3 or not 1 <= codes.shape[1] <= self.n_levels:
             raise PianogenError(f"encodec decodes codes [B, 1..{self.n_levels}, T], got {list(codes.shape)}")
         return self.model.decoder(self.model.quantizer.decode(codes.transpose(0, 1)))  # [B, 1, T * hop]
+
+    def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        """latent [B, 128, T] (a sum of codebook vectors: the quantizer's projections are identities) ->
+        wav [B, 1, T * hop]; differentiable. Its decoder's LSTM sees the whole past, so the contract's
+        decoder_context_frames stays None (unknown): streaming decodes from the start."""
+        return self.model.decoder(latent)
 
     def codebooks(self) -> torch.Tensor:
         layers = self.model.quantizer.vq.layers[: self.n_levels]

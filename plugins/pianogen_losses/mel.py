@@ -10,7 +10,8 @@ Each latent becomes audio through either
     safetensors beside the token cache (keyed on every fit option), so later runs reload it. Its
     error against the real decoder is measured on validation windows (held-out training windows
     when the trainer gives none), printed, and logged with every loss value as ``mel_fit_error``; or
-  * ``decoder``: the frozen codec decoder itself (``codec.decode_latent``) on a short random crop.
+  * ``decoder``: the frozen codec decoder itself (``Codec.decode_latent``, for codecs that offer it) on a
+    short random crop.
 """
 
 from __future__ import annotations
@@ -162,9 +163,11 @@ class MelLoss(Loss):
             f_min=c.f_min, power=1.0,
         ).to(ctx.device)
         if c.reconstruction == "decoder":
-            if not callable(getattr(codec, "decode_latent", None)):
-                raise PianogenError(f"codec '{type(codec).__name__}' has no decode_latent(latent); "
-                                    "use the mel loss with reconstruction = \"linear\"")
+            # asked before any step: the contract's default decode_latent would fail only in the first one
+            if not getattr(codec, "decodes_latent", callable(getattr(codec, "decode_latent", None))):
+                raise PianogenError(f"the mel loss's reconstruction = \"decoder\" needs latent decoding, which "
+                                    f"codec '{type(codec).__name__}' does not offer (Codec.decode_latent); use "
+                                    f"reconstruction = \"linear\"")
             self.reconstruct = codec.decode_latent  # a bound method: the codec does not become a submodule
             return
         self.linear = LinearReconstruction(self.codebooks.shape[2], codec.hop_length, c.context_frames,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pianogen
+from pianogen.interfaces import WeightsSpec
 from pianogen_soundstream.checkpoint import load_soundstream
 from pianogen_soundstream.convert import import_reference
 from pianogen_soundstream.model import SoundStream, SoundStreamConfig
@@ -24,10 +25,25 @@ def soundstream(checkpoint: str = "", **arch: Any) -> SoundStream:
     return SoundStream(SoundStreamConfig(**arch))
 
 
+# The checkpoint the reference ``soundstream`` package's from_pretrained loads (soundstream 0.0.1:
+# repo_id="haydenshively/SoundStream"), imported to safetensors. Not pinned: its digest is not published, and
+# the hub's ETag (the LFS file's sha256) checks the transfer; the import checks every tensor's name and shape.
+REFERENCE_WEIGHTS = WeightsSpec(
+    codec="soundstream", file="soundstream_variant_naturalspeech2.safetensors",
+    source="hf://haydenshively/SoundStream/soundstream_variant_naturalspeech2.pt", sha256="",
+    license="MIT (the soundstream package)", convert=import_reference,
+    description="the reference SoundStream (NaturalSpeech 2 variant, 16 kHz), imported to safetensors",
+)
+
 
 @pianogen.hookimpl
 def register_codecs(register) -> None:
     register("soundstream", soundstream, config=SoundStreamOptions)
+
+
+@pianogen.hookimpl
+def register_codec_weights(register) -> None:
+    register("soundstream", REFERENCE_WEIGHTS)
 
 
 @pianogen.hookimpl

@@ -258,6 +258,19 @@ class SoundStream(TrainableCodec):
         """latent [B, D, T] (a sum of codebook vectors) -> wav [B, 1, T * hop]; differentiable."""
         return self.decoder(latent)
 
+    def decoder_context_frames(self) -> int:
+        """The decoder's receptive field in frames, walked back from one output sample through its causal convs
+        and trimmed transposed convs (residual units counted as their conv path: an upper bound)."""
+        span = 1  # inputs of the current layer that one output sample depends on
+        for layer in reversed([m for m in self.decoder.modules()
+                               if isinstance(m, (CausalConv1d, CausalConvTranspose1d))]):
+            if isinstance(layer, CausalConv1d):
+                conv = layer.conv
+                span = (span - 1) * conv.stride[0] + conv.dilation[0] * (conv.kernel_size[0] - 1) + 1
+            else:  # output n of a trimmed transposed conv reads inputs n // s and n // s - 1
+                span = math.ceil(span / layer.stride) + 1
+        return span
+
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         if codes.dim() != 3 or not 1 <= codes.shape[1] <= self.n_levels:
