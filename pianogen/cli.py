@@ -236,13 +236,14 @@ def heard_lines(metrics: dict | None) -> list[str]:
 
 
 @cli.command()
-@click.argument("runs", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("runs", default="piano")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (keep it local).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--verbose", is_flag=True, help="Log every request.")
-def serve(runs: Path, host: str, port: int, device: str, verbose: bool) -> None:
-    """A web page to continue your recording: RUNS is a run directory or a folder of them."""
+def serve(runs: str, host: str, port: int, device: str, verbose: bool) -> None:
+    """A web page to continue your recording: RUNS is a run directory, a folder of them, or a built-in run's
+    name [piano, the model that ships with the package]."""
     from pianogen.device import pick_device
     from pianogen.serve_http import serve as run_server
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from pianogen.errors import PianogenError
 from pianogen.generate import GenerationRequest, check_request, generate, load_generation_run, next_free_dir
-from pianogen.generate_options import MAX_NUM, MAX_SECONDS
+from pianogen.serve_page import LABELS, in_page_words
 from pianogen.takes import prompt_window, read_recording
 
 FORM = {"seconds": ("seconds", float), "prompt_seconds": ("prompt_seconds", float), "from": ("start", float),
@@ -68,6 +68,7 @@ class Job:
     run: str
     request: GenerationRequest
     upload: str | None  # the file as uploaded, kept in the job's folder (None: an extension)
+    source: str = ""  # what it continues, for the page's history: the upload's name, or "<job id>/take_<i>.wav"
     state: str = "queued"  # queued | running | done | error | cancelled
     stage: str = "queued"
     done: int = 0
@@ -144,10 +145,12 @@ class LoadedRuns:
 
 
 class Studio:
-    """The runs on offer, the jobs and the worker that runs them one at a time."""
+    """The runs on offer, the jobs and the worker that runs them one at a time. A run's generations go to
+    ``outputs[run]`` (default ``RUN/generated``; a built-in run is read-only and says where instead)."""
 
-    def __init__(self, runs: dict[str, Path], device: str = "auto"):
+    def __init__(self, runs: dict[str, Path], device: str = "auto", outputs: dict[str, Path] | None = None):
         self.runs, self.device = runs, device
+        self.outputs = {name: (outputs or {}).get(name, path / "generated") for name, path in runs.items()}
         self.jobs: dict[str, Job] = {}
         self.pending: queue.Queue[Job] = queue.Queue()
         self.loaded = LoadedRuns()
@@ -182,7 +185,8 @@ class Studio:
                 try:
                     settings[key] = kind(text)
                 except ValueError:
-                    raise PianogenError(f"{name.replace('_', ' ')} must be a number, got '{text}'") from None
+                    label = LABELS["--" + name.replace("_", "-")]  # the page's words for the CLI's option
+                    raise PianogenError(f"{label} must be a number, got '{text}'") from None
         return settings
 
     def waiting(self) -> int:
@@ -195,8 +199,9 @@ class Studio:
             raise QueueFull(f"the server is busy: {MAX_QUEUED} generations are already waiting; try again when "
                             f"one has finished")
 
-    def enqueue(self, run: str, request: GenerationRequest, upload: str | None, stream: bool = False) -> Job:
-        job = Job(secrets.token_hex(6), run, request, upload, stream=stream)
+    def enqueue(self, run: str, request: GenerationRequest, upload: str | None, stream: bool = False,
+                source: str = "") -> Job:
+        job = Job(secrets.token_hex(6), run, request, upload, source=source, stream=stream)
         with self.lock:
             self.check_room()
             self.jobs[job.id] = job
@@ -210,9 +215,12 @@ class Studio:
             raise PianogenError("the upload is empty: choose or record a take first")
         self.check_room()
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(filename).name).strip("._")[:100] or "take.wav"
-        check_request(GenerationRequest(prompt=safe, out=Path("unused"), **settings))  # before anything is written
+        try:  # before anything is written
+            check_request(GenerationRequest(prompt=safe, out=Path("unused"), **settings))
+        except PianogenError as err:
+            raise PianogenError(in_page_words(str(err))) from None
         with self.lock:
-            out = next_free_dir(self.runs[run] / "generated", Path(safe).stem)
+            out = next_free_dir(self.outputs[run], Path(safe).stem)
             out.mkdir(parents=True)
         upload = out / f"upload_{safe}"
         request = GenerationRequest(prompt=str(upload), out=out, **settings)
@@ -220,11 +228,11 @@ class Studio:
             upload.write_bytes(body)
             recording = read_recording(upload)
             prompt_window(recording.seconds, request.prompt_seconds, request.start, request.end)
-            return self.enqueue(run, request, upload.name, stream)
+            return self.enqueue(run, request, upload.name, stream, source=filename[:100])
         except (PianogenError, OSError) as err:
             shutil.rmtree(out, ignore_errors=True)
             kind = QueueFull if isinstance(err, QueueFull) else PianogenError
-            raise kind(str(err).replace(str(upload), filename)) from None
+            raise kind(in_page_words(str(err).replace(str(upload), filename))) from None
 
     def cancel(self, job_id: str) -> Job:
         """Drop a queued job (and its folder), or stop a running one at its next frame or chunk."""
@@ -249,14 +257,17 @@ class Studio:
         if any(key in fields for key in ("from", "to")):
             raise PianogenError("an extension continues the take from its end: leave From and To empty")
         settings = self.settings(job.run, fields)
-        check_request(GenerationRequest(prompt="", extend=str(take), out=Path("unused"), **settings))
+        try:
+            check_request(GenerationRequest(prompt="", extend=str(take), out=Path("unused"), **settings))
+        except PianogenError as err:
+            raise PianogenError(in_page_words(str(err))) from None
         self.check_room()
         with self.lock:
             out = next_free_dir(take.parent, f"{take.stem}-extended")
             out.mkdir(parents=True)
         try:
             return self.enqueue(job.run, GenerationRequest(prompt="", extend=str(take), out=out, **settings), None,
-                                stream)
+                                stream, source=source)
         except PianogenError:
             out.rmdir()
             raise
@@ -266,18 +277,25 @@ class Studio:
             ahead = sum(1 for j in self.jobs.values()
                         if j.state in ("queued", "running") and j.submitted < job.submitted)
         base = f"/files/{job.id}/"
-        result = {"id": job.id, "run": job.run, "state": job.state, "stage": job.stage, "done": job.done,
+        result = {"id": job.id, "name": Path(job.request.out).name, "run": job.run, "state": job.state,
+                  "stage": job.stage, "done": job.done,
                   "total": job.total, "ahead": ahead if job.state == "queued" else 0, "eta_s": job.eta_s(),
                   "error": job.error, "upload": job.upload and base + job.upload, "submitted": job.submitted,
-                  "extends": job.request.extend and Path(job.request.extend).name,
+                  "extends": job.request.extend and Path(job.request.extend).name, "source": job.source,
+                  "settings": {name: getattr(job.request, key) for name, (key, _) in FORM.items()},
                   "started": job.started, "finished": job.finished, "model_reused": job.model_reused,
                   "stream": {"chunks": len(job.chunks), "first_audio": job.first_audio} if job.stream else None}
         if job.report:
             result.update(notes=job.report["notes"], prompt_window_s=job.report["prompt_window_s"],
-                          report=base + "generation.json",
+                          report=base + "generation.json", continuation_is=continuation_is(job),
                           takes=[{k: (base + v if isinstance(v, str) else v) for k, v in take.items()}
                                  for take in job.report["takes"]])
         return result
+
+    def finished(self) -> list[dict[str, Any]]:
+        """Every finished job's status, oldest first: the page's history when it is (re)loaded."""
+        return [self.status(job) for job in sorted(self.jobs.values(), key=lambda j: j.submitted)
+                if job.state == "done"]
 
     def _work(self) -> None:
         while True:
@@ -298,11 +316,24 @@ class Studio:
                 job.state, job.error = "cancelled", f"cancelled at {job.stage} {job.done}/{job.total}"
                 _remove_outputs(Path(job.request.out), keep=job.upload)
             except PianogenError as err:
-                job.state, job.error = "error", str(err)
+                job.state, job.error = "error", in_page_words(str(err))
             except Exception as err:  # a bug: the page says so, the terminal gets the traceback
                 traceback.print_exc()
                 job.state, job.error = "error", f"internal error: {type(err).__name__}: {err}"
             job.finished = time.time()
+
+
+def continuation_is(job: Job) -> str:
+    """generation.json's plain statement of what the continuation is; a report without one (a streamed job's)
+    gets it from take 0's rate and channels, as ``generate`` would have said it."""
+    from pianogen.generate import continuation_is as say
+
+    if job.report.get("continuation_is"):
+        return job.report["continuation_is"]
+    import soundfile as sf
+
+    take = sf.info(str(Path(job.request.out) / job.report["takes"][0]["take"]))
+    return say(job.report["sample_rate"], take.samplerate, take.channels)
 
 
 def _remove_outputs(out: Path, keep: str | None) -> None:
@@ -313,7 +344,3 @@ def _remove_outputs(out: Path, keep: str | None) -> None:
     if keep is None:
         shutil.rmtree(out, ignore_errors=True)
 
-
-def limits() -> dict[str, float]:
-    """What the page may ask for: the command line's limits."""
-    return {"max_seconds": MAX_SECONDS, "max_num": MAX_NUM, "max_queued": MAX_QUEUED}

@@ -30,10 +30,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from pianogen.errors import PianogenError
-from pianogen.serve import QueueFull, Studio, find_runs, limits
+from pianogen.serve import MAX_QUEUED, QueueFull, Studio, find_runs
+from pianogen.serve_page import WEB, example_file, examples, limits, static_file
 
-PAGE = Path(__file__).with_name("web") / "index.html"
-MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # about 45 minutes of 48 kHz 24-bit stereo WAV
+PAGE = WEB / "index.html"
+MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # about 31 minutes of 48 kHz 24-bit stereo WAV, 50 of CD audio
 REQUEST_TIMEOUT_S = 10.0  # seconds a connection may go without sending or taking a byte
 MAX_READING = 8  # request bodies read at the same time
 TOKEN_HEADER = "X-Pianogen-Token"
@@ -116,8 +117,15 @@ class Handler(BaseHTTPRequestHandler):
         if parts == [""]:
             self._send(200, PAGE.read_bytes().replace(TOKEN_SLOT, self.server.token.encode()),
                        "text/html; charset=utf-8")
+        elif len(parts) == 1 and static_file(parts[0]):
+            self._send(200, *static_file(parts[0]))
+        elif len(parts) == 2 and parts[0] == "examples" and example_file(parts[1]):
+            self._file(*example_file(parts[1]))
         elif parts == ["api", "runs"]:
-            self._json(200, {"runs": studio.describe_runs(), "limits": limits()})
+            self._json(200, {"runs": studio.describe_runs(), "limits": limits(MAX_UPLOAD_BYTES, MAX_QUEUED),
+                             "examples": examples()})
+        elif parts == ["api", "jobs"]:
+            self._json(200, {"jobs": studio.finished()})
         elif len(parts) == 3 and parts[:2] == ["api", "jobs"] and parts[2] in studio.jobs:
             self._json(200, studio.status(studio.jobs[parts[2]]))
         elif len(parts) == 5 and parts[:2] == ["api", "jobs"] and parts[2] in studio.jobs and parts[3] == "chunks" \
@@ -131,10 +139,10 @@ class Handler(BaseHTTPRequestHandler):
 
     do_HEAD = do_GET
 
-    def _file(self, path: Path) -> None:
+    def _file(self, path: Path, kind: str | None = None) -> None:
         """A job's file, with single byte ranges so the audio player can seek (reading only that range)."""
         size = path.stat().st_size
-        kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        kind = kind or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         match = re.fullmatch(r"bytes=(\d{0,18})-(\d{0,18})", self.headers.get("Range", ""))
         if not (match and (match.group(1) or match.group(2))):
             self._send(200, path.read_bytes(), kind, {"Accept-Ranges": "bytes"})
@@ -270,9 +278,24 @@ class StudioServer(ThreadingHTTPServer):
             traceback.print_exc()
 
 
-def serve(path: Path, host: str = "127.0.0.1", port: int = 8000, device: str = "auto", verbose: bool = False) -> None:
+def offered_runs(spec: str | Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """RUN as every command takes it (a run folder or a built-in run's name, ``pianogen.runs``), or a folder of
+    runs: the runs on offer, and where each one's generations go (a built-in run is read-only: into
+    ``<name>-generated`` in the current directory)."""
+    from pianogen.runs import resolve_run
+
+    ref = resolve_run(spec)
+    if ref.builtin:
+        return {ref.name: ref.path}, {ref.name: ref.default_out("generated")}
+    runs = find_runs(ref.path)
+    return runs, {name: path / "generated" for name, path in runs.items()}
+
+
+def serve(spec: str | Path = "piano", host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
+          verbose: bool = False) -> None:
     """Serve the page until interrupted; prints the address first (port 0 picks a free one)."""
-    server = StudioServer((host, port), Studio(find_runs(path), device), verbose)
+    runs, outputs = offered_runs(spec)
+    server = StudioServer((host, port), Studio(runs, device, outputs), verbose)
     print(f"serving {len(server.studio.runs)} run(s) on {server.url}", flush=True)
     try:
         server.serve_forever()

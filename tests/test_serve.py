@@ -163,7 +163,7 @@ def test_loaded_runs_are_kept_until_what_they_loaded_changes(trained_run):
 
 @pytest.mark.parametrize("query, body, message", [
     ("run=run&filename=notes.txt", b"these are not samples", "cannot read audio file notes.txt"),
-    ("run=run&filename=mine.wav&seconds=nan", None, "--seconds must be > 0"),
+    ("run=run&filename=mine.wav&seconds=nan", None, "Continuation length must be > 0"),
     ("run=run&filename=mine.wav&to=9", None, "not inside the 1.50 s recording"),
     ("run=other&filename=mine.wav", None, "unknown run 'other'"),
     ("run=run&filename=mine.wav", b"", "the upload is empty"),
@@ -191,14 +191,17 @@ def test_runs_dir_offers_every_trained_run(trained_run, tmp_path):
 
 
 def test_page_in_headless_chromium(server, trained_run, tmp_path):
-    """Upload a take, continue it while hearing take 0 as it is made, play the continued take; a bad file
-    shows its message; record from a (fake) microphone. Saves the page's screenshot (PIANOGEN_SCREENSHOT=path
-    keeps a copy)."""
+    """Upload a take, drag its prompt window on the waveform, continue it while hearing take 0 as it is made,
+    play the continued take; extend a take (the history keeps both generations); continue an example prompt;
+    the codes link waits under Advanced; a bad file shows its message in the page's words; record from a (fake)
+    microphone; a reload keeps the history. Saves the page's screenshot (PIANOGEN_SCREENSHOT=path keeps a copy)."""
     if CHROMIUM is None:
         if os.environ.get("CI"):
             pytest.fail("CI must run the browser test: apt-get install chromium (make test does it as root)")
         pytest.skip("no chromium here: apt-get install chromium")
     from playwright.sync_api import expect, sync_playwright
+
+    from pianogen.generate_options import MAX_NUM, MAX_SECONDS, MAX_SEED
 
     stereo_take(tmp_path / "mine.wav")
     (tmp_path / "notes.txt").write_text("not audio")
@@ -212,39 +215,86 @@ def test_page_in_headless_chromium(server, trained_run, tmp_path):
             page.on("pageerror", lambda err: script_errors.append(str(err)))
             page.goto(server)
             expect(page.locator("#seconds")).to_have_value("0.5")  # the run's recipe defaults arrived
+            # the command line's limits, from its constants, in the page's words (no --flags)
+            assert (page.get_attribute("#num", "max"), page.get_attribute("#seconds", "max")) == \
+                (str(MAX_NUM), f"{MAX_SECONDS:g}")
+            expect(page.locator("#limits")).to_contain_text(f"Seed: any whole number from 0 to {MAX_SEED}")
+            assert "--" not in page.inner_text("body")
+            icon = page.evaluate("fetch(document.querySelector('link[rel=icon]').href).then(async r => "
+                                 "[r.status, r.headers.get('content-type'), (await r.text()).slice(0, 4)])")
+            assert icon == [200, "image/svg+xml", "<svg"]
 
             page.set_input_files("#file", str(tmp_path / "notes.txt"))
+            page.fill("#seconds", "5000")
+            page.click("#generate")
+            expect(page.locator("#error")).to_have_text("Continuation length must be > 0 and <= 3600, got 5000.0",
+                                                        timeout=60_000)
+            page.fill("#seconds", "1")
             page.click("#generate")
             expect(page.locator("#error")).to_contain_text("cannot read audio file notes.txt", timeout=60_000)
 
             page.set_input_files("#file", str(tmp_path / "mine.wav"))
-            page.fill("#seconds", "1")
+            wave = page.locator("#wave")
+            expect(wave).to_have_attribute("data-duration", "1.5000", timeout=30_000)
+            box = wave.bounding_box()
+            page.mouse.move(box["x"] + 0.2 * box["width"], box["y"] + box["height"] / 2)
+            page.mouse.down()
+            page.mouse.move(box["x"] + 0.5 * box["width"], box["y"] + 10, steps=4)
+            page.mouse.move(box["x"] + 0.8 * box["width"], box["y"] + 20, steps=4)
+            page.mouse.up()
+            start, end = float(page.input_value("#from")), float(page.input_value("#to"))
+            assert abs(start - 0.3) < 0.02 and abs(end - 1.2) < 0.02, (start, end)  # 20 % and 80 % of 1.5 s
+            assert (float(wave.get_attribute("data-from")), float(wave.get_attribute("data-to"))) == (start, end)
+            expect(page.locator("#window")).to_contain_text(f"the model continues from {end:.2f} s")
             page.fill("#num", "2")
             page.click("#generate")
-            expect(page.locator("audio.take-audio")).to_have_count(2, timeout=300_000)
+            generations = page.locator(".generation")
+            expect(generations).to_have_count(1, timeout=300_000)
             expect(page.locator("#error")).to_be_empty()
+            expect(generations.first.locator(".summary")).to_contain_text(f"Prompt: {start:.2f}–{end:.2f} s")
+            expect(generations.first.locator(".is")).to_contain_text("The continuation is mono")
+            expect(generations.first.locator(".is")).to_contain_text("kHz audio from the codec")
             live = page.locator("#live")  # take 0 played chunk by chunk (Web Audio) before the job was done
             assert int(live.get_attribute("data-chunks")) >= 2 and int(live.get_attribute("data-while-running")) >= 1
             assert abs(float(live.get_attribute("data-seconds")) - 1.0) < 0.01
             first = page.locator("audio.take-audio").first
             page.wait_for_function("a => a.readyState >= 4", arg=first.element_handle(), timeout=60_000)
-            assert abs(first.evaluate("a => a.duration") - 2.5) < 0.01  # 1.5 s take + 1 s continuation
+            assert abs(first.evaluate("a => a.duration") - (end + 1.0)) < 0.01  # the take to the window's end + 1 s
             first.evaluate("a => a.play()")
             page.wait_for_function("a => a.currentTime > 0.2", arg=first.element_handle(), timeout=30_000)
             assert page.locator("img.mel").first.evaluate("i => i.complete && i.naturalWidth > 500")
-            page.locator("details").first.evaluate("d => d.open = true")
+            codes = generations.first.locator("details.advanced a.codes").first
+            expect(codes).to_be_hidden()  # under Advanced, not beside the download
+            generations.first.locator("details.advanced summary").first.click()
+            expect(codes).to_be_visible()
+            assert codes.get_attribute("href").endswith("/codes_0.safetensors")
+            assert page.evaluate("u => fetch(u).then(r => r.status)", codes.get_attribute("href")) == 200
+            page.locator("details.compare-box").first.evaluate("d => d.open = true")
             page.screenshot(path=str(tmp_path / "serve.png"), full_page=True)
 
             page.fill("#seconds", "0.5")
             page.locator("button.extend").nth(1).click()  # extend take 1 by half a second
-            page.wait_for_function("document.querySelector('#error').textContent || document.querySelector('#takes p')"
-                                   ".textContent.startsWith('Extending')", timeout=300_000)
+            expect(generations).to_have_count(2, timeout=300_000)
             assert page.inner_text("#error") == "" and not script_errors, script_errors
-            expect(page.locator("#takes p")).to_contain_text("Extending take_1.wav")
-            extended = page.locator("audio.take-audio")
+            expect(generations.first.locator(".summary")).to_contain_text("Extending take_1.wav")
+            expect(generations.first.locator("h3")).to_contain_text("take_1.wav of #1, extended")
+            extended = generations.first.locator("audio.take-audio")
             expect(extended).to_have_count(2)
+            expect(generations.nth(1).locator("audio.take-audio")).to_have_count(2)  # the first one is still there
             page.wait_for_function("a => a.readyState >= 1", arg=extended.first.element_handle(), timeout=60_000)
-            assert abs(extended.first.evaluate("a => a.duration") - 3.0) < 0.01
+            assert abs(extended.first.evaluate("a => a.duration") - (end + 1.5)) < 0.01
+
+            page.locator("button.example").first.click()  # an example prompt shipped with the package
+            expect(page.locator("#chosen")).to_contain_text("March in A major")
+            expect(wave).to_have_attribute("data-duration", "7.0000", timeout=30_000)
+            assert page.input_value("#from") == page.input_value("#to") == ""  # a new take: its end again
+            page.fill("#num", "1")
+            page.click("#generate")
+            expect(generations).to_have_count(3, timeout=300_000)
+            expect(generations.first.locator("h3")).to_contain_text("example_1.ogg")
+            example = generations.first.locator("audio.take-audio")
+            page.wait_for_function("a => a.readyState >= 1", arg=example.element_handle(), timeout=60_000)
+            assert abs(example.evaluate("a => a.duration") - 7.5) < 0.01
 
             page.fill("#seconds", "600")  # a long one, stopped from the page while it samples
             page.click("#generate")
@@ -261,6 +311,9 @@ def test_page_in_headless_chromium(server, trained_run, tmp_path):
             page.wait_for_function("a => a.readyState >= 1", arg=preview.element_handle(), timeout=30_000)
             assert preview.evaluate("a => a.duration") > 0.5
             assert not script_errors, script_errors
+            page.reload()
+            expect(generations).to_have_count(3)  # the history outlives the page
+            expect(generations.first.locator("h3")).to_contain_text("example_1.ogg")
         finally:
             browser.close()
     assert (tmp_path / "serve.png").stat().st_size > 10_000
@@ -324,9 +377,10 @@ def _upload(query: str, extra: str = "", token: bool = True):
 
 # (name, request builder(server), status, message in the JSON error): each answered, nothing queued or written
 HOSTILE_REQUESTS = [
-    ("seconds over the CLI's cap", _upload("run=run&seconds=86400&num=16"), 400, "--seconds must be > 0 and <= 3600"),
-    ("num over the cap", _upload("run=run&num=1000000"), 400, "--num must be >= 1 and <= 64"),
-    ("seed of 10^23", _upload(f"run=run&seed={10**23}"), 400, "--seed must be >= 0"),
+    ("seconds over the CLI's cap", _upload("run=run&seconds=86400&num=16"), 400,
+     "Continuation length must be > 0 and <= 3600"),
+    ("num over the cap", _upload("run=run&num=1000000"), 400, "Takes must be >= 1 and <= 64"),
+    ("seed of 10^23", _upload(f"run=run&seed={10**23}"), 400, "Seed must be >= 0"),
     ("a setting of 5000 digits", _upload(f"run=run&seed={'9' * 5000}"), 400, "longer than 100 characters"),
     ("DNS rebinding", lambda s: f"GET /api/runs HTTP/1.1\r\nHost: evil.example:{s.port}\r\n\r\n", 403,
      "is not this server's address"),
@@ -360,8 +414,8 @@ HOSTILE_REQUESTS = [
      f"Content-Length: 0\r\n\r\n", 400, "no finished take 'nope/take_0.wav' to extend"),
     ("extend with a window", lambda s: f"POST /api/jobs?extend=x/take_0.wav&from=1 HTTP/1.1\r\n{_headers(s)}"
      f"Content-Length: 0\r\n\r\n", 400, "no finished take"),
-    ("top_k text", _upload("run=run&top_k=many"), 400, "top k must be a number, got 'many'"),
-    ("temperature inf", _upload("run=run&temperature=inf"), 400, "--temperature must be >= 0 and <= 100"),
+    ("top_k text", _upload("run=run&top_k=many"), 400, "Top-k must be a number, got 'many'"),
+    ("temperature inf", _upload("run=run&temperature=inf"), 400, "Temperature must be >= 0 and <= 100"),
     ("Origin null", _upload("run=run", "Origin: null\r\n"), 403, "requests from null are refused"),
     ("https Origin of the same host", lambda s: _upload("run=run", f"Origin: https://127.0.0.1:{s.port}\r\n")(s),
      403, "are refused"),
