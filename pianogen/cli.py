@@ -130,15 +130,18 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool, fetch: bool) ->
     """Train a token model (tokenizes the corpus first when needed)."""
     from pianogen import load_recipe
     from pianogen.fetch.needs import ensure
+    from pianogen.precheck import check_train, next_command
     from pianogen.resume import follow_moved_run
     from pianogen.train import train as run_training
 
     loaded = load_recipe(recipe, overrides)
     if resume:
         loaded = follow_moved_run(loaded, overrides)
+    check_train(loaded, fetch=fetch)  # every problem it can see, at once, before any work
     ensure(loaded, fetch=fetch)  # one line with the exact fetch command when data or weights are missing
     run_dir = run_training(loaded, resume=resume)
     click.echo(str(run_dir))
+    click.echo(f"next: {next_command(run_dir)}", err=True)
 
 
 @cli.command()

@@ -226,6 +226,12 @@ class DataSource(abc.ABC):
     def pieces(self) -> list[Piece]:
         """Every usable piece, in a stable order."""
 
+    def planned(self) -> list[Piece] | None:
+        """The pieces as far as they are known before any work (no composing, rendering or downloading), with
+        durations where known; None when nothing is known yet. ``pianogen train`` checks the window and the
+        batch against them before it starts. Default: None."""
+        return None
+
     def shares(self) -> dict[str, float]:
         """How often training draws from each group of pieces ({Piece.group: fraction}, summing to 1);
         {} draws every piece alike. Training honours it for any group size: a small real corpus mixed with

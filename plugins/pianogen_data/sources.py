@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import shlex
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from pianogen import (
     AUDIO_SUFFIXES,
     MAESTRO_COLUMNS,
     MAESTRO_CSV,
+    corpus_plan,
     expand,
     get_data_source,
     home,
@@ -120,6 +122,38 @@ class MaestroSource(DataSource):
         return pieces
 
 
+    def planned(self) -> list[Piece] | None:
+        """The CSV's pieces and durations (its audio need not be here yet); None without the CSV."""
+        path = self.root / MAESTRO_CSV
+        if not path.is_file():
+            return None
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if not self.years or int(r.get("year") or 0) in self.years]
+        return [Piece(self.root / r["audio_filename"], r["audio_filename"], r["split"],
+                      float(r["duration"]) if r.get("duration") else None) for r in rows]
+
+
+class ComposedSource(MaestroSource):
+    """A corpus in MAESTRO's layout made on first use (``make``); before that, ``plan`` (when given) says its
+    pieces: (seconds, split) each, as the composer will write them."""
+
+    def __init__(self, root: Path, years, skip_missing: bool, make: Callable[[], Any],
+                 plan: Callable[[], list[tuple[float, str]]] | None = None):
+        super().__init__(root, years, skip_missing)
+        self.make, self.plan = make, plan
+
+    def pieces(self) -> list[Piece]:
+        if not (self.root / MAESTRO_CSV).is_file():
+            self.make()
+        return super().pieces()
+
+    def planned(self) -> list[Piece] | None:
+        if (self.root / MAESTRO_CSV).is_file() or self.plan is None:
+            return super().planned()
+        return [Piece(self.root / f"planned{i:03d}.wav", f"planned{i:03d}.wav", split, seconds)
+                for i, (seconds, split) in enumerate(self.plan())]
+
+
 def _years(years: set[int]) -> str:
     return ",".join(map(str, sorted(years))) or "all"
 
@@ -167,9 +201,8 @@ def synthetic(root: str = "", minutes: float = 6.0, seed: int = 0, years: list[i
               skip_missing: bool = False) -> MaestroSource:
     """The synthetic corpus at ``root`` (default under $PIANOGEN_HOME), composed on first use."""
     path = synthetic_root(root, minutes, seed)
-    if not (path / MAESTRO_CSV).is_file():
-        write_synthetic_corpus(path, minutes, seed)
-    return MaestroSource(path, years, skip_missing)
+    return ComposedSource(path, years, skip_missing, make=lambda: write_synthetic_corpus(path, minutes, seed),
+                          plan=lambda: corpus_plan(minutes, seed))
 
 
 class SalamanderSource(DataSource):
@@ -201,12 +234,13 @@ def rendered(root: str = "", minutes: float = 6.0, seed: int = 0, midi: str = ""
     """Real piano rendered with the sampled grand: ``minutes`` of composed pieces (``seed``), or the MIDI files
     of ``midi`` (humanised when ``humanize``), written to ``root`` (default under $PIANOGEN_HOME) on first
     use; then read like MAESTRO."""
-    from pianogen_data.render import render_corpus
+    from pianogen_data.render import PIECE_SECONDS, render_corpus
 
     path = rendered_root(root, minutes, seed, midi, humanize)
-    if not (path / MAESTRO_CSV).is_file():
-        render_corpus(path, midi=expand(midi) if midi else None, minutes=minutes, seed=seed, humanized=humanize)
-    return MaestroSource(path, years, skip_missing)
+    plan = None if midi else lambda: corpus_plan(minutes, seed, PIECE_SECONDS)  # MIDI lengths: known once read
+    return ComposedSource(path, years, skip_missing, plan=plan,
+                          make=lambda: render_corpus(path, midi=expand(midi) if midi else None, minutes=minutes,
+                                                     seed=seed, humanized=humanize))
 
 
 def salamander(root: str = "") -> SalamanderSource:
@@ -225,6 +259,13 @@ class MixSource(DataSource):
     def pieces(self) -> list[Piece]:
         return [dataclasses.replace(p, audio_filename=f"{part.label}/{p.audio_filename}", group=part.label)
                 for part in self.parts for p in get_data_source(part.source, **part.config).pieces()]
+
+    def planned(self) -> list[Piece] | None:
+        planned = [(part, get_data_source(part.source, **part.config).planned()) for part in self.parts]
+        if any(pieces is None for _, pieces in planned):
+            return None
+        return [dataclasses.replace(p, audio_filename=f"{part.label}/{p.audio_filename}", group=part.label)
+                for part, pieces in planned for p in pieces]
 
     def shares(self) -> dict[str, float]:
         return {part.label: part.share for part in self.parts}
