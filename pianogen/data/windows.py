@@ -59,7 +59,9 @@ class WindowDataset(Dataset):
         self.cache, self.levels, self.window = cache, levels, window
         self.pieces = cache.pieces(split)
         if not self.pieces:
-            raise PianogenError(f"the token cache at {cache.dir} has no '{split}' pieces")
+            held = Counter(p["split"] for p in cache.pieces())
+            raise PianogenError(f"the corpus has no '{split}' pieces (pieces by split: "
+                                f"{', '.join(f'{s} {n}' for s, n in sorted(held.items())) or 'none'})")
         index = [(i, s) for i, p in enumerate(self.pieces) for s in window_starts(p["frames"], window, overlap)]
         self.index = np.asarray(index, dtype=np.int64).reshape(-1, 2)
         self._maps: dict[int, np.ndarray] = {}
