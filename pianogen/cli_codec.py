@@ -51,7 +51,10 @@ def codec_get(name: str | None, source: str | None, out: Path | None, as_json: b
             raise PianogenError("name the weights to get (`pianogen codec get` alone lists them)")
         _list_weights(as_json)
         return
-    click.echo(str(get_codec_weights(name, source, out)))
+    import sys
+
+    # the bar only on a terminal: piped, stdout carries the path alone (`$(pianogen codec get NAME)`)
+    click.echo(str(get_codec_weights(name, source, out, progress=sys.stdout.isatty())))
 
 
 def _list_weights(as_json: bool) -> None:

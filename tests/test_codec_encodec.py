@@ -71,3 +71,18 @@ def test_a_pickle_with_code_is_refused_in_one_line_without_torchs_advice(tmp_pat
     message = str(refused.value)
     assert message.startswith(f"refusing to load {tmp_path / WEIGHTS}: it holds Python objects other than tensors")
     assert "\n" not in message and "weights_only" not in message
+
+
+def test_decode_latent_is_decode_of_the_codebook_sum_and_has_gradients(reference):
+    """The Mel loss's decoder mode runs decode_latent on expected latents: on the codes' own latent it must be
+    decode, and it must carry gradients back to the latent."""
+    _, folder = reference
+    codec = pianogen.get_codec("encodec", checkpoint=str(folder), bandwidth=1.5)
+    codes = codec.encode(torch.randn(1, 1, 4800) * 0.1)  # [1, 2, 20]
+    books = codec.codebooks()  # [2, 1024, 128]
+    latent = sum(books[k][codes[:, k]] for k in range(2)).transpose(1, 2).requires_grad_()  # [1, 128, 20]
+    assert codec.decodes_latent and codec.decoder_context_frames() is None  # its LSTM sees the whole past
+    audio = codec.decode_latent(latent)
+    torch.testing.assert_close(audio.detach(), codec.decode(codes), atol=1e-5, rtol=0)
+    audio.square().sum().backward()
+    assert latent.grad is not None and latent.grad.abs().sum() > 0
