@@ -163,10 +163,11 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool, fetch: bool) ->
 @click.option("--temperature", type=Finite(0, MAX_TEMPERATURE), default=None, help="0 = argmax [recipe].")
 @click.option("--top-k", type=click.IntRange(min=0), default=None, help="0 = off [recipe].")
 @click.option("--top-p", type=Finite(0, 1), default=None, help="0 = off; wins over top-k [recipe].")
-@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Makes the takes reproducible.")
 @click.option("--num", type=NUM, default=1, show_default=True,
               help="Continuations of the prompt, sampled as one batch.")
-@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="best: the lowest validation loss; last: the latest saved.")
 @click.option("--postfilter", "postfilters", multiple=True, metavar="NAME[:KEY=VALUE,...]",
               help="Replace the recipe's post-filters (repeatable; 'none' for none).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "int8"]), default="fp32", show_default=True,
@@ -177,7 +178,8 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool, fetch: bool) ->
 @click.option("--stream", is_flag=True,
               help="Write the continuation WAVs chunk by chunk while sampling (post-filtered as it streams when the "
                    "filters are causal), then the same files as one-shot generation.")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True,
+              help="auto (cuda when there is one), cpu, cuda or cuda:N.")
 def generate(run_dir: Path, prompt: str | None, window_start: float | None, window_end: float | None,
              extend: Path | None, seconds: float | None, out: Path | None, prompt_seconds: float | None,
              crossfade: float, temperature: float | None, top_k: int | None, top_p: float | None, seed: int,
@@ -242,7 +244,8 @@ def heard_lines(metrics: dict | None) -> list[str]:
 @click.argument("runs", default="piano")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (keep it local).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0 picks a free port.")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True,
+              help="auto (cuda when there is one), cpu, cuda or cuda:N.")
 @click.option("--verbose", is_flag=True, help="Log every request.")
 def serve(runs: str, host: str, port: int, device: str, verbose: bool) -> None:
     """A web page to continue your recording: RUNS is a run directory, a folder of them, or a built-in run's
@@ -259,7 +262,8 @@ MAX_EVAL_PROMPTS = 256  # each is a generation and a transcription: more is hour
 
 @cli.command(name="eval")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--split", type=click.Choice(["train", "validation", "test"]), default="test", show_default=True)
+@click.option("--split", type=click.Choice(["train", "validation", "test"]), default="test", show_default=True,
+              help="The corpus split whose pieces are scored.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, callback=output_dir,
               help="Write eval.json, report.md and PNGs here [RUN_DIR/eval].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
@@ -269,10 +273,11 @@ MAX_EVAL_PROMPTS = 256  # each is a generation and a transcription: more is hour
               help="Prompt length [recipe: generate.prompt_seconds].")
 @click.option("--seconds", type=Finite(min=1, max=MAX_SECONDS), default=None,
               help="Continuation length scored, in 1 s drift bins [recipe: generate.seconds].")
-@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seeds the sampling and the noise floors.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "int8"]), default="fp32", show_default=True,
               help="Also score the tokens at this precision beside fp32 (its NLL cost); continuations use it.")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True,
+              help="auto (cuda when there is one), cpu, cuda or cuda:N.")
 def evaluate(run_dir: Path, split: str, out: Path | None, as_json: bool, prompts: int, prompt_seconds: float | None,
              seconds: float | None, seed: int, precision: str, device: str) -> None:
     """Token, codec and continuation metrics of a trained run, each next to a floor to beat."""
@@ -307,7 +312,8 @@ def _numbers(values: list[float], index: range) -> str:
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto.")
 @click.option("--frames", type=click.IntRange(min=2), default=1000, show_default=True,
               help="Frames generated per measurement.")
-@click.option("--prompt-frames", type=click.IntRange(min=1), default=250, show_default=True)
+@click.option("--prompt-frames", type=click.IntRange(min=1), default=250, show_default=True,
+              help="Frames of prompt before the timed generation.")
 @click.option("--batch", "batches", type=click.IntRange(min=1), multiple=True, default=(1, 8), show_default=True,
               help="Generation batch sizes (repeatable).")
 @click.option("--audio-seconds", type=Finite(min=1), default=30.0, show_default=True,

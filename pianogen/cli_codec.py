@@ -120,7 +120,7 @@ def codec_reading(checkpoint: Path) -> str:
 @click.option("--transcriber", default="basic_pitch", show_default=True, help="Registered transcriber for note F1.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Also write codec_eval.json, rate_distortion.md and rate_distortion.png here.")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def codec_eval(checkpoint: Path, audio: tuple[Path, ...], codec_name: str | None, recipe: str | None,
                overrides: tuple[str, ...], split: str, pieces: int, seconds: float, no_opus: bool, opus_kbps: str,

@@ -21,6 +21,10 @@ class Finite(click.FloatRange):
 
     name = "finite number"
 
+    def _describe_range(self) -> str:
+        """No bounds, no range in --help (click would print ``[x<=None]``)."""
+        return super()._describe_range() if self.min is not None or self.max is not None else ""
+
     def convert(self, value, param, ctx):
         number = super().convert(value, param, ctx)
         if not math.isfinite(number):

@@ -17,8 +17,9 @@ def data() -> None:
 
 @data.command(name="synth")
 @click.argument("out_dir", type=click.Path(path_type=Path))
-@click.option("--minutes", default=6.0, show_default=True, type=Finite(min=0, min_open=True))
-@click.option("--seed", default=0, show_default=True)
+@click.option("--minutes", default=6.0, show_default=True, type=Finite(min=0, min_open=True),
+              help="Length of the corpus (~80/10/10 % train/validation/test).")
+@click.option("--seed", default=0, show_default=True, help="Seeds the composer: the same seed, the same corpus.")
 def data_synth(out_dir: Path, minutes: float, seed: int) -> None:
     """Write a synthetic piano corpus in MAESTRO's layout to OUT_DIR."""
     from pianogen.data.synth import write_corpus
@@ -29,7 +30,8 @@ def data_synth(out_dir: Path, minutes: float, seed: int) -> None:
 @data.command(name="get")
 @click.argument("dataset", type=click.Choice(["maestro"]))
 @click.argument("more_years", nargs=-1, metavar="")  # so `--years 2017 2018` works as well as 2017,2018
-@click.option("--version", "version", type=click.Choice(["3.0.0"]), default="3.0.0", show_default=True)
+@click.option("--version", "version", type=click.Choice(["3.0.0"]), default="3.0.0", show_default=True,
+              help="MAESTRO version.")
 @click.option("--years", "years", multiple=True, metavar="YEAR[,YEAR...]|all",
               help="Years whose audio to fetch: 2018, 2017,2018 or 2017 2018  [default: 2018, the report's]")
 @click.option("--root", type=click.Path(path_type=Path), default=None,
