@@ -19,6 +19,8 @@ __version__ = "0.1.0"
 hookimpl = pluggy.HookimplMarker("pianogen")
 
 if TYPE_CHECKING:
+    import torch
+
     from pianogen.interfaces import Codec, DataSource, Loss, Performance, PostFilter, TokenModel, Transcriber
     from pianogen.recipe import Recipe
 
@@ -142,6 +144,18 @@ def mix_parts(entries: list[dict[str, Any]]) -> list[Any]:
     return _parts(entries)
 
 
+def continue_audio(wav: Any, sample_rate: int, seconds: float | None = None, run: Any = "piano", seed: int = 0,
+                   **options: Any) -> "tuple[torch.Tensor, int]":
+    """Continue audio in memory, like audiocraft's ``generate_continuation``: ``wav`` a float tensor
+    [channels, samples] (or [samples]) at any ``sample_rate`` -> (the continuation alone, FloatTensor[channels,
+    samples'], its sample rate: the codec's). ``run``: a built-in run's name (``piano``) or a run folder;
+    ``seconds``, ``prompt_seconds``, ``temperature``, ``top_k``, ``top_p`` default to the run's [generate];
+    ``seed`` makes it reproducible. Loaded runs are kept between calls. Nothing is written."""
+    from pianogen.continuation import continue_audio as _continue
+
+    return _continue(wav, sample_rate, seconds=seconds, run=run, seed=seed, **options)
+
+
 _CONSTANTS = {"AUDIO_SUFFIXES": ("pianogen.data.audio", "AUDIO_SUFFIXES"),
               "MAESTRO_CSV": ("pianogen.data.synth", "CSV_NAME"),
               "MAESTRO_COLUMNS": ("pianogen.data.synth", "CSV_COLUMNS"),
@@ -170,5 +184,5 @@ __all__ = [
     "hookimpl", "get_codec", "get_token_model", "get_loss", "get_postfilter", "get_data_source",
     "get_transcriber", "read_midi", "write_midi", "load_tensors", "load_recipe",
     "expand", "home", "atomic_path", "atomic_write_bytes", "safetensors_bytes", "write_synthetic_corpus",
-    "salamander_notes", "mix_parts", "salamander_samples", "write_corpus", "corpus_plan",
+    "salamander_notes", "mix_parts", "salamander_samples", "write_corpus", "corpus_plan", "continue_audio",
 ]

@@ -145,7 +145,7 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool, fetch: bool) ->
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("run_dir", metavar="RUN")
 @click.option("--prompt", default=None,
               help="Your recording (any format soundfile reads, any rate and channels), or SPLIT:N of the corpus.")
 @click.option("--from", "window_start", type=Finite(), default=None,
@@ -156,7 +156,8 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool, fetch: bool) ->
               help="Continue OUT/take_<i>.wav of an earlier generation from its saved codes (instead of --prompt).")
 @click.option("--seconds", type=SECONDS, default=None, help="Continuation length [recipe: generate.seconds].")
 @click.option("--out", type=click.Path(path_type=Path), default=None, callback=output_dir,
-              help="Output directory [RUN_DIR/generated/<prompt>-NNN; with --extend, beside the take].")
+              help="Output directory [RUN/generated/<prompt>-NNN (a built-in run: ./<name>-generated/...); "
+                   "with --extend, beside the take].")
 @click.option("--prompt-seconds", type=SECONDS, default=None, help="Prompt length in seconds [recipe].")
 @click.option("--crossfade", type=Finite(0, 1), default=0.05, show_default=True,
               help="Seconds of equal-power crossfade into the continuation, ending where the prompt ends.")
@@ -180,12 +181,13 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool, fetch: bool) ->
                    "filters are causal), then the same files as one-shot generation.")
 @click.option("--device", default="auto", show_default=True,
               help="auto (cuda when there is one), cpu, cuda or cuda:N.")
-def generate(run_dir: Path, prompt: str | None, window_start: float | None, window_end: float | None,
+def generate(run_dir: str, prompt: str | None, window_start: float | None, window_end: float | None,
              extend: Path | None, seconds: float | None, out: Path | None, prompt_seconds: float | None,
              crossfade: float, temperature: float | None, top_k: int | None, top_p: float | None, seed: int,
              num: int, checkpoint: str, postfilters: tuple[str, ...], precision: str, compile_decode: bool,
              stream: bool, device: str) -> None:
-    """Continue your recording (or an earlier take) with a trained run.
+    """Continue your recording (or an earlier take) with a trained run: RUN is its folder, or the name of a
+    built-in run (piano).
 
     Writes take_<i>.wav (your recording up to the prompt's end, then the continuation, at its own rate
     and channels), continuation_<i>.wav, full_<i>.wav (codec re-synthesis), codes_<i>.safetensors,
@@ -194,14 +196,18 @@ def generate(run_dir: Path, prompt: str | None, window_start: float | None, wind
     from pianogen.generate import GenerationRequest, next_free_dir
     from pianogen.generate import generate as run_generation
     from pianogen.generate_options import postfilter_specs, with_recipe_defaults
+    from pianogen.runs import resolve_run
 
     if (prompt is None) == (extend is None):
         raise PianogenError("give either --prompt (a recording to continue) or --extend (a take to continue)")
-    sampling = with_recipe_defaults(run_dir, dict(seconds=seconds, prompt_seconds=prompt_seconds,
+    run = resolve_run(run_dir)
+    sampling = with_recipe_defaults(run.path, dict(seconds=seconds, prompt_seconds=prompt_seconds,
                                                   temperature=temperature, top_k=top_k, top_p=top_p))
     if out is None:  # a fresh folder each time: an earlier take is never overwritten
         out = (next_free_dir(extend.parent, f"{extend.stem}-extended") if extend else
-               next_free_dir(run_dir / "generated", Path(prompt).stem.replace(":", "_")))
+               next_free_dir(run.default_out("generated"), Path(prompt).stem.replace(":", "_")))
+        if run.builtin and not extend:
+            click.echo(f"note: built-in run '{run.name}' is read-only: writing to {out}", err=True)
     request = GenerationRequest(
         prompt=prompt or "", out=out, **sampling, seed=seed, num=num, checkpoint=checkpoint,
         postfilters=postfilter_specs(postfilters), precision=precision, compile=compile_decode,
@@ -209,13 +215,13 @@ def generate(run_dir: Path, prompt: str | None, window_start: float | None, wind
     if stream:
         from pianogen.stream import stream_generate
 
-        report = stream_generate(run_dir, request, device=device)
-        click.echo(f"first audio after {report['time_to_first_audio_s']:.2f} s", err=True)
+        report = stream_generate(run, request, device=device)
+        click.echo(f"first audio after {report['stream']['time_to_first_audio_s']:.2f} s", err=True)
     else:
-        report = run_generation(run_dir, request, device=device)
+        report = run_generation(run, request, device=device)
     for note in report["notes"]:
         click.echo(f"note: {note}", err=True)
-    if "continuation_is" in report:
+    if report["continuation_is"]:
         click.echo(f"the continuation is {report['continuation_is']}", err=True)
     for line in heard_lines(report.get("note_metrics")):
         click.echo(line, err=True)
@@ -261,11 +267,11 @@ MAX_EVAL_PROMPTS = 256  # each is a generation and a transcription: more is hour
 
 
 @cli.command(name="eval")
-@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("run_dir", metavar="RUN")
 @click.option("--split", type=click.Choice(["train", "validation", "test"]), default="test", show_default=True,
               help="The corpus split whose pieces are scored.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, callback=output_dir,
-              help="Write eval.json, report.md and PNGs here [RUN_DIR/eval].")
+              help="Write eval.json, report.md and PNGs here [RUN/eval; a built-in run: ./<name>-eval].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--prompts", type=click.IntRange(min=1, max=MAX_EVAL_PROMPTS), default=4, show_default=True,
               help="Held-out prompts continued for the drift curves (fewer if the split holds fewer: said).")
@@ -278,14 +284,17 @@ MAX_EVAL_PROMPTS = 256  # each is a generation and a transcription: more is hour
               help="Also score the tokens at this precision beside fp32 (its NLL cost); continuations use it.")
 @click.option("--device", default="auto", show_default=True,
               help="auto (cuda when there is one), cpu, cuda or cuda:N.")
-def evaluate(run_dir: Path, split: str, out: Path | None, as_json: bool, prompts: int, prompt_seconds: float | None,
+def evaluate(run_dir: str, split: str, out: Path | None, as_json: bool, prompts: int, prompt_seconds: float | None,
              seconds: float | None, seed: int, precision: str, device: str) -> None:
-    """Token, codec and continuation metrics of a trained run, each next to a floor to beat."""
+    """Token, codec and continuation metrics of a trained run (RUN: its folder, or a built-in run's name), each
+    next to a floor to beat."""
     import json
 
     from pianogen.evaluate import evaluate as run_evaluation
+    from pianogen.runs import resolve_run
 
-    out = out or run_dir / "eval"
+    run = resolve_run(run_dir)
+    out = out or run.default_out("eval")
     report = run_evaluation(run_dir, split, out=out, n_prompts=prompts, prompt_seconds=prompt_seconds,
                             seconds=seconds, seed=seed, device=device, progress=not as_json, precision=precision)
     if as_json:

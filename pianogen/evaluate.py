@@ -335,6 +335,12 @@ def evaluate(run_dir: str | Path, split: str = "test", out: str | Path | None = 
         raise PianogenError(f"n_prompts must be >= 1, got {n_prompts}")
     if precision not in PRECISIONS:
         raise PianogenError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    from pianogen.runs import refuse_writing_into, resolve_run
+
+    run = resolve_run(run_dir)  # a run folder, or a built-in run's name (read-only: out must lie outside it)
+    if out is not None:
+        refuse_writing_into(run, Path(out))
+    run_dir = run.path
     torch_device = pick_device(device)
     recipe, codec, model, meta = pipeline.load_run(run_dir, "best", torch_device)
     cache = pipeline.build_token_cache(recipe, codec, progress=progress)

@@ -1,8 +1,13 @@
-"""Continue a pianist's take: prompt window, encode, prefill the KV cache, sample, decode, splice, write.
+"""Continue a pianist's take: the one generation pipeline, whatever receives the audio.
+
+load the run -> open the prompt (a recording's window, a take's saved codes, or audio in memory) -> sample
+codes (KV-cached; streamed chunk by chunk when the sink wants chunks) -> decode -> post-filter -> hand the
+audio to a sink (``pianogen.sinks``: whole files, chunks as they come, or tensors in memory). Every
+generation reports in one shape (``generation_report``; generation.json for the sinks that write files).
 
 The prompt is, by default, the last ``prompt_seconds`` of the recording, so the continuation starts
-where the pianist stopped. Each continuation is written three ways: ``take_<i>.wav`` (the original up
-to the prompt's end, then the continuation, at the original's rate and channels), ``continuation_<i>.wav``
+where the pianist stopped. The file sinks write each continuation three ways: ``take_<i>.wav`` (the original
+up to the prompt's end, then the continuation, at the original's rate and channels), ``continuation_<i>.wav``
 (codec rate) and ``full_<i>.wav`` (the codec's re-synthesis of prompt + continuation). Its codes are
 saved as ``codes_<i>.safetensors`` so ``extend`` can continue the take without re-encoding it.
 """
@@ -16,24 +21,26 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 import pianogen
 from pianogen import pipeline
-from pianogen.data.audio import save_audio
 from pianogen.device import pick_device
 from pianogen.errors import PianogenError
 from pianogen.generate_options import MAX_NUM, MAX_SECONDS, MAX_SEED, MAX_TEMPERATURE
-from pianogen.generate_output import MEL_MIN_SAMPLES, postfilters_for, staged, writing
+from pianogen.generate_output import postfilters_for, staged, writing
 from pianogen.paths import atomic_write_bytes
-from pianogen.plots import plot_mel
 from pianogen.precision import PRECISIONS, in_precision  # noqa: F401 (re-exported: the API's old home)
 from pianogen.progress import progress_bar
 from pianogen.sampling import make_sampler
-from pianogen.take_codes import codes_path_for, load_take_codes, save_take_codes
-from pianogen.takes import Recording, prompt_window, read_recording, splice, write_recording
+from pianogen.take_codes import codes_path_for, load_take_codes
+from pianogen.takes import Recording, prompt_window, read_recording
+
+if TYPE_CHECKING:
+    from pianogen.runs import RunRef
+    from pianogen.sinks import Sink
 
 # listener(stage, done, total): stages "encode", "sample" (done = frames), "decode", "write" (done = takes)
 Listener = Callable[[str, int, int], None]
@@ -147,12 +154,12 @@ class Source:
     notes: list[str]
 
 
-def source_from_recording(path: Path, request: GenerationRequest, codec: Any, levels: int,
+def source_from_recording(original: Recording, request: GenerationRequest, codec: Any, levels: int,
                           device: torch.device) -> Source:
-    """The prompt window of a recording, trimmed at its start to whole codec frames, encoded."""
+    """The prompt window of a recording (read from a file, or given in memory), trimmed at its start to whole
+    codec frames, encoded."""
     import torchaudio
 
-    original = read_recording(path)
     start_s, end_s, notes = prompt_window(original.seconds, request.prompt_seconds, request.start, request.end)
     rate = original.sample_rate
     cut, first = round(end_s * rate), math.floor(start_s * rate)
@@ -187,17 +194,21 @@ def source_from_take(take: Path, request: GenerationRequest, codec: Any, levels:
     return Source(recording, cut, prompt_start, prompt_codes, history, (prompt_start / rate, cut / rate), notes)
 
 
-def open_source(recipe: Any, request: GenerationRequest, codec: Any, device: torch.device) -> tuple[Path, Source]:
-    """What ``request`` continues: a take from its saved codes (--extend) or a recording's prompt window;
-    refused first when an output in ``request.out`` would overwrite it."""
+def open_source(recipe: Any, request: GenerationRequest, codec: Any, device: torch.device,
+                recording: Recording | None = None) -> tuple[Path | None, Source]:
+    """What ``request`` continues: ``recording`` (audio given in memory: no path), a take from its saved codes
+    (--extend) or a recording's prompt window; refused first when an output in ``request.out`` would
+    overwrite it."""
     out, levels = Path(request.out), recipe.codec.levels
+    if recording is not None:
+        return None, source_from_recording(recording, request, codec, levels, device)
     if request.extend:
         take = Path(request.extend)
         refuse_overwriting_inputs(out, request.num, [take, codes_path_for(take)])
         return take, source_from_take(take, request, codec, levels, device)
     recording = resolve_prompt(recipe, request.prompt)
     refuse_overwriting_inputs(out, request.num, [recording])
-    return recording, source_from_recording(recording, request, codec, levels, device)
+    return recording, source_from_recording(read_recording(recording), request, codec, levels, device)
 
 
 def decode_codes(codec: Any, codes: torch.Tensor, filters: list[Any]) -> torch.Tensor:
@@ -220,42 +231,6 @@ def refuse_overwriting_inputs(out: Path, num: int, inputs: list[Path]) -> None:
                                 f"choose another --out")
 
 
-def write_takes(out: Path, request: GenerationRequest, source: Source, prompt_path: Path, codec: Any, levels: int,
-                prompt_frames: int, new_codes: torch.Tensor, audio: torch.Tensor,
-                tell: Listener) -> tuple[list[str], list[dict[str, Any]]]:
-    """Per continuation i: take_i.wav (spliced onto the original), continuation_i.wav, full_i.wav, the codes and
-    the Mel PNG, from ``audio`` [num, 1, S] (the post-filtered decoding of prompt + continuation)."""
-    boundary = prompt_frames * codec.hop_length
-    files, takes = [], []
-    for i in range(request.num):
-        tell("write", i, request.num)
-        full, continuation = audio[i, 0].cpu(), audio[i, 0, boundary:].cpu()
-        with writing(out / f"full_{i}.wav") as path:
-            save_audio(path, full, codec.sample_rate)
-        with writing(out / f"continuation_{i}.wav") as path:
-            save_audio(path, continuation, codec.sample_rate)
-        joined = splice(source.recording, source.cut, source.prompt_start, full, codec.sample_rate, boundary,
-                        request.crossfade)
-        with writing(out / f"take_{i}.wav") as path:
-            write_recording(path, joined.take)
-        with writing(out / f"codes_{i}.safetensors") as path:
-            save_take_codes(path, torch.cat([source.history, new_codes[i].cpu()], dim=-1), codec, levels,
-                            take=f"take_{i}.wav")
-        rate = joined.take.sample_rate
-        shown = joined.take.samples[:, source.prompt_start:].mean(dim=0)
-        shown = torch.nn.functional.pad(shown, (0, max(0, MEL_MIN_SAMPLES - shown.numel())))  # a very short take
-        with writing(out / f"mel_{i}.png") as path:
-            plot_mel(shown, rate, path, boundary_s=(source.cut - source.prompt_start) / rate,
-                     title=f"take {i}: {prompt_path.name} from {source.prompt_start / rate:.1f} s | continuation")
-        names = {"take": f"take_{i}.wav", "continuation": f"continuation_{i}.wav", "resynthesis": f"full_{i}.wav",
-                 "mel": f"mel_{i}.png", "codes": f"codes_{i}.safetensors"}
-        files += list(names.values())
-        takes.append({**names, "seconds": joined.take.seconds, "prompt_lufs": joined.prompt_lufs,
-                      "continuation_lufs": joined.continuation_lufs, "gain_db": joined.gain_db,
-                      "crossfade_s": joined.crossfade_s})
-    return files, takes
-
-
 def load_generation_run(run_dir: str | Path, request: GenerationRequest, device: torch.device
                         ) -> tuple[Any, Any, torch.nn.Module, dict[str, Any]]:
     """(recipe, codec, token model in the request's precision, checkpoint meta) of a trained run."""
@@ -264,47 +239,72 @@ def load_generation_run(run_dir: str | Path, request: GenerationRequest, device:
 
 
 def generate(run_dir: str | Path, request: GenerationRequest, device: str = "auto", progress: bool = True,
-             listener: Listener | None = None, loader: Callable[..., tuple] = load_generation_run) -> dict[str, Any]:
-    """Write the takes, continuations, re-syntheses, codes, Mel PNGs and generation.json; return the JSON.
-    ``loader`` (default ``load_generation_run``) is how the run is loaded: ``pianogen serve`` passes one that
-    keeps loaded runs between generations."""
+             listener: Listener | None = None, loader: Callable[..., tuple] = load_generation_run,
+             sink: "Sink | None" = None, recording: Recording | None = None) -> dict[str, Any]:
+    """The one pipeline: load the run, open the prompt, sample, decode, post-filter, hand the audio to ``sink``
+    (default ``FileSink``: the takes, continuations, re-syntheses, codes, Mel PNGs and generation.json in
+    ``request.out``, staged and moved in whole); return the report.
+
+    ``run_dir``: a run folder or a built-in run's name (``pianogen.runs``; a built-in run is never written
+    into). ``recording``: audio given in memory, continued instead of ``request.prompt``. ``loader`` (default
+    ``load_generation_run``) loads the run: ``pianogen serve`` and ``continue_audio`` pass one that keeps
+    loaded runs. ``listener(stage, done, total)`` hears the stages."""
+    from pianogen.runs import refuse_writing_into, resolve_run
+    from pianogen.sinks import FileSink, Generated
+
+    sink = sink or FileSink()
     check_request(request)
+    run = resolve_run(run_dir)
+    if sink.writes_files:
+        refuse_writing_into(run, Path(request.out))
     tell = listener or (lambda stage, done, total: None)
     torch_device = pick_device(device)
-    recipe, codec, model, meta = loader(run_dir, request, torch_device)
+    recipe, codec, model, meta = loader(run.path, request, torch_device)
     levels = recipe.codec.levels
     filter_specs, filters = postfilters_for(recipe, request)
-    out = Path(request.out)
 
     start = _clock(torch_device)
     tell("encode", 0, 1)
-    prompt_path, source = open_source(recipe, request, codec, torch_device)
+    prompt_path, source = open_source(recipe, request, codec, torch_device, recording)
     prompt_codes = source.prompt_codes.expand(request.num, -1, -1).contiguous()
     n_frames = max(1, round(request.seconds * codec.frame_rate))
     encoded = _clock(torch_device)
-    new_codes = continue_codes(model, prompt_codes, n_frames, request, progress,
-                               on_frame=lambda done: tell("sample", done, n_frames))
-    sampled = _clock(torch_device)
-    tell("decode", 0, 1)
-    audio = decode_codes(codec, torch.cat([prompt_codes, new_codes], dim=-1), filters)
-    decoded = _clock(torch_device)
 
-    heard = hear_notes(audio, prompt_codes.shape[-1] * codec.hop_length, codec.sample_rate)
+    def produce(folder: Path | None) -> dict[str, Any]:
+        sink.begin(folder, request.num, codec.sample_rate)
+        notes, streamed = list(source.notes), None
+        try:
+            if sink.streams:
+                from pianogen.stream import stream_codes
 
-    def write(folder: Path) -> dict[str, Any]:
-        files, takes = write_takes(folder, request, source, prompt_path, codec, levels, prompt_codes.shape[-1],
-                                   new_codes, audio, tell)
-        report = generation_report(run_dir, request, source, prompt_path, codec, meta, filter_specs, files, takes,
+                new_codes, streamed, said = stream_codes(model, codec, prompt_codes, n_frames, request, filters,
+                                                         filter_specs, sink, progress, tell, start)
+                notes += said
+            else:
+                new_codes = continue_codes(model, prompt_codes, n_frames, request, progress,
+                                           on_frame=lambda done: tell("sample", done, n_frames))
+        finally:
+            sink.close()
+        sampled = _clock(torch_device)
+        tell("decode", 0, 1)
+        audio = decode_codes(codec, torch.cat([prompt_codes, new_codes], dim=-1), filters)
+        decoded = _clock(torch_device)
+        heard = hear_notes(audio, prompt_codes.shape[-1] * codec.hop_length, codec.sample_rate) \
+            if sink.hears_notes else None
+        files, takes = sink.finish(folder, Generated(request, source, prompt_path, codec, levels,
+                                                     prompt_codes.shape[-1], new_codes, audio), tell)
+        report = generation_report(run, request, source, prompt_path, codec, meta, filter_specs, files, takes,
                                    frames=n_frames, prompt_frames=prompt_codes.shape[-1], device=torch_device,
                                    timings={"encode": encoded - start, "sample": sampled - encoded,
-                                            "decode": decoded - sampled})
-        report["note_metrics"] = heard
-        files.append("generation.json")
-        with writing(folder / "generation.json") as path:
-            atomic_write_bytes(path, json.dumps(report, indent=2).encode())
+                                            "decode": decoded - sampled, "write": _clock(torch_device) - decoded},
+                                   notes=notes, stream=streamed, note_metrics=heard)
+        if folder is not None:
+            files.append("generation.json")
+            with writing(folder / "generation.json") as path:
+                atomic_write_bytes(path, json.dumps(report, indent=2).encode())
         return report
 
-    report = staged(out, write)
+    report = staged(Path(request.out), produce) if sink.writes_files else produce(None)
     tell("write", request.num, request.num)
     return report
 
@@ -334,23 +334,28 @@ def continuation_is(codec_rate: int, take_rate: int, take_channels: int) -> str:
             f"resampled to the take's {take_rate / 1000:g} kHz, {spread}")
 
 
-def generation_report(run_dir: str | Path, request: GenerationRequest, source: Source, prompt_path: Path,
+def generation_report(run: "RunRef", request: GenerationRequest, source: Source, prompt_path: Path | None,
                       codec: Any, meta: dict[str, Any], filter_specs: list[dict[str, Any]], files: list[str],
                       takes: list[dict[str, Any]], frames: int, prompt_frames: int, device: torch.device,
-                      timings: dict[str, float]) -> dict[str, Any]:
-    """generation.json: what was continued, how, what was written and how fast (more keys may join here)."""
-    n_frames, seconds_out = frames, frames / codec.frame_rate
+                      timings: dict[str, float], notes: list[str], stream: dict[str, Any] | None,
+                      note_metrics: dict[str, Any] | None) -> dict[str, Any]:
+    """The report of every generation, whatever its sink (generation.json): what was continued, how, what was
+    written and how fast. ``stream`` is None unless the audio was streamed; ``note_metrics`` None when the sink
+    hears no notes; ``files`` and ``takes`` are empty for audio kept in memory."""
+    seconds_out = frames / codec.frame_rate
     return {
-        "run_dir": str(run_dir), "prompt_file": str(prompt_path), "prompt_frames": prompt_frames,
+        "run_dir": str(run.path), "builtin_run": run.name if run.builtin else None,
+        "prompt_file": str(prompt_path) if prompt_path else None, "prompt_frames": prompt_frames,
         "prompt_window_s": list(source.window_s), "extends": str(prompt_path) if request.extend else None,
-        "frames": n_frames, "sample_rate": codec.sample_rate, "checkpoint_step": meta["step"],
+        "frames": frames, "sample_rate": codec.sample_rate, "checkpoint_step": meta["step"],
         "take_sample_rate": source.recording.sample_rate, "take_channels": source.recording.channels,
         "continuation_is": continuation_is(codec.sample_rate, source.recording.sample_rate,
                                            source.recording.channels),
         "take_subtype": source.recording.subtype,
         "settings": {k: v for k, v in asdict(request).items() if k != "out"},
-        "postfilters": filter_specs, "notes": source.notes, "files": files, "takes": takes,
+        "postfilters": filter_specs, "notes": notes, "files": files, "takes": takes,
         "device": str(device), "timings_s": timings,
-        "frames_per_s": n_frames * request.num / timings["sample"],
-        "realtime_factor": seconds_out * request.num / (timings["sample"] + timings["decode"]),
+        "frames_per_s": frames * request.num / max(timings["sample"], 1e-9),
+        "realtime_factor": seconds_out * request.num / max(timings["sample"] + timings["decode"], 1e-9),
+        "stream": stream, "note_metrics": note_metrics,
     }

@@ -9,6 +9,7 @@ WAV become full-scale noise.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ import torch
 
 import pianogen
 from pianogen.errors import PianogenError, first_line
+from pianogen.paths import pid_alive
 
 MEL_MIN_SAMPLES = 1025  # plot_mel's STFT (n_fft 1024, reflect padding) needs more samples than its half window
 
@@ -80,13 +82,23 @@ def writing(path: Path) -> Iterator[Path]:
         raise PianogenError(f"could not write {path}: {reason}") from None
 
 
+def remove_stale_stages(out: Path) -> None:
+    """The staging folders (``.<out>.tmp<pid>``) that killed generations left beside ``out``; a live one's stay."""
+    for stale in out.parent.glob(f".{glob.escape(out.name)}.tmp*"):
+        pid = stale.name.rpartition(".tmp")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)) and stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 def staged(out: Path, write: Callable[[Path], Any]) -> Any:
     """``write(folder)`` into a temp folder beside ``out``, then moved into ``out`` whole (as checkpoints are):
-    a failure (a full disk, a killed process) leaves ``out`` as it was, never half a generation. An ``out``
-    that exists (the page's job folder, which holds the upload) receives the files, generation.json last."""
+    a failure (a full disk, a killed process) leaves ``out`` as it was, never half a generation. ``write`` may
+    take its time (a streamed generation grows its part files there while sampling). An ``out`` that exists
+    (the page's job folder, which holds the upload) receives the files, generation.json last."""
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_stages(out)
         stage = out.parent / f".{out.name}.tmp{os.getpid()}"
         shutil.rmtree(stage, ignore_errors=True)
         stage.mkdir()

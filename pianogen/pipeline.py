@@ -63,9 +63,12 @@ def build_losses(recipe: "Recipe") -> list[tuple[str, float, "Loss"]]:
 
 def load_run(run_dir: "str | Path", tag: str = "best", device: torch.device | str = "cpu"
              ) -> "tuple[Recipe, Codec, TokenModel, dict]":
-    """A trained run: its frozen recipe, codec, token model (eval mode, ``tag`` weights) and checkpoint meta."""
+    """A trained run: its frozen recipe (``$RUN`` = ``run_dir``), codec, token model (eval mode, ``tag`` weights)
+    and checkpoint meta. A run holding SHA256SUMS (a shipped one) loads only if every file matches it."""
     from pianogen import checkpoint
     from pianogen.fetch.run_codec import locate_codec
+    from pianogen.recipe import expand_run_folder
+    from pianogen.runs import SUMS, verify_sums
 
     run_dir = Path(run_dir)
     if not (run_dir / "recipe.toml").is_file():
@@ -73,7 +76,9 @@ def load_run(run_dir: "str | Path", tag: str = "best", device: torch.device | st
     found = checkpoint.find(run_dir / "checkpoints", tag)
     if found is None:
         raise PianogenError(f"{run_dir} has no '{tag}' checkpoint under checkpoints/; train (or resume) it first")
-    recipe = locate_codec(run_dir, pianogen.load_recipe(run_dir / "recipe.toml"))
+    if (run_dir / SUMS).is_file():  # a shipped run: every file is the one recorded, or nothing loads
+        verify_sums(run_dir)
+    recipe = locate_codec(run_dir, expand_run_folder(pianogen.load_recipe(run_dir / "recipe.toml"), run_dir))
     meta = checkpoint.load_meta(found)
     codec = build_codec(recipe, device)
     if meta["codec_name"] != recipe.codec.name or meta["codec"] != codec.identity():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -267,6 +268,19 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
         return recipe_from_dict(raw, path)
     except PianogenError as err:
         raise PianogenError(f"{path.name}: {err}") from None
+
+
+def expand_run_folder(recipe: Recipe, run_dir: Path) -> Recipe:
+    """``$RUN`` (or ``${RUN}``) in a run's recipe means the run's own folder, wherever it was copied or installed:
+    a shipped run names its codec ``checkpoint = "$RUN/codec.safetensors"`` (see pianogen.runs)."""
+    def expand(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return re.sub(r"\$\{RUN\}|\$RUN(?![A-Za-z0-9_])", lambda _: str(run_dir), value)  # not $RUNNER
+
+    recipe.codec.options = {key: expand(value) for key, value in recipe.codec.options.items()}
+    recipe.data.options = {key: expand(value) for key, value in recipe.data.options.items()}  # root, midi, ...
+    return recipe
 
 
 def recorded_raw(recipe: Recipe) -> dict[str, Any]:

@@ -62,11 +62,14 @@ def builtin_runs() -> dict[str, Path]:
     return {name: _folder(entry) for name, entry in registry.registered("run").items()}
 
 
-def resolve_run(spec: str | Path) -> RunRef:
+def resolve_run(spec: "str | Path | RunRef") -> RunRef:
     """An existing directory (a run folder, checked when it is loaded), else a registered built-in run's name
-    (``piano``, or ``package:piano`` on a clash), checked to be installed; else one line with did-you-mean."""
+    (``piano``, or ``package:piano`` on a clash), checked to be installed; else one line with did-you-mean.
+    A RunRef is already resolved."""
     from pianogen import registry
 
+    if isinstance(spec, RunRef):
+        return spec
     path, text = Path(spec), str(spec)
     if path.is_dir():
         return RunRef(path, False, path.resolve().name)
@@ -81,6 +84,13 @@ def resolve_run(spec: str | Path) -> RunRef:
     known = ", ".join(sorted(names)) or "none"
     raise PianogenError(f"{spec} is not a run directory, nor a built-in run{closest(text, names)}; "
                         f"built-in runs: {known}")
+
+
+def refuse_writing_into(run: RunRef, out: Path) -> None:
+    """A built-in run is read-only: an output folder inside it is refused in one line, before anything runs."""
+    if run.builtin and Path(out).resolve().is_relative_to(run.path.resolve()):
+        raise PianogenError(f"built-in run '{run.name}' is read-only: --out {out} is inside {run.path}; "
+                            f"choose a folder outside it")
 
 
 def check_installed(name: str, folder: Path, package: str = "") -> None:

@@ -7,8 +7,9 @@ the decoder's receptive field), so the concatenated chunks equal one-shot decodi
 sequence up to float rounding; the last frames' samples never depend on frames not yet drawn. (SoundStream
 pads with reflection, so a sequence's first ``context_frames`` frames read ahead: exactness needs a
 prompt at least that long, 28 frames = 0.35 s for the reference codec.)
-``pianogen generate --stream`` writes the chunks to the continuation WAVs as they arrive, post-filtered
-chunk by chunk when the post-filters are causal, then the same final files as one-shot generation.
+``pianogen generate --stream`` is the one generation pipeline with a chunk sink (``pianogen.sinks.ChunkSink``):
+``stream_codes`` is its sampling step, the chunks post-filtered as they come when the post-filters are causal;
+the same final files as one-shot generation follow.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from torch import nn
 
 from pianogen.errors import PianogenError
 from pianogen.interfaces import StreamingFilter
-from pianogen.paths import atomic_write_bytes
 
 
 def decoder_context_frames(codec: nn.Module) -> int | None:
@@ -155,97 +155,59 @@ class FilterChain(StreamingFilter):
         return chunk
 
 
-def stream_generate(run_dir: str | Path, request: Any, device: str = "auto", chunk_seconds: float = 0.25,
-                    progress: bool = True, first_chunk_seconds: float = 0.05, listener: Callable | None = None,
-                    loader: Callable[..., tuple] | None = None,
-                    on_chunk: Callable[[np.ndarray, int], None] | None = None) -> dict[str, Any]:
-    """``pianogen generate --stream``: ``continuation_{i}.wav.part`` grows chunk by chunk while sampling goes
-    on (the first chunk after ``first_chunk_seconds``, then every ``chunk_seconds``), post-filtered as it
-    streams when every post-filter is causal. Once the codes are complete the same files as one-shot
-    generation are written from them (take, continuation, re-synthesis, codes, Mel, generation.json;
-    continuation_{i}.wav replaces the part file). Returns the report, with time to first audio.
-
-    ``listener(stage, done, total)``, ``loader``: as for ``generate.generate`` (``pianogen serve`` passes
-    both). ``on_chunk(audio float32[num, samples] in [-1, 1], sample_rate)`` gets each chunk as written."""
-    import json
-
-    import soundfile as sf
-
-    from pianogen.device import pick_device
-    from pianogen.generate import (
-        check_request,
-        decode_codes,
-        load_generation_run,
-        open_source,
-        postfilters_for,
-        write_takes,
-    )
+def stream_codes(model: nn.Module, codec: nn.Module, prompt_codes: torch.Tensor, n_frames: int, request: Any,
+                 filters: list[Any], filter_specs: list[dict[str, Any]], sink: Any, progress: bool,
+                 tell: Callable[[str, int, int], None], start: float) -> tuple[torch.Tensor, dict[str, Any], list[str]]:
+    """The pipeline's sampling step for a sink that streams (``sink.streams``): the continuation's codes
+    LongTensor[num, K, n_frames], while ``sink.chunk`` gets its audio as it is made — the first chunk after
+    ``sink.first_chunk_seconds``, then every ``sink.chunk_seconds``, post-filtered as it streams when every
+    post-filter is causal. Returns the codes, the report's ``stream`` block and notes for the user; ``start``
+    (perf_counter) is when the generation began, for the time to first audio."""
     from pianogen.progress import progress_bar
     from pianogen.sampling import make_sampler
 
-    check_request(request)
-    tell = listener or (lambda stage, done, total: None)
-    torch_device = pick_device(device)
-    recipe, codec, model, meta = (loader or load_generation_run)(run_dir, request, torch_device)
-    filter_specs, filters = postfilters_for(recipe, request)
     streaming = [f.stream(codec.sample_rate) for f in filters]
     causal = all(f is not None for f in streaming)
-    start = time.perf_counter()
-    tell("encode", 0, 1)
-    # the same prompt window as one-shot generation: the end of the take (or --from/--to), or a take's codes
-    prompt_path, source = open_source(recipe, request, codec, torch_device)
-    prompt_codes = source.prompt_codes.expand(request.num, -1, -1).contiguous()
-    n_frames = max(1, round(request.seconds * codec.frame_rate))
-    chunk_frames = max(1, round(chunk_seconds * codec.frame_rate))
-    first_frames = max(1, round(first_chunk_seconds * codec.frame_rate))
+    chunk_frames = max(1, round(sink.chunk_seconds * codec.frame_rate))
+    first_frames = max(1, round(sink.first_chunk_seconds * codec.frame_rate))
     sample = make_sampler(request.temperature, request.top_k, request.top_p, request.seed)
-    out = Path(request.out)
-    out.mkdir(parents=True, exist_ok=True)
-    parts = [out / f"continuation_{i}.wav.part" for i in range(request.num)]
-    writers = [sf.SoundFile(p, "w", samplerate=codec.sample_rate, channels=1, format="WAV", subtype="PCM_16")
-               for p in parts]  # as save_audio writes: 16-bit PCM, clipped to [-1, 1]
     first_audio, finished = None, []
-    try:
-        with progress_bar(progress) as bar:
-            task = bar.add_task("sampling (streaming)", total=n_frames)
-            def frame_done(i: int) -> None:
-                bar.update(task, completed=i + 1)
-                tell("sample", i + 1, n_frames)
+    with progress_bar(progress) as bar:
+        task = bar.add_task("sampling (streaming)", total=n_frames)
 
-            for chunk in stream_audio(model, codec, prompt_codes, n_frames, sample, chunk_frames, on_frame=frame_done,
-                                      first_chunk_frames=first_frames, on_codes=finished.append,
-                                      postfilter=FilterChain(streaming) if causal and streaming else None):
-                first_audio = first_audio or time.perf_counter() - start
-                audio = chunk[:, 0].clamp(-1, 1).cpu().numpy()  # [num, samples]
-                for writer, take in zip(writers, audio):
-                    writer.write(take)
-                    writer.flush()
-                if on_chunk is not None:
-                    on_chunk(audio, codec.sample_rate)
-    finally:
-        for writer in writers:
-            writer.close()
-    streamed = time.perf_counter() - start
-    new_codes = finished[0]
-    tell("decode", 0, 1)
-    audio = decode_codes(codec, torch.cat([prompt_codes, new_codes], dim=-1), filters)
-    files, takes = write_takes(out, request, source, prompt_path, codec, recipe.codec.levels,
-                               prompt_codes.shape[-1], new_codes, audio, tell)
-    tell("write", request.num, request.num)
-    for part in parts:
-        part.unlink(missing_ok=True)
-    notes = list(source.notes)
+        def frame_done(i: int) -> None:
+            bar.update(task, completed=i + 1)
+            tell("sample", i + 1, n_frames)
+
+        for chunk in stream_audio(model, codec, prompt_codes, n_frames, sample, chunk_frames, on_frame=frame_done,
+                                  first_chunk_frames=first_frames, on_codes=finished.append,
+                                  postfilter=FilterChain(streaming) if causal and streaming else None):
+            first_audio = first_audio or time.perf_counter() - start
+            sink.chunk(chunk[:, 0].clamp(-1, 1).cpu().numpy(), codec.sample_rate)  # [num, samples]
+    notes = []
     if not causal:
         names = ", ".join(spec["name"] for spec, f in zip(filter_specs, streaming) if f is None)
         notes.append(f"post-filter {names} is not causal: the streamed audio was the raw decoder output; "
                      f"the finished files are post-filtered")
-    report = {"run_dir": str(run_dir), "prompt_file": str(prompt_path), "prompt_frames": prompt_codes.shape[-1],
-              "frames": n_frames, "stream": True, "first_chunk_frames": first_frames, "chunk_frames": chunk_frames,
-              "sample_rate": codec.sample_rate, "checkpoint_step": meta["step"], "files": files + ["generation.json"],
-              "takes": takes, "device": str(torch_device), "postfilters": filter_specs,
-              "streamed_postfiltered": causal, "time_to_first_audio_s": first_audio, "notes": notes,
-              "prompt_window_s": list(source.window_s),
-              "timings_s": {"stream": streamed, "finish": time.perf_counter() - start - streamed},
-              "realtime_factor": n_frames / codec.frame_rate * request.num / streamed}
-    atomic_write_bytes(out / "generation.json", json.dumps(report, indent=2).encode())
-    return report
+    block = {"first_chunk_frames": first_frames, "chunk_frames": chunk_frames, "postfiltered": causal,
+             "time_to_first_audio_s": first_audio}
+    return finished[0], block, notes
+
+
+def stream_generate(run_dir: str | Path, request: Any, device: str = "auto", chunk_seconds: float = 0.25,
+                    progress: bool = True, first_chunk_seconds: float = 0.05, listener: Callable | None = None,
+                    loader: Callable[..., tuple] | None = None,
+                    on_chunk: Callable[[np.ndarray, int], None] | None = None) -> dict[str, Any]:
+    """``pianogen generate --stream``: the one pipeline (``generate.generate``) with a ``ChunkSink``.
+    ``continuation_{i}.wav.part`` grows chunk by chunk in the generation's staging folder while sampling goes
+    on, and ``on_chunk(audio float32[num, samples] in [-1, 1], sample_rate)`` gets each chunk; then the same
+    files as one-shot generation are written from the codes and the folder is moved into place whole. Returns
+    the report; its ``stream`` block holds the time to first audio.
+
+    ``listener(stage, done, total)``, ``loader``: as for ``generate.generate`` (``pianogen serve`` passes both)."""
+    from pianogen.generate import generate, load_generation_run
+    from pianogen.sinks import ChunkSink
+
+    sink = ChunkSink(chunk_seconds, first_chunk_seconds, on_chunk)
+    return generate(run_dir, request, device=device, progress=progress, listener=listener,
+                    loader=loader or load_generation_run, sink=sink)

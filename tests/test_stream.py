@@ -127,7 +127,7 @@ def test_generate_stream_cli_writes_the_one_shot_continuation(trained_run, tmp_p
     import json
 
     report = json.loads((tmp_path / "s/generation.json").read_text())
-    assert report["streamed_postfiltered"] and report["postfilters"] == [{"name": "lowpass", "cutoff": 0.2}]
+    assert report["stream"]["postfiltered"] and report["postfilters"] == [{"name": "lowpass", "cutoff": 0.2}]
     assert {"take_0.wav", "mel_0.png"} <= set(report["files"])
 
 
