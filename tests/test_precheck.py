@@ -41,7 +41,7 @@ def test_every_problem_at_once_before_any_work(tmp_path, monkeypatch, capsys, ti
     err = capsys.readouterr().err
     assert done.value.code == 2 and err.startswith("error: 3 problems, nothing done:")
     assert "at least one [[loss]] table" in err
-    assert "no 'validation' pieces (pieces by split: test 2, train 10)" in err  # the CSV's splits, not a cache path
+    assert "no 'validation' pieces (pieces by split: test 2, train 1)" in err  # the CSV's splits, not a cache path
     assert "data.window = 1000000 frames is longer than the longest train piece" in err
     assert not (tmp_path / "run").exists() and not (tmp_path / "home" / "tokens").exists()  # nothing was done
 
