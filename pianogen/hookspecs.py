@@ -99,6 +99,16 @@ def register_codec_weights(register: Register) -> None:
 
 
 @hookspec
+def register_loggers(register: Register) -> None:
+    """Register training loggers: ``factory(place: pianogen.loggers.LogPlace) -> pianogen.loggers.Logger``.
+
+    A recipe chooses them by name (``[train] loggers = ["jsonl", "tensorboard"]``, ``[codec_train] loggers``);
+    both trainers hand every metric record to each. The built-ins ``jsonl`` and ``tensorboard`` are
+    registered this way too (``pianogen/loggers.py``).
+    """
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add commands to the ``pianogen`` command line: ``cli`` is its root ``click.Group``.
 

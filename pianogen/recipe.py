@@ -65,6 +65,7 @@ class TrainConfig:
     log_every: int = 10  # optimizer steps between metric lines
     save_every: int = 0  # optimizer steps between mid-epoch checkpoints; 0 = at epoch ends only
     val_batches: int = 0  # validation batches per epoch; 0 = the whole split
+    loggers: list[str] = field(default_factory=lambda: ["jsonl"])  # registered loggers: jsonl | tensorboard | ...
 
 
 @dataclass
@@ -86,6 +87,7 @@ class CodecTrainConfig:
     save_every: int = 500  # steps between checkpoints
     out: str = ""  # checkpoint path; "" = the [codec] checkpoint
     precision: str = "fp32"  # fp32 | bf16 (autocast around encoder/decoder, CUDA only; the RVQ stays float32)
+    loggers: list[str] = field(default_factory=lambda: ["jsonl"])  # registered loggers: jsonl | tensorboard | ...
 
 
 @dataclass
@@ -228,6 +230,16 @@ def parse_postfilter_option(text: str) -> dict[str, Any] | None:
     return {"name": spec.name, **spec.options}
 
 
+def _check_loggers(key: str, names: list[str]) -> None:
+    from pianogen.registry import lookup
+
+    for name in names:
+        try:
+            lookup("logger", name)
+        except PianogenError as err:
+            raise PianogenError(f"{key}: {err}") from None
+
+
 def recipe_from_dict(raw: dict[str, Any], path: Path) -> Recipe:
     known = [*TABLES, *PLUGIN_TABLES]
     for key in raw:
@@ -239,6 +251,8 @@ def recipe_from_dict(raw: dict[str, Any], path: Path) -> Recipe:
             setattr(recipe, name, data_table(raw[name]) if name == "data" else _build_table(name, cls, raw[name]))
     if "data" not in raw:
         recipe.data = data_table({})  # the default source's options, filled
+    for table in ("train", "codec_train"):  # logger names, did-you-mean included, before anything runs
+        _check_loggers(f"{table}.loggers", getattr(recipe, table).loggers)
     if "codec" in raw:
         recipe.codec = _plugin_spec("codec", "codec", CodecConfig, raw["codec"])
     if "model" in raw:

@@ -21,6 +21,7 @@ not replace ours: it is kept as ``<package>:<name>`` in the same group, the clas
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import importlib.util
 import inspect
 import json
@@ -52,7 +53,10 @@ KINDS = {
     "transcriber": "register_transcribers",
     "run": "register_runs",  # pretrained runs shipped in a package (pianogen.runs)
     "codec_weights": "register_codec_weights",  # downloadable codec weights (pianogen.fetch.weights)
+    "logger": "register_loggers",  # where training metrics go (pianogen.loggers)
 }
+# Plugins that are modules of the host itself (simonw/llm's default plugins): loaded before every entry point
+HOST_PLUGINS = {"pianogen.loggers": "pianogen.loggers"}
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,12 @@ def _builtin_entry_points() -> list[Any]:
     return found
 
 
+def _own_version() -> str:
+    import pianogen
+
+    return pianogen.__version__
+
+
 def _add(entry: Registered) -> None:
     """Register under ``package:name`` always, and under the plain name unless another plugin holds it."""
     _qualified[entry.kind][f"{entry.package}:{entry.name}"] = entry
@@ -201,6 +211,10 @@ def get_plugin_manager() -> pluggy.PluginManager:
     if unmatched:
         warnings.warn(f"PIANOGEN_LOAD_PLUGINS names {', '.join(sorted(unmatched))}, which no installed "
                       f"plugin provides; installed: {', '.join(sorted({ep.name for ep in found}))}", stacklevel=2)
+    for name, module_name in HOST_PLUGINS.items():
+        pm.register(importlib.import_module(module_name), name=name)
+        sources[name] = (BUILTIN_DIST, _own_version())
+        _builtin_plugins.add(name)
     for ep in found:  # built-ins first: they keep their names on a clash
         is_builtin = any(ep is b for b in builtin)
         if not is_builtin and not _wanted(ep):
