@@ -1,6 +1,7 @@
-"""Run checkpoints: weights in safetensors, trainer state beside them, swapped in atomically.
+"""Checkpoints of both trainers: weights in safetensors, trainer state beside them, swapped in atomically.
 
-Layout: ``checkpoints/<tag>/model.safetensors`` + ``trainer_state.pt`` + ``meta.json``. A new
+Layout: ``checkpoints/<tag>/model.safetensors`` + ``trainer_state.pt`` + ``meta.json`` (a codec's training:
+``<codec stem>.checkpoints/last/``). A new
 checkpoint is written to ``<tag>.new`` and swapped in with renames, so a killed run always
 finds one complete checkpoint (``<tag>`` or, mid-swap, ``<tag>.old``). A write that fails (disk
 full, quota) removes ``<tag>.new`` and keeps ``<tag>``; a damaged file is named with what to do.
@@ -48,9 +49,10 @@ def save(root: Path, tag: str, model: torch.nn.Module, meta: dict[str, Any],
                   f"there is no earlier '{tag}' checkpoint to resume from (free disk space, then train again)")
         raise PianogenError(f"could not write checkpoint {final}: {writing}: {_write_failure(err)}; "
                             f"{way_on}") from None
-    shutil.rmtree(old, ignore_errors=True)
     if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
         final.rename(old)
+    # else a kill came mid-swap last time: <tag>.old is the one complete checkpoint, kept until <tag> is whole
     new.rename(final)
     shutil.rmtree(old, ignore_errors=True)
     return final
@@ -76,6 +78,8 @@ def damaged(file: Path, err: BaseException | str) -> PianogenError:
     tag = file.parent.name.removesuffix(".old")
     other = "last" if tag == "best" else "best"
     reason = err if isinstance(err, str) else first_line(err)
+    if file.parent.parent.name != "checkpoints":  # a codec's training (<codec>.checkpoints): one tag only
+        return PianogenError(f"{file} is damaged ({reason}); train the codec afresh (codec train --force)")
     return PianogenError(f"{file} is damaged ({reason}); use the '{other}' checkpoint instead (generate "
                          f"--checkpoint {other}), or copy checkpoints/{other} over checkpoints/{tag}")
 
