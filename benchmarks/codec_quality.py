@@ -157,8 +157,9 @@ def main() -> None:
         result["autoencoder"] = autoencoder_floor(codec, wavs) if codec is not None else None
     steps = None
     if codec is not None:
-        state = args.checkpoint.with_name(f"{args.checkpoint.stem}.trainer.pt")
-        steps = int(torch.load(state, weights_only=True, mmap=True)["step"]) if state.is_file() else None
+        from pianogen.codec_train import trained_steps
+
+        steps = trained_steps(args.checkpoint)  # from its checkpoint folder (or a 0.1 trainer.pt)
         log = args.checkpoint.with_name(f"{args.checkpoint.stem}.metrics.jsonl")
         rows = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
         result |= {"checks": checks(result), "codec": codec.identity(),

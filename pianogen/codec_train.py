@@ -5,18 +5,17 @@ k-means initialised EMA codebooks with dead-code reset (inside the codec's quant
 quantizer dropout trains with a random number of levels so that decoding the first k works
 for every k; optionally encodec's MS-STFT discriminator with hinge + feature-matching losses.
 
-The codec must be a ``pianogen.interfaces.TrainableCodec``.
-Weights go to ``<out>.safetensors``, trainer state (optimizers, step, RNG) to
-``<out stem>.trainer.pt``, metrics to ``<out stem>.metrics.jsonl`` and their curve to
-``<out stem>.loss.png``, all beside each other.
+The codec must be a ``pianogen.interfaces.TrainableCodec``. The training runs on the shared lifecycle
+(trainer_base.Trainer): its checkpoint is one folder, ``<out stem>.checkpoints/last/`` (weights, trainer state,
+meta.json with the recorded settings), swapped in atomically; the codec file ``<out>`` is exported from it after
+each checkpoint (a kill between the two resumes from the folder and exports again). Metrics go to the recipe's
+loggers beside the codec: ``<out stem>.metrics.jsonl`` and ``<out stem>.loss.png`` (jsonl),
+``<out stem>.tensorboard/`` (tensorboard). A ``<out stem>.trainer.pt`` of pianogen 0.1 still resumes.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import json
-import os
 import random
 import sys
 import time
@@ -25,30 +24,23 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 import pianogen
+from pianogen import checkpoint
 from pianogen.codec_metrics import codebook_health, usage_warnings
 from pianogen.codec_segments import SegmentSampler
 from pianogen.data.sources import open_source
-from pianogen.device import pick_device
 from pianogen.distributed import autocast
 from pianogen.errors import PianogenError
 from pianogen.interfaces import TrainableCodec
+from pianogen.loggers import LogPlace
 from pianogen.metrics import mel_l1, stft_distance
 from pianogen.paths import expand, remove_stale_temps
-from pianogen.progress import StepBar
 from pianogen.recipe import Recipe
-from pianogen.runlock import file_lock
-from pianogen.trainloop import (
-    MetricsLog,
-    Trainer,
-    TrainState,
-    capture_rng,
-    join_processes,
-    lr_factor,
-    restore_rng,
-    save_trainer_state,
-)
+from pianogen.resume import check_unchanged, codec_settings
+from pianogen.trainer_base import Trainer
+from pianogen.trainloop import lr_factor, restore_rng
 
 ADV_WEIGHT, FEAT_WEIGHT = 1.0, 3.0  # adversarial and feature-matching weights (as encodec)
 HEALTH_SEGMENTS = 32  # fixed segments encoded at every log step to count the codes each level uses
@@ -63,20 +55,33 @@ def output_path(recipe: Recipe) -> Path:
 
 
 def steps_done(recipe: Recipe) -> int | None:
-    """Steps of the recipe's codec training recorded beside its checkpoint; None when it never saved."""
-    state = trainer_state_path(output_path(recipe))
-    if not state.is_file():
-        return None
-    # mmap: only the step is read, not the optimizer state (large for the reference-size codec)
-    return int(torch.load(state, map_location="cpu", weights_only=True, mmap=True)["step"])
+    """Steps of the recipe's codec training recorded beside its codec file; None when it never saved."""
+    return trained_steps(output_path(recipe))
 
 
-def trainer_state_path(out: Path) -> Path:
+def trained_steps(out: Path) -> int | None:
+    """Steps recorded in the checkpoint of the codec file ``out`` (None without one)."""
+    last = checkpoint.find(checkpoint_root(out), "last")
+    if last is not None:
+        return int(checkpoint.load_meta(last)["step"])
+    legacy = legacy_state_path(out)
+    if legacy.is_file():  # mmap: only the step is read, not the optimizer state
+        return int(torch.load(legacy, map_location="cpu", weights_only=True, mmap=True)["step"])
+    return None
+
+
+def checkpoint_root(out: Path) -> Path:
+    """The folder of the codec training's checkpoint: ``<out stem>.checkpoints`` (its tag is 'last')."""
+    return out.with_name(f"{out.stem}.checkpoints")
+
+
+def legacy_state_path(out: Path) -> Path:
+    """Where pianogen 0.1 kept a codec's trainer state (weights inside), beside the codec file."""
     return out.with_name(f"{out.stem}.trainer.pt")
 
 
 def metrics_path(out: Path) -> Path:
-    return out.with_name(f"{out.stem}.metrics.jsonl")
+    return LogPlace(out.parent, f"{out.stem}.").path("metrics.jsonl")
 
 
 def _train_groups(recipe: Recipe) -> tuple[dict[str, list[Path]], dict[str, float]]:
@@ -120,96 +125,137 @@ def _disc_loss(disc: torch.nn.Module, real: torch.Tensor, fake: torch.Tensor) ->
 
 
 def train_codec(recipe: Recipe, resume: bool = False, progress: bool = True, force: bool = False) -> Path:
-    """Train ``recipe.codec`` with ``recipe.codec_train``; returns the checkpoint path. Under torchrun
-    each process draws batch_size / world segments (DDP; gloo on CPU, NCCL on CUDA).
+    """Train ``recipe.codec`` with ``recipe.codec_train``; returns the codec file. Under torchrun each process
+    draws batch_size / world segments (DDP; gloo on CPU, NCCL on CUDA).
 
     One training per codec file: ``<codec>.lock`` is held throughout. A codec file that exists is continued
     (``resume``, with the recorded settings only) or replaced (``force``), never overwritten unasked."""
-    out = output_path(recipe)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    main = int(os.environ.get("RANK", "0")) == 0
-    lock = file_lock(out.with_name(f"{out.name}.lock"), f"{out} is being trained by another process") \
-        if main else contextlib.nullcontext()
-    with lock:
-        for path in (out, trainer_state_path(out), metrics_path(out)):
-            remove_stale_temps(path)  # a killed training's half-written files (it holds the lock: none is live)
-        if out.is_file() and not resume and not force:
-            done = steps_done(recipe)
-            what = f"a codec trained for {done} steps" if done is not None else "a codec"
-            raise PianogenError(f"{out} already holds {what}: --resume continues its training, --force replaces it "
-                                f"(runs tokenized with it would then need it again)")
-        trainer = CodecTrainer(recipe, resume, progress)
-        trainer.fit()
-        return trainer.close()
-
-
-def codec_settings(recipe: Recipe) -> dict[str, Any]:
-    """What a codec's training depends on, as ``table.key`` -> value: --resume must not change any of it."""
-    flat = {"run.seed": recipe.run.seed, "codec.name": recipe.codec.name}
-    flat.update({f"codec.{k}": v for k, v in recipe.codec.options.items()})
-    for table in ("data", "codec_train"):
-        flat.update({f"{table}.{k}": v for k, v in dataclasses.asdict(getattr(recipe, table)).items()
-                     if f"{table}.{k}" not in RESUMABLE_CODEC_KEYS})
-    if recipe.codec_train.schedule == "constant":  # only a constant lr does not depend on the length: extendable
-        flat.pop("codec_train.steps")
-    return json.loads(json.dumps(flat, default=str))  # as the trainer state stores it
-
-
-# change how often it reports or saves, not what it trains
-RESUMABLE_CODEC_KEYS = ("codec_train.log_every", "codec_train.save_every", "data.num_workers")
-
-
-def check_codec_resume(recipe: Recipe, saved: dict[str, Any]) -> None:
-    """PianogenError naming the settings --resume would change (states saved before settings were kept pass)."""
-    if "settings" not in saved:
-        return
-    recorded, given = json.loads(saved["settings"]), codec_settings(recipe)
-    changed = [k for k in sorted(set(recorded) | set(given)) if recorded.get(k, "unset") != given.get(k, "unset")]
-    if changed:
-        shown = ", ".join(f"{k} {recorded.get(k, 'unset')!r} -> {given.get(k, 'unset')!r}" for k in changed[:3])
-        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
-        raise PianogenError(f"--resume would change the codec's recorded training: {shown}{more}; resume with the "
-                            f"recorded settings, or train a new codec (codec.checkpoint) or --force")
+    return CodecTrainer(recipe, resume, progress, force).run()
 
 
 class CodecTrainer(Trainer):
-    """A codec's training: setup in ``__init__``, then ``fit`` (trainloop.Trainer) alternates ``run_epoch``
-    (the steps up to the next checkpoint) and ``end_epoch`` (the checkpoint and the loss curve)."""
+    """A codec's training on the shared lifecycle: ``build`` (codec, optimizers, discriminator), ``start_fresh``
+    (codebooks from audio) or the restored segment pool, ``run_epoch`` (the steps up to the next checkpoint),
+    ``end_epoch`` (the checkpoint, then the codec file exported from it)."""
 
-    def __init__(self, recipe: Recipe, resume: bool, progress: bool) -> None:
-        self.recipe, self.cfg = recipe, recipe.codec_train
-        self.out = output_path(recipe)
-        self.state_path = trainer_state_path(self.out)
-        resuming = resume and self.out.is_file() and self.state_path.is_file()
-        if resume and not resuming:
-            raise PianogenError(f"nothing to resume: {self.out} or {self.state_path} is missing")
-        # gloo for a CPU run even where CUDA exists
-        self.device, self.ddp = join_processes(pick_device(recipe.run.device))
-        if self.cfg.batch_size % self.ddp.world:
-            raise PianogenError(f"codec_train.batch_size = {self.cfg.batch_size} does not split over "
+    def __init__(self, recipe: Recipe, resume: bool = False, progress: bool = True, force: bool = False) -> None:
+        super().__init__(recipe, resume, progress, force)
+        self.cfg, self.out = recipe.codec_train, output_path(recipe)
+        self.checkpoint_root, self.legacy = checkpoint_root(self.out), legacy_state_path(self.out)
+        self.lock_dir, self.lock_name = self.out.parent, f"{self.out.name}.lock"
+        self.lock_busy = f"{self.out} is being trained by another process"
+        self.log_place, self.logger_names = LogPlace(self.out.parent, f"{self.out.stem}."), self.cfg.loggers
+        self.bar_label, self.total_steps = "codec", self.cfg.steps
+
+    def resume_point(self) -> Path | None:
+        # it holds the lock: every temp file of these is a killed writer's (checkpoint.save clears its own)
+        for path in (self.out, self.legacy, metrics_path(self.out)):
+            remove_stale_temps(path)
+        return super().resume_point()
+
+    def find_checkpoint(self) -> Path | None:
+        found = super().find_checkpoint()
+        return found if found is not None or not self.legacy.is_file() else self.legacy
+
+    def has_output(self, last: Path | None) -> bool:
+        return self.out.is_file() or last is not None
+
+    def refusal(self, last: Path | None) -> PianogenError:
+        done = trained_steps(self.out)
+        what = f"a codec trained for {done} steps" if done is not None else "a codec"
+        return PianogenError(f"{self.out} already holds {what}: --resume continues its training, --force replaces "
+                             f"it (runs tokenized with it would then need it again)")
+
+    def check_settings(self, last: Path) -> None:
+        if last == self.legacy:
+            saved = pianogen.load_tensors(last, "a codec trainer state")
+            recorded = json.loads(saved["settings"]) if "settings" in saved else None
+        else:
+            recorded = checkpoint.load_meta(last).get("settings")
+        if recorded is None:  # states saved before settings were kept
+            return
+        given = codec_settings(self.recipe)
+        # a data source's key recorded by a version whose [data] listed every source's keys: not this source's
+        recorded = {k: v for k, v in recorded.items() if k in given or not k.startswith("data.")}
+        check_unchanged(recorded, given, "the codec's recorded training", "resume with the recorded settings, or "
+                        "train a new codec (codec.checkpoint) or --force")
+
+    def build(self) -> None:
+        """The codec, its optimizer, and the discriminator if asked for; the generators training draws from."""
+        recipe, cfg, device = self.recipe, self.cfg, self.device
+        if cfg.batch_size % self.ddp.world:
+            raise PianogenError(f"codec_train.batch_size = {cfg.batch_size} does not split over "
                                 f"{self.ddp.world} processes")
         torch.manual_seed(recipe.run.seed)
         # "steps" picks the level count and is shared by all ranks (every rank must run the same codebooks);
         # "segments" draws this rank's audio
-        self.rngs = {"steps": random.Random(recipe.run.seed),
-                     "segments": random.Random(recipe.run.seed + 1000 * self.ddp.rank)}
-        saved = pianogen.load_tensors(self.state_path, "a codec trainer state") if resuming else None
-        if saved is not None:
-            check_codec_resume(recipe, saved)
-        self._build_models(resuming)
-        if saved is not None and "codec" in saved:
-            # the weights saved with the state, not the codec file: a kill between the two writes leaves the
-            # state one checkpoint ahead of the file, and only the state's weights resume exactly; the file is
-            # brought up to the state's step at once
-            self.codec.load_state_dict(saved["codec"])
-            if int(os.environ.get("RANK", "0")) == 0:
-                self.codec.save(self.out)
-        self.state = TrainState() if saved is None else self._restore(saved)
-        self.sampler = self._segments(saved)
+        self.python_rngs = {"steps": random.Random(recipe.run.seed),
+                            "segments": random.Random(recipe.run.seed + 1000 * self.ddp.rank)}
+        options: dict[str, Any] = {k: v for k, v in recipe.codec.options.items() if k != "checkpoint"}
+        self.codec = self.model = pianogen.get_codec(recipe.codec.name, **options).to(device).train()
+        if not isinstance(self.codec, TrainableCodec):
+            raise PianogenError(f"codec '{recipe.codec.name}' cannot be trained (it is not a TrainableCodec)")
+        self.opt = torch.optim.Adam(self.codec.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+        self.register_state("opt", self.opt)
+        self.lr_factor = lr_factor(cfg.schedule, cfg.warmup, cfg.steps)
+        self.disc = self.disc_opt = None
+        if cfg.discriminator:
+            from encodec.msstftd import MultiScaleSTFTDiscriminator
+
+            self.disc = MultiScaleSTFTDiscriminator(filters=32).to(device).train()
+            self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+            self.register_state("disc", self.disc, required=False)  # a state from before the discriminator
+            self.register_state("disc_opt", self.disc_opt, required=False)
+
+    def start_fresh(self) -> None:
+        self.sampler = self._segments(None)
+        # TrainableCodec.init_codebooks: so even steps = 0 gives usable codes
+        self.codec.init_codebooks(self.sampler.batch(self.cfg.batch_size // self.ddp.world).to(self.device))
+
+    def restore(self, path: Path) -> None:
+        if path != self.legacy:
+            super().restore(path)
+        else:  # pianogen 0.1's one file: the weights inside it (or, older still, only in the codec file)
+            saved = pianogen.load_tensors(path, "a codec trainer state")
+            weights = saved.pop("codec", None)
+            self.codec.load_state_dict(weights if weights is not None else load_file(self.out))
+            self.restore_state(saved)
+        if self.ddp.main:  # the codec file catches up with the checkpoint (a kill may have come between them)
+            self.export("last")
+
+    def restore_rng(self, saved: dict[str, Any]) -> None:
+        """Exact with the same world size; a state of an older version, or another world size, reseeds."""
+        rng = _saved_rng(saved)
+        if "python" in rng and self.ddp.world == 1:
+            restore_rng(rng, self.python_rngs)
+            return
+        torch.set_rng_state(rng["torch"])
+        for generator in self.python_rngs.values():
+            generator.seed(self.recipe.run.seed + 1000 * self.ddp.rank + self.state.step)
+
+    def load_extra(self, saved: dict[str, Any]) -> None:
+        """The segment pool as it was (with the same world size: the same draws as if never stopped)."""
+        exact = "python" in _saved_rng(saved) and self.ddp.world == 1
+        pooled = saved["pool"]  # pianogen 0.1 kept one corpus's pool as a list
+        self.sampler = self._segments((pooled if isinstance(pooled, dict) else {"": pooled},
+                                       saved.get("rotation_periods")) if exact else None)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"seed": self.recipe.run.seed, "pool": self.sampler.pool_paths,
+                "rotation_periods": self.sampler.rotation_periods}
+
+    def meta(self) -> dict[str, Any]:
+        return {"step": self.state.step, "codec_name": self.recipe.codec.name, "codec_file": str(self.out),
+                "settings": codec_settings(self.recipe)}
+
+    def export(self, tag: str) -> None:
+        """The codec file from the checkpoint just written; pianogen 0.1's state file is then superseded."""
+        self.codec.save(self.out)
+        self.legacy.unlink(missing_ok=True)
+
+    def wrap(self) -> None:
         # drawn with their own generator, so measuring never changes what training sees
-        self.health_batch = self.sampler.batch(HEALTH_SEGMENTS, random.Random(recipe.run.seed + 1))
-        if not resuming:  # TrainableCodec.init_codebooks: so even steps = 0 gives usable codes
-            self.codec.init_codebooks(self.sampler.batch(self.cfg.batch_size // self.ddp.world).to(self.device))
+        self.health_batch = self.sampler.batch(HEALTH_SEGMENTS, random.Random(self.recipe.run.seed + 1))
         self.wrapped, self.disc_wrapped = self.codec, self.disc
         if self.ddp.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -219,53 +265,14 @@ class CodecTrainer(Trainer):
             self.wrapped = DDP(self.codec, device_ids=ids, broadcast_buffers=False)
             if self.disc is not None:
                 self.disc_wrapped = DDP(self.disc, device_ids=ids)
-        self.metrics = MetricsLog(metrics_path(self.out), self.out.with_name(f"{self.out.stem}.loss.png"),
-                                  enabled=self.ddp.main)
-        self.metrics.start(self.state.step if resuming else None)
-        self.saved_step = self.state.step if resuming else None
-        self.bar = StepBar("codec", self.cfg.steps, self.state.step, enabled=progress and self.ddp.main)
         self.clock = time.perf_counter()
 
-    def _build_models(self, resuming: bool) -> None:
-        """The codec (from its checkpoint when resuming), its optimizer, and the discriminator if asked for."""
-        recipe, cfg, device = self.recipe, self.cfg, self.device
-        options: dict[str, Any] = {k: v for k, v in recipe.codec.options.items() if k != "checkpoint"}
-        extra = {"checkpoint": str(self.out)} if resuming else {}
-        self.codec = pianogen.get_codec(recipe.codec.name, **options, **extra).to(device).train()
-        if not isinstance(self.codec, TrainableCodec):
-            raise PianogenError(f"codec '{recipe.codec.name}' cannot be trained (it is not a TrainableCodec)")
-        self.opt = torch.optim.Adam(self.codec.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
-        self.lr_factor = lr_factor(cfg.schedule, cfg.warmup, cfg.steps)
-        self.disc = self.disc_opt = None
-        if cfg.discriminator:
-            from encodec.msstftd import MultiScaleSTFTDiscriminator
-
-            self.disc = MultiScaleSTFTDiscriminator(filters=32).to(device).train()
-            self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
-
-    def _restore(self, saved: dict[str, Any]) -> TrainState:
-        self.opt.load_state_dict(saved["opt"])
-        if self.disc is not None and "disc" in saved:
-            self.disc.load_state_dict(saved["disc"])
-            self.disc_opt.load_state_dict(saved["disc_opt"])
-        return TrainState.from_dict(saved)
-
-    def _segments(self, saved: dict[str, Any] | None) -> SegmentSampler:
-        """The segment sampler: as it was when ``saved`` was written (its pool, every generator), else new."""
+    def _segments(self, saved: tuple[dict[str, list[str]], Any] | None) -> SegmentSampler:
+        """The segment sampler: with a saved (pool, rotation periods), as it was; else new."""
         length = round(self.cfg.segment_seconds * self.codec.sample_rate)
-        (groups, shares), seed = _train_groups(self.recipe), self.recipe.run.seed
-        sampler = lambda pooled=None, periods=None: SegmentSampler(  # noqa: E731
-            groups, shares, self.codec.sample_rate, length, self.rngs["segments"], pooled, periods)
-        rng = None if saved is None else _saved_rng(saved)
-        if rng is not None and "python" in rng and self.ddp.world == 1:
-            restore_rng(rng, self.rngs)  # exact: the same draws, the same pool, as if never stopped
-            pooled = saved["pool"]  # pianogen 0.1 kept one corpus's pool as a list
-            return sampler(pooled if isinstance(pooled, dict) else {"": pooled}, saved.get("rotation_periods"))
-        if rng is not None:  # a state of an older version, or another world size: continue, reseeded
-            torch.set_rng_state(rng["torch"])
-            for generator in self.rngs.values():
-                generator.seed(seed + 1000 * self.ddp.rank + self.state.step)
-        return sampler()
+        groups, shares = _train_groups(self.recipe)
+        return SegmentSampler(groups, shares, self.codec.sample_rate, length, self.python_rngs["segments"],
+                              *(saved or (None, None)))
 
     def finished(self) -> bool:
         return self.state.step >= self.cfg.steps
@@ -282,7 +289,7 @@ class CodecTrainer(Trainer):
     def _step(self) -> None:
         cfg, codec = self.cfg, self.codec
         real = self.sampler.batch(cfg.batch_size // self.ddp.world).to(self.device)
-        draw = self.rngs["steps"]
+        draw = self.python_rngs["steps"]
         n_q = draw.randint(1, codec.n_levels) if draw.random() < cfg.quantizer_dropout else codec.n_levels
         with autocast(self.device, cfg.precision):
             fake, commit = self.wrapped(real, n_q)
@@ -326,34 +333,17 @@ class CodecTrainer(Trainer):
                "codes_used": [h["codes_used"] for h in health],
                "perplexity": [round(h["perplexity"], 2) for h in health],
                "audio_s_per_s": cfg.log_every * cfg.batch_size * cfg.segment_seconds / max(seconds, 1e-9)}
-        self.metrics.append(row)
+        self.log(row)
         used = " ".join(f"{h['used_fraction']:.0%}" for h in health)
         self.bar.update(self.state.step, f"loss {row['loss']:.3f} mel {row['mel']:.3f} codes used {used}")
         self.clock = time.perf_counter()
 
     def end_epoch(self) -> None:
-        if self.ddp.main:
-            self.save()
-        self.saved_step = self.state.step
+        self.save("last")
         self.bar.update(self.state.step)
 
-    def save(self) -> None:
-        """The trainer state (with the weights in it) first, then the codec file: whichever write a kill stops,
-        --resume continues from a state whose weights, optimizer and generators belong together."""
-        saved = {**self.state.to_dict(), "opt": self.opt.state_dict(), "seed": self.recipe.run.seed,
-                 "rng": capture_rng(self.rngs), "pool": self.sampler.pool_paths,
-                 "rotation_periods": self.sampler.rotation_periods, "codec": self.codec.state_dict(),
-                 "settings": json.dumps(codec_settings(self.recipe))}
-        if self.disc is not None:
-            saved |= {"disc": self.disc.state_dict(), "disc_opt": self.disc_opt.state_dict()}
-        save_trainer_state(self.state_path, saved)
-        self.codec.save(self.out)
-        self.metrics.plot()
-
     def close(self) -> Path:
-        """After the last step: the (untrained, for steps = 0) codec is saved, ranks agree, code usage is checked."""
-        if self.saved_step != self.state.step and self.ddp.main:
-            self.save()
+        """After the last checkpoint: ranks agree, code usage is checked."""
         if self.ddp.world > 1:
             _check_ranks_agree(self.codec)
         if self.ddp.main:

@@ -1,4 +1,4 @@
-"""What ``train --resume`` may change.
+"""What ``train --resume`` and ``codec train --resume`` may change.
 
 A resumed run must follow the trajectory the run recorded, so its settings are compared with the
 run's saved recipe.toml before anything is loaded or written; only settings that cannot change the
@@ -9,6 +9,7 @@ finished run is not extended: its learning-rate schedule was laid out for the re
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,10 @@ from pianogen.errors import PianogenError
 from pianogen.recipe import Recipe, load_recipe
 
 RESUMABLE_CHANGES = ("run.dir", "run.device", "data.num_workers", "data.strict", "data.skip_missing",
-                     "train.log_every", "train.save_every", "train.compile", "generate.", "postfilter.")
+                     "train.log_every", "train.save_every", "train.compile", "train.loggers", "generate.",
+                     "postfilter.")
+# a codec's training: these change how often it reports or saves, and where to, not what it trains
+RESUMABLE_CODEC_KEYS = ("codec_train.log_every", "codec_train.save_every", "codec_train.loggers", "data.num_workers")
 LENGTH_KEYS = ("train.epochs", "train.max_steps")
 
 
@@ -66,14 +70,35 @@ def check_resume_settings(recipe: Recipe, run_dir: Path) -> None:
         saved = flat_settings(load_recipe(saved_path))
     except PianogenError as err:
         raise PianogenError(f"cannot compare with the run's recorded recipe: {err}") from None
-    given = flat_settings(recipe)
-    changed = [k for k in sorted(set(saved) | set(given))
-               if not k.startswith(RESUMABLE_CHANGES) and saved.get(k, "unset") != given.get(k, "unset")]
+    check_unchanged(saved, flat_settings(recipe), "the recorded run",
+                    f"resume with the recorded settings ({saved_path}), or train them in a new run.dir",
+                    may_change=RESUMABLE_CHANGES, length_keys=LENGTH_KEYS)
+
+
+def codec_settings(recipe: Recipe) -> dict[str, Any]:
+    """What a codec's training depends on, as ``table.key`` -> value: --resume must not change any of it."""
+    flat = {"run.seed": recipe.run.seed, "codec.name": recipe.codec.name}
+    flat.update({f"codec.{k}": v for k, v in recipe.codec.options.items()})
+    for table in ("data", "codec_train"):
+        for key, value in dataclasses.asdict(getattr(recipe, table)).items():
+            # a data source's own keys (data.options) count as [data] keys, as the recipe spells them
+            entries = value.items() if key == "options" and isinstance(value, dict) else [(key, value)]
+            flat.update({f"{table}.{k}": v for k, v in entries if f"{table}.{k}" not in RESUMABLE_CODEC_KEYS})
+    if recipe.codec_train.schedule == "constant":  # only a constant lr does not depend on the length: extendable
+        flat.pop("codec_train.steps")
+    return json.loads(json.dumps(flat, default=str))  # as the checkpoint stores it
+
+
+def check_unchanged(recorded: dict[str, Any], given: dict[str, Any], what: str, way_out: str,
+                    may_change: tuple[str, ...] = (), length_keys: tuple[str, ...] = ()) -> None:
+    """The one resume-settings check of both trainers: PianogenError naming (up to three of) the settings that
+    differ between the recorded training and ``given``; keys starting with one of ``may_change`` may differ."""
+    changed = [k for k in sorted(set(recorded) | set(given))
+               if not k.startswith(may_change) and recorded.get(k, "unset") != given.get(k, "unset")]
     if not changed:
         return
-    shown = ", ".join(f"{k} {saved.get(k, 'unset')!r} -> {given.get(k, 'unset')!r}" for k in changed[:3])
+    shown = ", ".join(f"{k} {recorded.get(k, 'unset')!r} -> {given.get(k, 'unset')!r}" for k in changed[:3])
     more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
     why = ("a run's learning-rate schedule is laid out for its recorded length, so it cannot be extended; "
-           "train longer in a new run.dir" if any(k in LENGTH_KEYS for k in changed)
-           else f"resume with the recorded settings ({saved_path}), or train them in a new run.dir")
-    raise PianogenError(f"--resume would change the recorded run: {shown}{more}; {why}")
+           "train longer in a new run.dir" if any(k in length_keys for k in changed) else way_out)
+    raise PianogenError(f"--resume would change {what}: {shown}{more}; {why}")

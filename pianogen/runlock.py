@@ -53,8 +53,10 @@ def _take(path: Path, busy: str | None = None) -> int:
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path, enabled: bool = True) -> Iterator[None]:
-    """Hold ``run_dir``'s lock while the block runs (``enabled=False``: DDP ranks other than 0).
+def run_lock(run_dir: Path, enabled: bool = True, name: str = LOCK_FILE, busy: str | None = None) -> Iterator[None]:
+    """Hold ``run_dir``'s lock file ``name`` while the block runs (``enabled=False``: DDP ranks other than 0);
+    ``busy`` starts the error a second training gets (``file_lock``). Both trainers lock through here: a run
+    directory's ``.lock``, a codec's ``<codec file>.lock`` beside it.
 
     A run directory created here only to hold the lock is removed again if the block leaves it empty.
     """
@@ -65,7 +67,7 @@ def run_lock(run_dir: Path, enabled: bool = True) -> Iterator[None]:
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with file_lock(run_dir / LOCK_FILE):
+        with file_lock(run_dir / name, busy):
             yield
     finally:
         if created:

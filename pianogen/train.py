@@ -9,40 +9,31 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
-from pianogen import checkpoint, pipeline
+from pianogen import pipeline
 from pianogen import resume as resuming
 from pianogen.codec_prepare import train_missing_codec
 from pianogen.data.tokenize import TokenCache
 from pianogen.data.windows import WindowDataset, check_window, iter_windows
-from pianogen.device import pick_device
 from pianogen.distributed import Distributed, autocast, init_distributed  # noqa: F401 (init_distributed: its old home)
 from pianogen.errors import PianogenError
 from pianogen.fetch.run_codec import record_codec
 from pianogen.interfaces import Codec, LossContext
+from pianogen.loggers import LogPlace
 from pianogen.paths import atomic_write_bytes
-from pianogen.progress import StepBar
 from pianogen.recipe import Recipe, dump_toml, recorded_raw
-from pianogen.runlock import run_lock
-from pianogen.trainloop import (
-    MetricsLog,
-    Trainer,
-    TrainState,
-    capture_rng,
-    join_processes,
-    lr_factor,
-    restore_rng,
-)
+from pianogen.trainer_base import Trainer
+from pianogen.trainloop import lr_factor
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -124,23 +115,27 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True,
     """Train the recipe's token model; returns the run directory. ``on_step(step)`` runs after each step.
 
     The run directory is locked for the whole training: a second training of it stops with one line."""
-    with run_lock(recipe.run_dir(), enabled=int(os.environ.get("RANK", "0")) == 0):
-        trainer = TokenTrainer(recipe, resume, progress, on_step)
-        trainer.fit()
-        return trainer.close()
+    return TokenTrainer(recipe, resume, progress, on_step).run()
 
 
 class TokenTrainer(Trainer):
-    """A token model's training: setup in ``__init__``, then ``fit`` (trainloop.Trainer) alternates
-    ``run_epoch`` (one pass over the training windows) and ``end_epoch`` (validation, checkpoints, plot)."""
+    """A token model's training on the shared lifecycle (trainer_base.Trainer): ``build`` (tokens, model, data,
+    losses, optimizer), ``run_epoch`` (one pass over the training windows), ``end_epoch`` (validation and the
+    'best' and 'last' checkpoints under ``<run>/checkpoints``)."""
 
     def __init__(self, recipe: Recipe, resume: bool, progress: bool, on_step: Callable[[int], None] | None) -> None:
-        self.recipe, self.cfg, self.on_step = recipe, recipe.train, on_step
-        self.device, self.ddp = join_processes(pick_device(recipe.run.device))
-        self.run_dir = recipe.run_dir()
-        self.ckpt_root = self.run_dir / "checkpoints"
-        last = self._resume_point(resume)
-        self.codec, cache = self._prepare_tokens(progress)
+        super().__init__(recipe, resume, progress)
+        self.cfg, self.on_step = recipe.train, on_step
+        self.run_dir = self.lock_dir = recipe.run_dir()
+        self.checkpoint_root = self.ckpt_root = self.run_dir / "checkpoints"
+        self.log_place, self.logger_names, self.bar_label = LogPlace(self.run_dir), self.cfg.loggers, "train"
+
+    def check_settings(self, last: Path) -> None:
+        resuming.check_resume_settings(self.recipe, self.run_dir)
+
+    def build(self) -> None:
+        recipe = self.recipe
+        self.codec, cache = self._prepare_tokens(self.progress)
         torch.manual_seed(recipe.run.seed)
         check_window(cache, recipe.data.window)  # before the model allocates anything of window size
         self.model = pipeline.build_token_model(recipe, self.codec).to(self.device)
@@ -149,29 +144,17 @@ class TokenTrainer(Trainer):
         self.total_steps = self._total_steps()
         self.optimizer = make_optimizer(self.model, recipe, self.device)
         self.scheduler = make_scheduler(self.optimizer, recipe, self.total_steps)
-        self.state = TrainState() if last is None else self._restore(last)
+        self.register_state("optimizer", self.optimizer)
+        self.register_state("scheduler", self.scheduler)
+        if self.ddp.main:
+            atomic_write_bytes(self.run_dir / "recipe.toml", dump_toml(recorded_raw(recipe)).encode())
+            record_codec(self.run_dir, recipe)  # by content hash, so eval/generate elsewhere find the same codec
+
+    def wrap(self) -> None:
         self.wrapped = torch.compile(self.model) if self.cfg.compile else self.model
         if self.ddp.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.wrapped = DistributedDataParallel(self.wrapped, device_ids=ids)
-        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png", enabled=self.ddp.main)
-        if self.ddp.main:
-            atomic_write_bytes(self.run_dir / "recipe.toml", dump_toml(recorded_raw(recipe)).encode())
-            record_codec(self.run_dir, recipe)  # by content hash, so eval/generate elsewhere find the same codec
-        self.metrics.start(self.state.step if resume else None)
-        self.bar = StepBar("train", self.total_steps, self.state.step, enabled=progress and self.ddp.main)
-
-    def _resume_point(self, resume: bool) -> Path | None:
-        """The checkpoint to continue from (None for a fresh run), after checking that resuming is what was asked."""
-        last = checkpoint.find(self.ckpt_root, "last")
-        if last is not None and not resume:
-            raise PianogenError(f"{self.run_dir} already has checkpoints: pass --resume to continue, "
-                                f"or choose another run.dir")
-        if resume and last is None:
-            raise PianogenError(f"nothing to resume: no checkpoint under {self.ckpt_root}")
-        if resume:
-            resuming.check_resume_settings(self.recipe, self.run_dir)
-        return last
 
     def _prepare_tokens(self, progress: bool) -> tuple[Codec, TokenCache]:
         """Rank 0 prepares the codec, corpus and token cache; the others then find them ready."""
@@ -241,25 +224,12 @@ class TokenTrainer(Trainer):
         total = cfg.epochs * steps_per_epoch
         return min(total, cfg.max_steps) if cfg.max_steps else total
 
-    def _restore(self, last: Path) -> TrainState:
-        checkpoint.load_weights(last, self.model)
-        meta, saved = checkpoint.load_meta(last), checkpoint.load_trainer_state(last)
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
-        restore_rng(saved["rng"])
-        return TrainState.from_dict({**meta, **saved})  # 0.1 checkpoints kept the counters in meta.json only
-
-    def save(self, tag: str) -> None:
-        if not self.ddp.main:
-            return
+    def meta(self) -> dict[str, Any]:
         recipe, codec, loop = self.recipe, self.codec, self.state.to_dict()
-        meta = {**{k: loop[k] for k in ("step", "epoch", "micro_done", "best_val")},
+        return {**{k: loop[k] for k in ("step", "epoch", "micro_done", "best_val")},
                 "codec_name": recipe.codec.name, "codec": codec.identity(), "levels": recipe.codec.levels,
                 "model": recipe.model.name, "model_config": recipe.model.options,
                 "vocab_size": codec.codebook_size, "block_size": recipe.data.window}
-        trainer_state = {**loop, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                         "rng": capture_rng()}
-        checkpoint.save(self.ckpt_root, tag, self.model, meta, trainer_state)
 
     def finished(self) -> bool:
         return self.state.step >= self.total_steps or self.state.epoch >= self.cfg.epochs
@@ -286,7 +256,7 @@ class TokenTrainer(Trainer):
             if state.step % cfg.log_every == 0 or state.step == self.total_steps:
                 record = {"epoch": state.epoch, "step": state.step, "split": "train", **state.close_window(),
                           "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": tokens / (time.perf_counter() - clock)}
-                self.metrics.append(record)
+                self.log(record)
                 self.bar.update(state.step, f"loss {record['loss']:.3f}  lr {record['lr']:.2e}  "
                                             f"{record['tokens_per_s']:,.0f} tok/s")
                 clock, tokens = time.perf_counter(), 0
@@ -315,18 +285,17 @@ class TokenTrainer(Trainer):
         return parts
 
     def end_epoch(self) -> None:
-        """Epoch end (or max_steps): validate, checkpoint, plot."""
+        """Epoch end (or max_steps): validate, checkpoint (the loggers then draw and flush)."""
         state = self.state
         val = evaluate_split(self.wrapped, self.loaders["validation"], self.objective, self.device,
                              self.cfg.precision, self.ddp, self.cfg.val_batches)
         state.epoch, state.micro_done = state.epoch + 1, 0
-        self.metrics.append({"epoch": state.epoch - 1, "step": state.step, "split": "validation", **val})
+        self.log({"epoch": state.epoch - 1, "step": state.step, "split": "validation", **val})
         self.bar.log(f"epoch {state.epoch}: validation loss {val['loss']:.4f}")
         if val["loss"] < state.best_val:
             state.best_val = val["loss"]
             self.save("best")
         self.save("last")
-        self.metrics.plot()
 
     def close(self) -> Path:
         self.ddp.barrier()

@@ -1,30 +1,22 @@
-"""The skeleton both trainers share: token training (train.py) and codec training (codec_train.py).
+"""The loop's pieces both trainers share (the lifecycle itself is ``trainer_base.Trainer``).
 
-A trainer is a ``Trainer``: ``fit`` runs ``run_epoch`` then ``end_epoch`` until ``finished``, the
-shape of audiocraft's solvers (run_epoch / commit) and torchtune's recipes (setup / train /
-save_checkpoint). Where the loop stands is one ``TrainState``, which is what a checkpoint records
-of the loop, so nothing is read back from loop variables. The pieces every run needs are here
-once: the metrics log (metrics.jsonl, cut back on resume, its loss curve), the random state of
-every generator, the processes under torchrun, and the trainer state file written atomically.
+Where the loop stands is one ``TrainState``, which is what a checkpoint records of the loop, so nothing is
+read back from loop variables; the random state of every generator; this process's place under torchrun; the
+learning-rate shape both trainers draw from.
 """
 
 from __future__ import annotations
 
-import abc
-import json
 import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from pianogen.distributed import Distributed, init_distributed
-from pianogen.paths import atomic_path, atomic_write_bytes
-from pianogen.progress import StepBar
 
 
 @dataclass
@@ -63,56 +55,6 @@ class TrainState:
         return means
 
 
-class MetricsLog:
-    """A run's metrics as JSON lines, with their loss curve as a PNG beside them; silent when not ``enabled``
-    (DDP ranks other than 0)."""
-
-    def __init__(self, path: Path, figure: Path, enabled: bool = True) -> None:
-        self.path, self.figure, self.enabled = path, figure, enabled
-
-    def start(self, resumed_at: int | None) -> None:
-        """A fresh run starts an empty log; a resumed one forgets what was logged after its checkpoint's
-        step (and a line cut by a kill): those steps run again."""
-        if not self.enabled:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if resumed_at is None:
-            self.path.unlink(missing_ok=True)
-        else:
-            atomic_write_bytes(self.path, metrics_up_to(self.path, resumed_at))
-
-    def append(self, record: dict[str, Any]) -> None:
-        if self.enabled:
-            with self.path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-
-    def plot(self) -> None:
-        if self.enabled and self.path.is_file() and self.path.stat().st_size:
-            from pianogen.plots import plot_losses  # matplotlib only once there is a curve to draw
-
-            plot_losses(self.path, self.figure)
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The records of a metrics.jsonl; a line that does not parse (a kill mid-append) is skipped."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("step"), int):
-            records.append(record)
-    return records
-
-
-def metrics_up_to(path: Path, step: int) -> bytes:
-    """metrics.jsonl as it stood at ``step`` (what a resumed run continues from), partial lines dropped."""
-    return "".join(json.dumps(r) + "\n" for r in read_metrics(path) if r["step"] <= step).encode()
-
-
 def capture_rng(python: dict[str, random.Random] | None = None) -> dict[str, Any]:
     """Every random generator training draws from (torch, CUDA, NumPy, the trainer's own Python ones),
     as tensors and plain values only, so ``torch.load(weights_only=True)`` reads it back."""
@@ -136,12 +78,6 @@ def restore_rng(state: dict[str, Any], python: dict[str, random.Random] | None =
         rng.setstate(state["python"][name])
 
 
-def save_trainer_state(path: Path, state: dict[str, Any]) -> None:
-    """torch.save through a temp file: a kill mid-save keeps the previous state file whole."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
 def join_processes(device: torch.device) -> tuple[torch.device, Distributed]:
     """This process's place under torchrun: its device (its own GPU on a multi-GPU run) and the group."""
     ddp = init_distributed(device)
@@ -149,34 +85,6 @@ def join_processes(device: torch.device) -> tuple[torch.device, Distributed]:
         device = torch.device("cuda", ddp.local_rank)
         torch.cuda.set_device(device)
     return device, ddp
-
-
-class Trainer(abc.ABC):
-    """One training: ``fit`` alternates ``run_epoch`` and ``end_epoch`` until ``finished``.
-
-    An "epoch" is the stretch between two ends: a pass over the data for token training (validation,
-    checkpoints, plot at its end), the steps up to the next checkpoint for codec training."""
-
-    state: TrainState
-    bar: StepBar
-
-    @abc.abstractmethod
-    def finished(self) -> bool:
-        """True when the recipe's length is reached."""
-
-    @abc.abstractmethod
-    def run_epoch(self) -> None:
-        """Train up to the next end: steps, logging windows, progress."""
-
-    @abc.abstractmethod
-    def end_epoch(self) -> None:
-        """Validate, checkpoint and plot, as the trainer does at an end."""
-
-    def fit(self) -> None:
-        with self.bar:
-            while not self.finished():
-                self.run_epoch()
-                self.end_epoch()
 
 
 def lr_factor(schedule: str, warmup: float, total_steps: int) -> Callable[[int], float]:

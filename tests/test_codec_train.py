@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -17,7 +19,7 @@ from safetensors.torch import load_file
 import pianogen
 import pianogen.codec_segments as codec_segments
 import pianogen.codec_train as codec_train
-from pianogen.codec_train import metrics_path, train_codec, trainer_state_path
+from pianogen.codec_train import checkpoint_root, legacy_state_path, metrics_path, train_codec, trained_steps
 from pianogen.errors import PianogenError
 from pianogen.metrics import codec_reconstruction
 
@@ -95,8 +97,7 @@ def test_training_improves_reconstruction_and_resumes(recipe_file, isolated_home
     rows = [json.loads(line) for line in metrics_path(out).read_text().splitlines()]
     assert [r["step"] for r in rows] == [10, 20, 30]  # the resumed run appended
     assert out.with_name("tiny.loss.png").stat().st_size > 1000
-    state = torch.load(trainer_state_path(out), weights_only=True)
-    assert state["step"] == 30
+    assert trained_steps(out) == 30
     # every level count decodes after quantizer-dropout training
     codec = pianogen.get_codec("soundstream", checkpoint=str(out))
     codes = codec.encode(wavs[0][None])
@@ -118,7 +119,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(recipe_file, monkeypatch):
     with pytest.raises(PianogenError, match="diverged.*step 12.*step 10\\) is kept"):
         train_codec(recipe, progress=False)
     out = pianogen.paths.home() / "codecs" / "tiny.safetensors"
-    assert torch.load(trainer_state_path(out), weights_only=True)["step"] == 10
+    assert trained_steps(out) == 10
     pianogen.get_codec("soundstream", checkpoint=str(out))
 
 
@@ -145,7 +146,7 @@ def test_a_recipe_trains_its_missing_codec_and_finishes_a_killed_one(recipe_file
     train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=10"]), progress=False)  # "killed"
     train_missing_codec(pianogen.load_recipe(token_recipe), progress=False)
     codec = build_codec(pianogen.load_recipe(token_recipe))
-    assert torch.load(trainer_state_path(out), weights_only=True)["step"] == 30
+    assert trained_steps(out) == 30
     assert codec.identity() == pianogen.get_codec("soundstream", checkpoint=str(out)).identity()
     stamp = out.stat().st_mtime_ns
     train_missing_codec(pianogen.load_recipe(token_recipe), progress=False)  # finished: reused as it is
@@ -171,7 +172,7 @@ def test_resume_continues_exactly_like_an_unbroken_run(recipe_file, isolated_hom
     assert [r["step"] for r in rows] == [10, 20]
     assert len(rows[-1]["codes_used"]) == 4 and all(1 <= n <= 16 for n in rows[-1]["codes_used"])
     assert all(p >= 1 for p in rows[-1]["perplexity"])
-    state = torch.load(trainer_state_path(resumed), weights_only=True)
+    state = torch.load(checkpoint_root(resumed) / "last" / "trainer_state.pt", weights_only=True)
     assert len(state["pool"][""]) == (1 if pool_seconds else 2) and state["rotation_periods"] == {"": 1}
 
 
@@ -200,7 +201,7 @@ def test_ddp_two_gloo_processes_train_in_step(recipe_file, isolated_home):
     out = isolated_home / "codecs" / "tiny.safetensors"
     rows = [json.loads(line) for line in metrics_path(out).read_text().splitlines()]
     assert [r["step"] for r in rows] == [6, 12] and all(math.isfinite(r["loss"]) for r in rows)
-    assert torch.load(trainer_state_path(out), weights_only=True)["step"] == 12
+    assert trained_steps(out) == 12
     odd = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                           "29532", "-m", "pianogen", "codec", "train", str(recipe_file), "codec_train.batch_size=3",
                           "--force"],
@@ -219,27 +220,51 @@ def test_loss_weights_from_the_recipe_make_the_logged_loss(recipe_file, isolated
     assert abs(row["loss"] - (row["wav_l1"] + row["mel"] + row["stft"] + row["commit"])) > 1e-2  # not unit weights
 
 
-def test_a_trainer_state_of_the_0_1_layout_resumes_exactly(recipe_file, isolated_home):
-    """pianogen 0.1 kept the random generators under keys of their own (torch_rng, python_rng, numpy_rng)."""
+@pytest.mark.parametrize("layout", ["0.1", "0.2"])
+def test_a_trainer_state_file_of_an_older_version_resumes_exactly(recipe_file, isolated_home, layout):
+    """Before the checkpoint folder, a codec's trainer state was one file beside it, ``<stem>.trainer.pt``, the
+    weights inside; pianogen 0.1 kept the random generators under keys of their own (torch_rng, python_rng, ...).
+    Either resumes bit-exact, and the first checkpoint then replaces the file by the folder."""
     straight = train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=20",
                                                                    "codec_train.out=$PIANOGEN_HOME/a.safetensors"]),
                            progress=False)
     broken = ["codec_train.out=$PIANOGEN_HOME/b.safetensors"]
     killed = train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=10", *broken]), progress=False)
-    state = torch.load(trainer_state_path(killed), weights_only=True)
-    rng = state["rng"]
-    torch.save({"step": state["step"], "opt": state["opt"], "seed": state["seed"], "torch_rng": rng["torch"],
-                "python_rng": rng["python"], "numpy_rng": rng["numpy"], "pool": state["pool"]},
-               trainer_state_path(killed))
+    folder = checkpoint_root(killed) / "last"
+    state = torch.load(folder / "trainer_state.pt", weights_only=True)
+    meta = json.loads((folder / "meta.json").read_text())
+    rng, weights = state["rng"], load_file(folder / "model.safetensors")
+    if layout == "0.1":
+        old = {"step": state["step"], "opt": state["opt"], "seed": state["seed"], "torch_rng": rng["torch"],
+               "python_rng": rng["python"], "numpy_rng": rng["numpy"], "pool": state["pool"]}
+    else:
+        old = {**state, "codec": weights, "settings": json.dumps(meta["settings"])}
+    torch.save(old, legacy_state_path(killed))
+    shutil.rmtree(checkpoint_root(killed))
+    assert trained_steps(killed) == 10
+    with pytest.raises(PianogenError, match=r"--resume would change .*codec_train.lr"):
+        if layout == "0.2":
+            train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.lr=0.5", *broken]), resume=True,
+                        progress=False)
+        else:
+            raise PianogenError("--resume would change codec_train.lr (0.1 states kept no settings)")
     resumed = train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=20", *broken]), resume=True,
                           progress=False)
     a, b = load_file(straight), load_file(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "resumed run differs"
+    assert not legacy_state_path(resumed).exists() and trained_steps(resumed) == 20
+
+
+def _files(out) -> dict[str, bytes]:
+    """Every file a codec's training wrote, by name."""
+    return {str(p.relative_to(out.parent)): p.read_bytes() for p in sorted(out.parent.rglob("*")) if p.is_file()}
 
 
 def test_a_trained_codec_is_never_overwritten_unasked_nor_resumed_with_other_settings(recipe_file, isolated_home):
     out = train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=10"]), progress=False)
-    before = out.read_bytes(), trainer_state_path(out).read_bytes(), metrics_path(out).read_bytes()
+    before = _files(out)
+    assert {"tiny.safetensors", "tiny.metrics.jsonl", "tiny.checkpoints/last/model.safetensors",
+            "tiny.checkpoints/last/trainer_state.pt", "tiny.checkpoints/last/meta.json"} <= set(before)
     with pytest.raises(PianogenError, match=r"already holds a codec trained for 10 steps: --resume .* --force"):
         train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=2"]), progress=False)
     with pytest.raises(PianogenError, match=r"--resume would change .*codec_train.lr 0.003 -> 0.5"):
@@ -247,13 +272,13 @@ def test_a_trained_codec_is_never_overwritten_unasked_nor_resumed_with_other_set
     cosine = ["codec_train.schedule=cosine", "codec_train.steps=20"]  # a schedule laid out for another length
     with pytest.raises(PianogenError, match=r"--resume would change .*codec_train.schedule"):
         train_codec(pianogen.load_recipe(str(recipe_file), cosine), resume=True, progress=False)
-    assert (out.read_bytes(), trainer_state_path(out).read_bytes(), metrics_path(out).read_bytes()) == before
+    assert _files(out) == before
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = out.with_name(f".tiny.trainer.pt.tmp{int(dead.stdout)}")  # a killed writer's 0-byte temp file
+    stale = out.with_name(f".tiny.safetensors.tmp{int(dead.stdout)}")  # a killed writer's 0-byte temp file
     stale.write_bytes(b"")
     train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=2"]), progress=False, force=True)
     assert not stale.exists()
-    assert torch.load(trainer_state_path(out), weights_only=True)["step"] == 2
+    assert trained_steps(out) == 2
 
 
 def test_a_second_training_of_the_same_codec_is_refused_while_the_first_runs(recipe_file, isolated_home):
@@ -267,37 +292,62 @@ def test_a_second_training_of_the_same_codec_is_refused_while_the_first_runs(rec
     assert not out.exists()
 
 
-@pytest.mark.parametrize("killed_write", [1, 2])
-def test_a_kill_between_any_two_writes_of_a_checkpoint_resumes_exactly(recipe_file, isolated_home, killed_write):
-    """A checkpoint writes the trainer state (weights inside), then the codec file. Killed at the second
-    checkpoint before the state (1) or between the state and the codec file (2), the run resumes bit-exact."""
+class Killed(BaseException):
+    """What a kill looks like to the training: it stops where it is (not an Exception: nothing catches it)."""
+
+
+def _kill_at_write(patch: pytest.MonkeyPatch, n: int) -> dict[str, list[str]]:
+    """Make the ``n``-th write of the training's files (a file written, renamed or removed; the codec file
+    exported) raise ``Killed`` before it happens; returns the list of writes seen so far."""
+    import shutil as shutil_module
+
     from pianogen_soundstream.model import SoundStream
 
-    straight = train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=20",
-                                                                   "codec_train.out=$PIANOGEN_HOME/a.safetensors"]),
-                           progress=False)
-    broken = pianogen.load_recipe(str(recipe_file), ["codec_train.steps=20",
-                                                     "codec_train.out=$PIANOGEN_HOME/b.safetensors"])
-    writes = {"n": 0}
-    real_state, real_codec = codec_train.save_trainer_state, SoundStream.save
+    from pianogen import checkpoint
 
-    def write_state(*args, **kwargs):
-        writes["n"] += 1
-        if writes["n"] == 3 and killed_write == 1:  # writes 1, 2: the step-10 checkpoint; 3: step 20's state
-            raise KeyboardInterrupt
-        return real_state(*args, **kwargs)
+    seen: dict[str, list[str]] = {"writes": []}
 
-    def write_codec(self, *args, **kwargs):
-        writes["n"] += 1
-        if writes["n"] == 4 and killed_write == 2:  # after step 20's state, before its codec file
-            raise KeyboardInterrupt
-        return real_codec(self, *args, **kwargs)
+    def counted(what, real):
+        def write(*args, **kwargs):
+            seen["writes"].append(what)
+            if len(seen["writes"]) == n:
+                raise Killed
+            return real(*args, **kwargs)
+        return write
 
-    with pytest.MonkeyPatch.context() as patch, pytest.raises(KeyboardInterrupt):
-        patch.setattr(codec_train, "save_trainer_state", write_state)
-        patch.setattr(SoundStream, "save", write_codec)
-        train_codec(broken, progress=False)
-    resumed = train_codec(broken, resume=True, progress=False)
-    a, b = load_file(straight), load_file(resumed)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "resumed run differs"
-    assert torch.load(trainer_state_path(resumed), weights_only=True)["step"] == 20
+    patch.setattr(checkpoint, "save_file", counted("model.safetensors", checkpoint.save_file))
+    patch.setattr(checkpoint.torch, "save", counted("trainer_state.pt", torch.save))
+    patch.setattr(pathlib.Path, "write_text", counted("meta.json", pathlib.Path.write_text))
+    patch.setattr(pathlib.Path, "rename", counted("rename", pathlib.Path.rename))
+    patch.setattr(shutil_module, "rmtree", counted("rmtree", shutil_module.rmtree))
+    patch.setattr(SoundStream, "save", counted("codec file", SoundStream.save))
+    return seen
+
+
+def test_a_kill_between_any_two_writes_of_a_checkpoint_resumes_exactly(recipe_file, isolated_home):
+    """A checkpoint is a folder written beside the last one and swapped in, then the codec file is exported from
+    it. A kill before each of those writes in turn (those of the second checkpoint, the first being complete)
+    leaves a training that --resume finishes bit-exact, the codec file and the checkpoint agreeing."""
+    settings = ["codec_train.steps=4", "codec_train.save_every=2", "codec_train.log_every=1"]
+    straight = load_file(train_codec(pianogen.load_recipe(str(recipe_file), [
+        *settings, "codec_train.out=$PIANOGEN_HOME/a.safetensors"]), progress=False))
+    broken = pianogen.load_recipe(str(recipe_file), [*settings, "codec_train.out=$PIANOGEN_HOME/b.safetensors"])
+    with pytest.MonkeyPatch.context() as patch:  # count the writes of an unbroken training
+        seen = _kill_at_write(patch, 0)
+        train_codec(broken, progress=False, force=True)
+    writes = seen["writes"]
+    first = writes.index("codec file") + 1  # the first checkpoint is whole; the second one's writes follow
+    assert writes[first:] == ["rmtree", "model.safetensors", "trainer_state.pt", "meta.json", "rmtree", "rename",
+                              "rename", "rmtree", "codec file"], writes
+    broken_out = pianogen.paths.expand(broken.codec_train.out)
+    for n in range(first + 1, len(writes) + 1):
+        shutil.rmtree(checkpoint_root(broken_out))
+        with pytest.MonkeyPatch.context() as patch, pytest.raises(Killed):
+            _kill_at_write(patch, n)
+            train_codec(broken, progress=False, force=True)
+        resumed = train_codec(broken, resume=True, progress=False)
+        b = load_file(resumed)
+        assert straight.keys() == b.keys() and all(torch.equal(straight[k], b[k]) for k in b), \
+            f"killed before write {n} ({writes[n - 1]}): the resumed run differs"
+        assert trained_steps(broken_out) == 4
+        assert [r["step"] for r in map(json.loads, metrics_path(resumed).read_text().splitlines())] == [1, 2, 3, 4]
