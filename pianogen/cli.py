@@ -268,10 +268,14 @@ MAX_EVAL_PROMPTS = 256  # each is a generation and a transcription: more is hour
 
 @cli.command(name="eval")
 @click.argument("run_dir", metavar="RUN")
-@click.option("--split", type=click.Choice(["train", "validation", "test"]), default="test", show_default=True,
-              help="The corpus split whose pieces are scored.")
+@click.option("--split", type=click.Choice(["train", "validation", "test", "all"]), default="test",
+              show_default=True, help="The corpus split whose pieces are scored (all: every piece, with --corpus).")
+@click.option("--corpus", default=None, metavar="DIR|SOURCE",
+              help="Score on another corpus than the run's: a folder (MAESTRO layout, as `data render` writes, or "
+                   "plain audio) or a data source's name (salamander); tokens cached under $PIANOGEN_HOME.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, callback=output_dir,
-              help="Write eval.json, report.md and PNGs here [RUN/eval; a built-in run: ./<name>-eval].")
+              help="Write eval.json, report.md and PNGs here [RUN/eval, RUN/eval-<corpus>; a built-in run: "
+                   "./<name>-eval...].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option("--prompts", type=click.IntRange(min=1, max=MAX_EVAL_PROMPTS), default=4, show_default=True,
               help="Held-out prompts continued for the drift curves (fewer if the split holds fewer: said).")
@@ -284,8 +288,8 @@ MAX_EVAL_PROMPTS = 256  # each is a generation and a transcription: more is hour
               help="Also score the tokens at this precision beside fp32 (its NLL cost); continuations use it.")
 @click.option("--device", default="auto", show_default=True,
               help="auto (cuda when there is one), cpu, cuda or cuda:N.")
-def evaluate(run_dir: str, split: str, out: Path | None, as_json: bool, prompts: int, prompt_seconds: float | None,
-             seconds: float | None, seed: int, precision: str, device: str) -> None:
+def evaluate(run_dir: str, split: str, corpus: str | None, out: Path | None, as_json: bool, prompts: int,
+             prompt_seconds: float | None, seconds: float | None, seed: int, precision: str, device: str) -> None:
     """Token, codec and continuation metrics of a trained run (RUN: its folder, or a built-in run's name), each
     next to a floor to beat."""
     import json
@@ -294,9 +298,14 @@ def evaluate(run_dir: str, split: str, out: Path | None, as_json: bool, prompts:
     from pianogen.runs import resolve_run
 
     run = resolve_run(run_dir)
+    if corpus is not None:
+        from pianogen.eval_corpus import corpus_table, default_out_name
+
+        out = out or run.default_out(default_out_name(corpus_table(corpus)))
     out = out or run.default_out("eval")
     report = run_evaluation(run_dir, split, out=out, n_prompts=prompts, prompt_seconds=prompt_seconds,
-                            seconds=seconds, seed=seed, device=device, progress=not as_json, precision=precision)
+                            seconds=seconds, seed=seed, device=device, progress=not as_json, precision=precision,
+                            corpus=corpus)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from pianogen.codec_metrics import markdown_tables
+from pianogen.paths import atomic_write_bytes
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
@@ -18,12 +19,23 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
             *("| " + " | ".join(fmt(v) for v in row) + " |" for row in rows), ""]
 
 
+def _corpus_lines(r: dict[str, Any]) -> list[str]:
+    """A corpus other than the run's own (``eval --corpus``): what it is, and where the floors come from."""
+    corpus = r.get("corpus")
+    if not corpus:
+        return []
+    where = f" at `{corpus['root']}`" if corpus.get("root") else ""
+    return [f"Corpus `{corpus['name']}` (data source `{corpus['source']}`{where}), not the run's own; the token "
+            f"floors are fitted on {r['references_fitted_on']}.", ""]
+
+
 def report_markdown(r: dict[str, Any]) -> str:
     """The eval report: tokens (model vs floors by level), codec by levels, drift by second."""
     K, c = r["levels"], r["continuation"]
     lines = [f"# Evaluation of {r['run_dir']}", "",
              f"Split `{r['split']}`, checkpoint step {r['checkpoint_step']}, model `{r['model']}`, codec "
              f"`{r['codec_name']}` ({r['frame_rate']:g} frames/s, {K} levels modelled), device {r['device']}.", "",
+             *_corpus_lines(r),
              f"## Tokens ({r['targets_per_level']} next-frame targets per level, each scored once: windows of "
              f"{r['windows']['frames']} frames sharing one)", "",
              "NLL in nats/token; `unigram` and `repeat` are floors fitted on the training tokens.", ""]
@@ -130,8 +142,8 @@ def write_report(report: dict[str, Any], audio: list[dict[str, torch.Tensor]], o
 
     out.mkdir(parents=True, exist_ok=True)
     c = report["continuation"]
-    (out / "eval.json").write_text(json.dumps(report, indent=2))
-    (out / "report.md").write_text(report_markdown(report))
+    atomic_write_bytes(out / "eval.json", json.dumps(report, indent=2).encode())  # a killed eval leaves no half file
+    atomic_write_bytes(out / "report.md", report_markdown(report).encode())
     plot_drift(c, out / "drift.png")
     for i, signals in enumerate(audio[:max_figures]):
         name = c["prompts"][i]["audio_filename"]

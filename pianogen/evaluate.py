@@ -30,6 +30,7 @@ from pianogen import pipeline
 from pianogen.device import pick_device
 from pianogen.drift import coloured_noise, drift_curves
 from pianogen.errors import PianogenError
+from pianogen.eval_corpus import ALL, SPLITS, AllSplits, check_split, corpus_table, reference_cache, with_corpus
 from pianogen.eval_report import write_report
 from pianogen.notes import (
     NOTE_METRICS,
@@ -319,8 +320,12 @@ def _notes_block(transcriber: str, notes: list[dict[str, Any]]) -> dict[str, Any
 def evaluate(run_dir: str | Path, split: str = "test", out: str | Path | None = None, n_prompts: int = 4,
              prompt_seconds: float | None = None, seconds: float | None = None, codec_seconds: float = 4.0,
              codec_pieces: int = 8, seed: int = 0, device: str = "auto", progress: bool = True,
-             precision: str = "fp32", transcriber: str | None = "basic_pitch") -> dict[str, Any]:
+             precision: str = "fp32", transcriber: str | None = "basic_pitch", corpus: str | Path | None = None
+             ) -> dict[str, Any]:
     """Evaluate a run's ``best`` checkpoint on ``split``; with ``out``, also write eval.json, report.md and PNGs.
+
+    ``corpus``: another corpus than the run's (a folder, MAESTRO layout or plain audio, or a data source's name;
+    ``pianogen.eval_corpus``), where ``split`` may also be "all"; the floors stay fitted on the run's training tokens.
 
     ``precision`` other than fp32: the tokens are scored at fp32 and at that precision (its NLL cost,
     under ``precision``), and the continuations are sampled at that precision.
@@ -329,8 +334,10 @@ def evaluate(run_dir: str | Path, split: str = "test", out: str | Path | None = 
     first ``codec_seconds`` of up to ``codec_pieces`` pieces of the split. ``transcriber`` hears the
     continuations' notes (None: no notes; one that fails to load is a warning, and the rest still runs).
     """
-    if split not in ("train", "validation", "test"):
-        raise PianogenError(f"split must be train, validation or test, got '{split}'")
+    if split not in (*SPLITS, ALL) or (split == ALL and corpus is None):
+        raise PianogenError(f"split must be train, validation or test{' or all' if corpus else ''}, got '{split}'"
+                            + (" (all is for --corpus: the run's own corpus holds what it trained on)"
+                               if split == ALL else ""))
     if n_prompts < 1:
         raise PianogenError(f"n_prompts must be >= 1, got {n_prompts}")
     if precision not in PRECISIONS:
@@ -343,12 +350,16 @@ def evaluate(run_dir: str | Path, split: str = "test", out: str | Path | None = 
     run_dir = run.path
     torch_device = pick_device(device)
     recipe, codec, model, meta = pipeline.load_run(run_dir, "best", torch_device)
+    run_recipe, other = recipe, corpus_table(corpus) if corpus is not None else None
+    if other is not None:  # checked from the source's list before any tokenizing
+        recipe = with_corpus(recipe, other)
+        check_split(pipeline.build_source(recipe).pieces(), split, f"corpus {other.name}")
     cache = pipeline.build_token_cache(recipe, codec, progress=progress)
     levels = recipe.codec.levels
-    if not cache.pieces(split):
-        raise PianogenError(f"the run's corpus has no '{split}' pieces")
-
-    refs = ReferenceModels.fit((cache.codes(p) for p in cache.pieces("train")), levels, codec.codebook_size)
+    check_split(cache.pieces(), split, "run's corpus" if other is None else f"corpus {other.name} (tokenized)")
+    cache = AllSplits(cache) if split == ALL else cache
+    trained = reference_cache(run_recipe, codec, progress) if other is not None else cache
+    refs = ReferenceModels.fit((trained.codes(p) for p in trained.pieces("train")), levels, codec.codebook_size)
     tokens = token_metrics(model, cache, split, levels, recipe.data.window, refs, torch_device,
                            recipe.train.batch_size, progress)
     precision_block = None
@@ -369,6 +380,8 @@ def evaluate(run_dir: str | Path, split: str = "test", out: str | Path | None = 
     report = {
         "run_dir": str(run_dir), "split": split, "checkpoint_step": meta["step"], "device": str(torch_device),
         "codec_name": recipe.codec.name, "model": recipe.model.name if recipe.model else None,
+        "corpus": None if other is None else {"name": other.name, **other.table},
+        "references_fitted_on": "the run's training tokens" + (f" ({run_recipe.data.source})" if other else ""),
         "levels": levels, "frame_rate": codec.frame_rate, **tokens,
         "codec": codec_metrics(codec, wavs, levels, codec_paths, transcriber), "continuation": continuation,
     }
