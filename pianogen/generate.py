@@ -274,11 +274,9 @@ def generate(run_dir: str | Path, request: GenerationRequest, device: str = "aut
         sink.begin(folder, request.num, codec.sample_rate)
         notes, streamed = list(source.notes), None
         try:
-            if sink.streams:
-                from pianogen.stream import stream_codes
-
-                new_codes, streamed, said = stream_codes(model, codec, prompt_codes, n_frames, request, filters,
-                                                         filter_specs, sink, progress, tell, start)
+            if sink.streams:  # the sink draws the codes itself, handing out their audio as it comes
+                new_codes, streamed, said = sink.sample(model, codec, prompt_codes, n_frames, request, filters,
+                                                        filter_specs, progress, tell, start)
                 notes += said
             else:
                 new_codes = continue_codes(model, prompt_codes, n_frames, request, progress,

@@ -6,9 +6,9 @@ result to a sink. Three sinks:
 - ``FileSink`` (``pianogen generate``): whole files per continuation — the take spliced onto the original,
   the continuation, the codec's re-synthesis, the codes, a Mel PNG — into the generation's staging folder,
   which is renamed into place whole (``generate_output.staged``);
-- ``ChunkSink`` (``generate --stream``, the page's streaming): also gets the continuation chunk by chunk while
-  sampling goes on, grows ``continuation_<i>.wav.part`` in the same staging folder and hands each chunk to
-  ``on_chunk``; then writes what ``FileSink`` writes;
+- ``pianogen.stream.ChunkSink`` (``generate --stream``, the page's streaming): also gets the continuation chunk
+  by chunk while sampling goes on, grows ``continuation_<i>.wav.part`` in the same staging folder and hands each
+  chunk to ``on_chunk``; then writes what ``FileSink`` writes;
 - ``MemorySink`` (``pianogen.continue_audio``): keeps the continuations as tensors; nothing is written.
 """
 
@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from pianogen.data.audio import save_audio
@@ -30,15 +29,13 @@ from pianogen.takes import splice, write_recording
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from pianogen.generate import GenerationRequest, Source
-
 
 @dataclass
 class Generated:
     """What the pipeline hands a sink once every code is drawn."""
 
-    request: "GenerationRequest"
-    source: "Source"
+    request: Any  # the GenerationRequest (pianogen.generate imports this module, not the other way round)
+    source: Any  # the generate.Source: the recording continued, where it is cut, the codes before
     prompt_path: Path | None  # the file continued (None: audio given in memory)
     codec: Any
     levels: int
@@ -53,9 +50,9 @@ class Generated:
 
 
 class Sink:
-    """The interface: ``begin`` before sampling (streaming sinks open their files), ``chunk`` for each streamed
-    piece of audio, ``close`` when streaming ends (also on failure), ``finish`` with everything generated:
-    returns (files written, per-take report entries)."""
+    """The interface: ``begin`` before sampling (streaming sinks open their files), ``sample`` (streaming sinks
+    only: draws the codes while handing out their audio), ``close`` when sampling ends (also on failure),
+    ``finish`` with everything generated: returns (files written, per-take report entries)."""
 
     writes_files = False  # True: the pipeline gives begin/finish a staging folder, renamed to request.out at the end
     streams = False  # True: the pipeline samples with stream_audio and calls chunk() as audio comes
@@ -63,9 +60,6 @@ class Sink:
 
     def begin(self, folder: Path | None, num: int, sample_rate: int) -> None:
         pass
-
-    def chunk(self, audio: np.ndarray, sample_rate: int) -> None:
-        """audio float32[num, samples] in [-1, 1]: the next stretch of every continuation."""
 
     def close(self) -> None:
         pass
@@ -116,50 +110,6 @@ class FileSink(Sink):
                           "continuation_lufs": joined.continuation_lufs, "gain_db": joined.gain_db,
                           "crossfade_s": joined.crossfade_s})
         return files, takes
-
-
-class ChunkSink(FileSink):
-    """``FileSink``, and the continuation as it is made: ``continuation_<i>.wav.part`` in the staging folder grows
-    chunk by chunk (16-bit PCM, as save_audio writes) and ``on_chunk(audio float32[num, samples], rate)`` gets
-    each chunk; the part files make way for the finished files."""
-
-    streams = True
-
-    def __init__(self, chunk_seconds: float = 0.25, first_chunk_seconds: float = 0.05,
-                 on_chunk: "Callable[[np.ndarray, int], None] | None" = None) -> None:
-        self.chunk_seconds, self.first_chunk_seconds, self.on_chunk = chunk_seconds, first_chunk_seconds, on_chunk
-        self.parts: list[Path] = []
-        self.writers: list[Any] = []
-
-    def begin(self, folder: Path | None, num: int, sample_rate: int) -> None:
-        import soundfile as sf
-
-        assert folder is not None
-        self.parts = [folder / f"continuation_{i}.wav.part" for i in range(num)]
-        for part in self.parts:
-            with writing(part) as path:
-                self.writers.append(sf.SoundFile(path, "w", samplerate=sample_rate, channels=1, format="WAV",
-                                                 subtype="PCM_16"))
-
-    def chunk(self, audio: np.ndarray, sample_rate: int) -> None:
-        for writer, part, take in zip(self.writers, self.parts, audio):
-            with writing(part):
-                writer.write(take)
-                writer.flush()
-        if self.on_chunk is not None:
-            self.on_chunk(audio, sample_rate)
-
-    def close(self) -> None:
-        for writer in self.writers:
-            writer.close()
-        self.writers = []
-
-    def finish(self, folder: Path | None, generated: Generated,
-               tell: "Callable[[str, int, int], None]") -> tuple[list[str], list[dict[str, Any]]]:
-        self.close()
-        for part in self.parts:
-            part.unlink(missing_ok=True)
-        return super().finish(folder, generated, tell)
 
 
 class MemorySink(Sink):

@@ -7,8 +7,8 @@ the decoder's receptive field), so the concatenated chunks equal one-shot decodi
 sequence up to float rounding; the last frames' samples never depend on frames not yet drawn. (SoundStream
 pads with reflection, so a sequence's first ``context_frames`` frames read ahead: exactness needs a
 prompt at least that long, 28 frames = 0.35 s for the reference codec.)
-``pianogen generate --stream`` is the one generation pipeline with a chunk sink (``pianogen.sinks.ChunkSink``):
-``stream_codes`` is its sampling step, the chunks post-filtered as they come when the post-filters are causal;
+``pianogen generate --stream`` is the one generation pipeline with a chunk sink (``ChunkSink``): its sampling
+step (``stream_codes``) hands out the chunks, post-filtered as they come when the post-filters are causal;
 the same final files as one-shot generation follow.
 """
 
@@ -27,7 +27,9 @@ import torch
 from torch import nn
 
 from pianogen.errors import PianogenError
+from pianogen.generate_output import writing
 from pianogen.interfaces import StreamingFilter
+from pianogen.sinks import FileSink, Generated
 
 
 def decoder_context_frames(codec: nn.Module) -> int | None:
@@ -156,9 +158,9 @@ class FilterChain(StreamingFilter):
 
 
 def stream_codes(model: nn.Module, codec: nn.Module, prompt_codes: torch.Tensor, n_frames: int, request: Any,
-                 filters: list[Any], filter_specs: list[dict[str, Any]], sink: Any, progress: bool,
+                 filters: list[Any], filter_specs: list[dict[str, Any]], sink: "ChunkSink", progress: bool,
                  tell: Callable[[str, int, int], None], start: float) -> tuple[torch.Tensor, dict[str, Any], list[str]]:
-    """The pipeline's sampling step for a sink that streams (``sink.streams``): the continuation's codes
+    """The pipeline's sampling step for a sink that streams (``ChunkSink.sample``): the continuation's codes
     LongTensor[num, K, n_frames], while ``sink.chunk`` gets its audio as it is made — the first chunk after
     ``sink.first_chunk_seconds``, then every ``sink.chunk_seconds``, post-filtered as it streams when every
     post-filter is causal. Returns the codes, the report's ``stream`` block and notes for the user; ``start``
@@ -194,6 +196,56 @@ def stream_codes(model: nn.Module, codec: nn.Module, prompt_codes: torch.Tensor,
     return finished[0], block, notes
 
 
+class ChunkSink(FileSink):
+    """``FileSink``, and the continuation as it is made: ``continuation_<i>.wav.part`` in the staging folder grows
+    chunk by chunk (16-bit PCM, as save_audio writes) and ``on_chunk(audio float32[num, samples], rate)`` gets
+    each chunk; the part files make way for the finished files."""
+
+    streams = True
+
+    def __init__(self, chunk_seconds: float = 0.25, first_chunk_seconds: float = 0.05,
+                 on_chunk: Callable[[np.ndarray, int], None] | None = None) -> None:
+        self.chunk_seconds, self.first_chunk_seconds, self.on_chunk = chunk_seconds, first_chunk_seconds, on_chunk
+        self.parts: list[Path] = []
+        self.writers: list[Any] = []
+
+    def sample(self, model: nn.Module, codec: nn.Module, prompt_codes: torch.Tensor, n_frames: int, request: Any,
+               filters: list[Any], filter_specs: list[dict[str, Any]], progress: bool,
+               tell: Callable[[str, int, int], None], start: float) -> tuple[torch.Tensor, dict[str, Any], list[str]]:
+        return stream_codes(model, codec, prompt_codes, n_frames, request, filters, filter_specs, self, progress,
+                            tell, start)
+
+    def begin(self, folder: Path | None, num: int, sample_rate: int) -> None:
+        import soundfile as sf
+
+        assert folder is not None
+        self.parts = [folder / f"continuation_{i}.wav.part" for i in range(num)]
+        for part in self.parts:
+            with writing(part) as path:
+                self.writers.append(sf.SoundFile(path, "w", samplerate=sample_rate, channels=1, format="WAV",
+                                                 subtype="PCM_16"))
+
+    def chunk(self, audio: np.ndarray, sample_rate: int) -> None:
+        for writer, part, take in zip(self.writers, self.parts, audio):
+            with writing(part):
+                writer.write(take)
+                writer.flush()
+        if self.on_chunk is not None:
+            self.on_chunk(audio, sample_rate)
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+        self.writers = []
+
+    def finish(self, folder: Path | None, generated: Generated,
+               tell: Callable[[str, int, int], None]) -> tuple[list[str], list[dict[str, Any]]]:
+        self.close()
+        for part in self.parts:
+            part.unlink(missing_ok=True)
+        return super().finish(folder, generated, tell)
+
+
 def stream_generate(run_dir: str | Path, request: Any, device: str = "auto", chunk_seconds: float = 0.25,
                     progress: bool = True, first_chunk_seconds: float = 0.05, listener: Callable | None = None,
                     loader: Callable[..., tuple] | None = None,
@@ -206,7 +258,6 @@ def stream_generate(run_dir: str | Path, request: Any, device: str = "auto", chu
 
     ``listener(stage, done, total)``, ``loader``: as for ``generate.generate`` (``pianogen serve`` passes both)."""
     from pianogen.generate import generate, load_generation_run
-    from pianogen.sinks import ChunkSink
 
     sink = ChunkSink(chunk_seconds, first_chunk_seconds, on_chunk)
     return generate(run_dir, request, device=device, progress=progress, listener=listener,

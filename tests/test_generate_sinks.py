@@ -11,8 +11,8 @@ import soundfile as sf
 
 from pianogen.errors import PianogenError
 from pianogen.generate import GenerationRequest, generate
-from pianogen.sinks import ChunkSink, MemorySink
-from pianogen.stream import stream_generate
+from pianogen.sinks import MemorySink
+from pianogen.stream import ChunkSink, stream_generate
 
 
 def request(out, **kw) -> GenerationRequest:
