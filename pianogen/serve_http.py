@@ -295,7 +295,9 @@ def serve(spec: str | Path = "piano", host: str = "127.0.0.1", port: int = 8000,
           verbose: bool = False) -> None:
     """Serve the page until interrupted; prints the address first (port 0 picks a free one)."""
     runs, outputs = offered_runs(spec)
-    server = StudioServer((host, port), Studio(runs, device, outputs), verbose)
+    studio = Studio(runs, device, outputs)
+    studio.describe_runs()  # each recipe read now: a bad one is one line here, not an error on the page
+    server = StudioServer((host, port), studio, verbose)
     print(f"serving {len(server.studio.runs)} run(s) on {server.url}", flush=True)
     try:
         server.serve_forever()

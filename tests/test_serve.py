@@ -214,7 +214,7 @@ def test_page_in_headless_chromium(server, trained_run, tmp_path):
             script_errors = []
             page.on("pageerror", lambda err: script_errors.append(str(err)))
             page.goto(server)
-            expect(page.locator("#seconds")).to_have_value("0.5")  # the run's recipe defaults arrived
+            expect(page.locator("#seconds")).to_have_value("0.5", timeout=60_000)  # the recipe's defaults arrived
             # the command line's limits, from its constants, in the page's words (no --flags)
             assert (page.get_attribute("#num", "max"), page.get_attribute("#seconds", "max")) == \
                 (str(MAX_NUM), f"{MAX_SECONDS:g}")
