@@ -17,8 +17,8 @@ from pianogen.errors import PianogenError
 from pianogen.recipe import Recipe, load_recipe
 
 RESUMABLE_CHANGES = ("run.dir", "run.device", "data.num_workers", "data.strict", "data.skip_missing",
-                     "train.log_every", "train.save_every", "train.compile", "train.loggers", "generate.",
-                     "postfilter.")
+                     "train.log_every", "train.save_every", "train.compile", "train.loggers", "train.patience",
+                     "generate.", "postfilter.")
 # a codec's training: these change how often it reports or saves, and where to, not what it trains
 RESUMABLE_CODEC_KEYS = ("codec_train.log_every", "codec_train.save_every", "codec_train.loggers", "data.num_workers")
 LENGTH_KEYS = ("train.epochs", "train.max_steps")

@@ -232,7 +232,12 @@ class TokenTrainer(Trainer):
                 "vocab_size": codec.codebook_size, "block_size": recipe.data.window}
 
     def finished(self) -> bool:
-        return self.state.step >= self.total_steps or self.state.epoch >= self.cfg.epochs
+        state, cfg = self.state, self.cfg
+        # early stopping: `patience` epochs in a row without a better validation loss end the run (the
+        # `best` checkpoint is the one to use); the schedule keeps its planned length, so a run with
+        # patience follows the same trajectory as one without, only shorter
+        stalled = cfg.patience and state.epoch - state.best_epoch >= cfg.patience
+        return state.step >= self.total_steps or state.epoch >= cfg.epochs or bool(stalled)
 
     def run_epoch(self) -> None:
         state, cfg = self.state, self.cfg
@@ -293,7 +298,7 @@ class TokenTrainer(Trainer):
         self.log({"epoch": state.epoch - 1, "step": state.step, "split": "validation", **val})
         self.bar.log(f"epoch {state.epoch}: validation loss {val['loss']:.4f}")
         if val["loss"] < state.best_val:
-            state.best_val = val["loss"]
+            state.best_val, state.best_epoch = val["loss"], state.epoch
             self.save("best")
         self.save("last")
 

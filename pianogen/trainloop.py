@@ -27,6 +27,7 @@ class TrainState:
     epoch: int = 0  # epochs done (token training; the codec trainer counts steps only)
     micro_done: int = 0  # micro-batches of the current epoch already done
     best_val: float = math.inf  # the best validation loss so far
+    best_epoch: int = 0  # epochs done when best_val was reached (early stopping counts from it)
     # The open logging window: per-metric sums over its steps so far. Saved too, so that the first
     # average logged after a resume covers the same steps as in an uninterrupted run.
     window_sums: dict[str, float] = field(default_factory=dict)
@@ -34,6 +35,7 @@ class TrainState:
 
     def to_dict(self) -> dict[str, Any]:
         return {"step": self.step, "epoch": self.epoch, "micro_done": self.micro_done, "best_val": self.best_val,
+                "best_epoch": self.best_epoch,
                 "log_window": {"sums": dict(self.window_sums), "steps": self.window_steps}}
 
     @classmethod
@@ -41,7 +43,8 @@ class TrainState:
         """The state ``to_dict`` wrote; what a file of an older version lacks starts empty."""
         window = saved.get("log_window", {"sums": {}, "steps": 0})
         return cls(int(saved["step"]), int(saved.get("epoch", 0)), int(saved.get("micro_done", 0)),
-                   float(saved.get("best_val", math.inf)), dict(window["sums"]), int(window["steps"]))
+                   float(saved.get("best_val", math.inf)), int(saved.get("best_epoch", saved.get("epoch", 0))),
+                   dict(window["sums"]), int(window["steps"]))
 
     def accumulate(self, metrics: dict[str, float], divisor: int = 1) -> None:
         """Add one micro-batch's metrics (divided by the micro-batches of a step) to the open window."""

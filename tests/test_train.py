@@ -278,3 +278,15 @@ def test_a_moved_run_resumes_where_it_now_is(tmp_path, tiny_codec_path, tiny_cor
     a = load_file(straight / "checkpoints/last/model.safetensors")
     b = load_file(moved / "checkpoints/last/model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_patience_stops_when_validation_stops_improving(tmp_path, tiny_codec_path, tiny_corpus):
+    # lr 1e-30 (below the weights' float32 resolution): every epoch's validation loss equals the first one's,
+    # so none is better and a patience of 2 ends the 6 planned epochs after the third; best stays epoch 1's
+    settings = {"train": {"epochs": 6, "lr": 1e-30, "schedule": "constant", "patience": 2}}
+    run = train(pianogen.load_recipe(tiny_recipe(tmp_path, tiny_codec_path, tiny_corpus, **settings)), progress=False)
+    val = records(run, "validation")
+    assert len(val) == 3 and val[0]["loss"] == val[2]["loss"]
+    best = json.loads((run / "checkpoints/best/meta.json").read_text())
+    last = json.loads((run / "checkpoints/last/meta.json").read_text())
+    assert (best["epoch"], last["epoch"]) == (1, 3)
