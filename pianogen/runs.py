@@ -158,10 +158,30 @@ def write_sums(folder: Path) -> Path:
     return folder / SUMS
 
 
-def pack_run(run_dir: str | Path, dest: str | Path, tag: str = "best") -> Path:
+def _cast_weights(path: Path, dtype_name: str) -> None:
+    """Rewrite a safetensors file with its floating tensors in ``dtype_name`` (bf16 | fp16 | fp32)."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    if dtype_name not in dtypes:
+        raise PianogenError(f"weights_dtype must be one of {', '.join(dtypes)}, got '{dtype_name}'")
+    with safe_open(str(path), "pt") as f:
+        metadata = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    cast = {k: v.to(dtypes[dtype_name]) if v.is_floating_point() else v for k, v in tensors.items()}
+    save_file(cast, str(path), metadata=metadata)
+    path.chmod(0o644)  # safetensors writes 0600; a package's data files are world-readable
+
+
+def pack_run(run_dir: str | Path, dest: str | Path, tag: str = "best", weights_dtype: str = "") -> Path:
     """A trained run -> a built-in run folder at ``dest`` (which must not exist): the frozen recipe with the
     codec pointed at ``$RUN/codec.safetensors``, the codec file, the ``tag`` checkpoint's weights and meta as
-    ``checkpoints/best``, and SHA256SUMS. Trainer state, metrics and figures stay behind."""
+    ``checkpoints/best``, and SHA256SUMS. Trainer state, metrics and figures stay behind.
+
+    ``weights_dtype="bf16"`` stores the token model's floating weights in bfloat16 (half the bytes: what keeps
+    a shipped run under the size budget); loading casts them back to the model's dtype."""
     import pianogen
     from pianogen import checkpoint
     from pianogen.fetch.needs import codec_file
@@ -185,7 +205,10 @@ def pack_run(run_dir: str | Path, dest: str | Path, tag: str = "best") -> Path:
         shutil.copyfile(codec, stage / "codec.safetensors")
         for name in (checkpoint.MODEL_FILE, checkpoint.META_FILE):
             shutil.copyfile(found / name, stage / "checkpoints" / "best" / name)
+        if weights_dtype:
+            _cast_weights(stage / "checkpoints" / "best" / checkpoint.MODEL_FILE, weights_dtype)
         raw = dict(recipe.raw)
+        raw["run"] = {k: v for k, v in raw.get("run", {}).items() if k != "dir"}  # where it trained: not shipped
         raw["codec"] = {**raw["codec"], "checkpoint": f"{RUN_VARIABLE}/codec.safetensors"}
         raw["codec"].pop("train_recipe", None)  # shipped trained: nothing to train
         (stage / "recipe.toml").write_text(dump_toml(raw))
