@@ -222,3 +222,33 @@ def test_a_third_party_package_ships_a_run_the_command_line_finds(packed, tmp_pa
     assert done.returncode == 0, done.stderr[-2000:]
     assert (work / "tinyrun-generated" / "test_0-001" / "take_0.wav").is_file()
     assert snapshot(packed) == before
+
+
+def test_pack_run_in_bf16_halves_the_weights_and_scores_alike(trained_run, packed, tmp_path):
+    from pianogen.pipeline import load_run
+
+    half = pack_run(trained_run, tmp_path / "half", weights_dtype="bf16")
+    verify_sums(half)
+    full_size = (packed / "checkpoints/best/model.safetensors").stat().st_size
+    assert (half / "checkpoints/best/model.safetensors").stat().st_size < 0.6 * full_size
+    _, _, model32, _ = load_run(packed, "best", torch.device("cpu"))
+    _, _, model16, _ = load_run(half, "best", torch.device("cpu"))
+    assert next(model16.parameters()).dtype == torch.float32  # cast back on loading
+    codes = torch.randint(0, model32.vocab_size, (2, model32.n_levels, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = model32(codes).log_softmax(-1), model16(codes).log_softmax(-1)
+    assert not torch.equal(a, b) and torch.allclose(a, b, atol=0.05)
+    with pytest.raises(PianogenError, match="weights_dtype must be one of"):
+        pack_run(trained_run, tmp_path / "int3", weights_dtype="int3")
+
+
+def test_the_shipped_piano_continues_an_example_in_memory():
+    from pianogen_pretrained import PIANO
+
+    if not (PIANO / "recipe.toml").is_file():
+        pytest.skip("this copy has no trained piano run")
+    audio, rate = sf.read(str(pianogen.__path__[0] + "/web/examples/example_1.ogg"), dtype="float32", always_2d=True)
+    take = torch.from_numpy(audio.T[:, : 2 * rate].copy())
+    one, sr = pianogen.continue_audio(take, rate, seconds=1.0, seed=3)
+    two, _ = pianogen.continue_audio(take, rate, seconds=1.0, seed=3)
+    assert one.shape == (2, sr) and torch.equal(one, two) and one.abs().max() > 1e-3
