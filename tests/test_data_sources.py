@@ -7,11 +7,11 @@ import csv
 import numpy as np
 import pytest
 from pianogen_data import FolderSource
+from pianogen_data.synth import CSV_COLUMNS, CSV_NAME
 
 import pianogen
 from pianogen.data.audio import save_audio
 from pianogen.data.sources import open_source
-from pianogen.data.synth import CSV_COLUMNS, CSV_NAME
 from pianogen.errors import PianogenError
 from pianogen.recipe import DataConfig
 from pianogen.registry import registered

@@ -7,9 +7,9 @@ import csv
 import numpy as np
 import pytest
 import soundfile as sf
+from pianogen_data import synth
 
 import pianogen
-from pianogen.data import synth
 from pianogen.errors import PianogenError
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from pianogen_data import synth
 
-from pianogen.data import synth
 from pianogen.data.audio import save_audio
 from pianogen.data.tokenize import TokenCache, cache_dir, encode_stitched, tokenize
 from pianogen.errors import PianogenError

@@ -28,7 +28,7 @@ def files_under(folder):
 @pytest.fixture(scope="module")
 def other_corpus(tmp_path_factory):
     """Another composed corpus (other seed) in MAESTRO's layout, as `data render` writes one."""
-    from pianogen.data.synth import write_corpus
+    from pianogen_data.synth import write_corpus
 
     return write_corpus(tmp_path_factory.mktemp("other") / "other_piano", minutes=0.4, seed=7, progress=False)
 

@@ -80,8 +80,7 @@ def test_bad_frames_are_noise_of_every_colour_and_held_silence_never_piano(sampl
     """Plain flatness caught white noise only (pink: 0 % of frames, brown: 0 %); whitened flatness
     flags all three, held silence is flagged as near-silent, and synthetic piano is never flagged."""
     import torchaudio
-
-    from pianogen.data import synth
+    from pianogen_data import synth
 
     rng = np.random.default_rng(0)
     for _ in range(3):

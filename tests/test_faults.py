@@ -68,7 +68,7 @@ def test_a_model_of_another_size_names_the_tensor_when_no_config_says_why(tmp_pa
 
 
 def test_killed_corpus_writers_leave_no_temp_folder_for_long(tmp_path):
-    from pianogen.data.synth import write_corpus
+    from pianogen_data.synth import write_corpus
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()

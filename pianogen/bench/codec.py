@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 import pianogen
@@ -79,37 +78,40 @@ def codec_vs_reference(codec: Codec, seconds: float, device: torch.device, repea
     return result
 
 
+def composed_corpus(root: Path, seconds: float, seed: int = 0) -> list[Any]:
+    """The pieces of the data source ``synthetic`` (the data plugin's composer and renderer) holding ``seconds``
+    of piano at ``root``, written there on this first read."""
+    return pianogen.get_data_source("synthetic", root=str(root), minutes=seconds / 60, seed=seed).pieces()
+
+
 def synthesis_realtime_factor(seconds: float, seed: int = 0) -> float:
     """Seconds of synthetic corpus (compose, render, WAV + MIDI written) per wall second."""
-    from pianogen.data.synth import write_corpus
-
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        write_corpus(Path(tmp) / "corpus", seconds / 60, seed, progress=False)
+        composed_corpus(Path(tmp) / "corpus", seconds, seed)
         return seconds / (time.perf_counter() - start)
 
 
 def tokenize_realtime_factor(codec: Codec, seconds: float, device: torch.device, chunk_seconds: float = 15.0,
                              overlap_seconds: float = 1.0) -> float:
-    """The whole per-piece tokenization path × real time: soundfile read of 44.1 kHz stereo, mono +
-    resample, chunked batched encoding, stitching, the atomic uint16 .npy write."""
-    from pianogen.data import synth
-    from pianogen.data.audio import load_audio, save_audio
+    """The whole per-piece tokenization path × real time, over a synthetic corpus of ``seconds``: soundfile
+    read of 44.1 kHz stereo, mono + resample, chunked batched encoding, stitching, the atomic uint16 .npy
+    write."""
+    from pianogen.data.audio import load_audio
     from pianogen.data.tokenize import encode_stitched, save_codes
 
     codec = codec.to(device).eval()
-    rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "piece.wav"
-        save_audio(path, synth.render(synth.compose(rng, seconds), rng), synth.SAMPLE_RATE)
+        pieces = composed_corpus(Path(tmp) / "corpus", seconds)
+        audio_seconds = sum(piece.duration for piece in pieces)
 
         def run() -> None:
-            codes = encode_stitched(codec, load_audio(path, codec.sample_rate), chunk_seconds, overlap_seconds)
-            save_codes(Path(tmp) / "piece.npy", codes)
+            for i, piece in enumerate(pieces):
+                codes = encode_stitched(codec, load_audio(piece.path, codec.sample_rate), chunk_seconds,
+                                        overlap_seconds)
+                save_codes(Path(tmp) / f"piece{i}.npy", codes)
 
-        return seconds / timed(run, device)
-
-
+        return audio_seconds / timed(run, device)
 
 
 def codec_training_speed(recipe_name: str = "codec", device: str = "cpu", batch: int = 1,

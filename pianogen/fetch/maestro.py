@@ -42,6 +42,11 @@ def csv_name(version: str) -> str:
     return f"maestro-v{version}.csv"
 
 
+MAESTRO_CSV = csv_name("3.0.0")  # the metadata file every corpus in MAESTRO's layout holds (public: pianogen.)
+MAESTRO_COLUMNS = ["canonical_composer", "canonical_title", "split", "year", "midi_filename", "audio_filename",
+                   "duration"]
+
+
 @dataclass
 class Plan:
     """What a fetch of ``years`` into ``root`` does: members still to fetch, and those already there."""

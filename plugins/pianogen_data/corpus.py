@@ -24,16 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pianogen.data.audio import save_audio
+from pianogen import MAESTRO_COLUMNS, MAESTRO_CSV, atomic_write_bytes, pid_alive, progress_bar, save_audio, write_midi
 from pianogen.errors import PianogenError
 from pianogen.interfaces import Performance
-from pianogen.paths import atomic_write_bytes, pid_alive
-from pianogen.progress import progress_bar
 
 SAMPLE_RATE = 44100
-CSV_NAME = "maestro-v3.0.0.csv"
-CSV_COLUMNS = ["canonical_composer", "canonical_title", "split", "year", "midi_filename", "audio_filename",
-               "duration"]
+CSV_NAME, CSV_COLUMNS = MAESTRO_CSV, MAESTRO_COLUMNS
 ROWS_DIR = ".rows"  # per-piece CSV rows of a corpus being written (removed before it is renamed into place)
 
 
@@ -122,8 +118,6 @@ def _check_complete(out_dir: Path, items: list[CorpusItem]) -> None:
 
 def _render_items(tmp: Path, items: list[CorpusItem], render: Callable[[CorpusItem], RenderedPiece], label: str,
                   progress: bool, skip_bad: bool) -> list[list[str]]:
-    from pianogen.data.midi import write_midi
-
     rows, audio_s, render_s = [], 0.0, 0.0
     with progress_bar(progress, info=True, transient=True) as bar:
         task = bar.add_task(label, total=len(items), info="")

@@ -2,7 +2,7 @@
 
 Two kinds of input: a folder of MIDI files played as written (``--midi DIR``; a MAESTRO CSV in it keeps its
 splits, years and names), or pieces composed here (``--minutes M --seed S``, ``composer.compose``). Either way
-the corpus is written in MAESTRO's layout by the host's resumable writer (``pianogen.write_corpus``).
+the corpus is written in MAESTRO's layout by the plugin's resumable writer (``pianogen_data.corpus.write_corpus``).
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import pianogen
-from pianogen import MAESTRO_CSV, corpus_plan, read_midi
+from pianogen import MAESTRO_CSV, read_midi
 from pianogen.errors import PianogenError
 from pianogen.interfaces import Note, Performance
+from pianogen_data.corpus import CorpusItem, RenderedPiece, write_corpus
+from pianogen_data.corpus import plan as corpus_plan
 from pianogen_data.fluidsynth import FluidSynth
 from pianogen_data.sampler import Sampler, SamplerConfig
 
@@ -44,7 +45,7 @@ def split_by_name(names: list[str]) -> dict[str, str]:
             for i, name in enumerate(ranked)}
 
 
-def midi_items(midi_dir: Path) -> list[tuple[pianogen.CorpusItem, Path]]:
+def midi_items(midi_dir: Path) -> list[tuple[CorpusItem, Path]]:
     """(corpus item, its MIDI file) for every MIDI file of ``midi_dir``: a MAESTRO CSV there gives splits,
     years and names, otherwise each file is named after its path and split by a hash of it."""
     if not midi_dir.is_dir():
@@ -57,17 +58,17 @@ def midi_items(midi_dir: Path) -> list[tuple[pianogen.CorpusItem, Path]]:
         raise PianogenError(f"no .mid/.midi files under {midi_dir}")
     names = {p: p.relative_to(midi_dir).with_suffix("").as_posix().replace("/", "_") for p in files}
     splits = split_by_name(list(names.values()))
-    return [(pianogen.CorpusItem(f"{YEAR}/{names[p]}", splits[names[p]], YEAR, title=p.stem), p) for p in files]
+    return [(CorpusItem(f"{YEAR}/{names[p]}", splits[names[p]], YEAR, title=p.stem), p) for p in files]
 
 
-def _maestro_items(midi_dir: Path, csv_path: Path) -> list[tuple[pianogen.CorpusItem, Path]]:
+def _maestro_items(midi_dir: Path, csv_path: Path) -> list[tuple[CorpusItem, Path]]:
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
     items, missing = [], []
     for row in rows:
         try:
             stem = str(Path(row["midi_filename"]).with_suffix(""))
-            item = pianogen.CorpusItem(stem, row["split"], int(row["year"]), row["canonical_composer"],
+            item = CorpusItem(stem, row["split"], int(row["year"]), row["canonical_composer"],
                                        row["canonical_title"])
         except (KeyError, ValueError, TypeError) as err:
             raise PianogenError(f"{csv_path}: a row lacks a usable {err} (MAESTRO v3 columns wanted)") from None
@@ -125,29 +126,29 @@ def _render_corpus(out_dir: Path, midi: Path | None, minutes: float | None, seed
     if midi is not None:
         files = dict(midi_items(Path(midi)))
 
-        def render(item: pianogen.CorpusItem) -> pianogen.RenderedPiece:
+        def render(item: CorpusItem) -> RenderedPiece:
             performance = read_midi(files[item])
             if not performance.notes:
                 raise PianogenError(f"{files[item]}: no notes")
             if humanized:
                 performance = humanize(performance, _stable_seed(seed, item.stem))
-            return pianogen.RenderedPiece(play(performance), performance)
+            return RenderedPiece(play(performance), performance)
 
-        return pianogen.write_corpus(out_dir, list(files), render, label="rendering MIDI", progress=progress,
+        return write_corpus(out_dir, list(files), render, label="rendering MIDI", progress=progress,
                                      skip_bad=True)
     if minutes is None:
         raise PianogenError("data render needs --midi DIR (MIDI files to play) or --minutes M (pieces to compose)")
     from pianogen_data.composer import compose
 
     pieces = corpus_plan(minutes, seed, PIECE_SECONDS)
-    items = [pianogen.CorpusItem(f"{YEAR}/PianoGen-Rendered_s{seed}_{i:03d}", split, YEAR, "PianoGen Composer")
+    items = [CorpusItem(f"{YEAR}/PianoGen-Rendered_s{seed}_{i:03d}", split, YEAR, "PianoGen Composer")
              for i, (_, split) in enumerate(pieces)]
     lengths = {item: seconds for item, (seconds, _) in zip(items, pieces)}
 
-    def compose_and_render(item: pianogen.CorpusItem) -> pianogen.RenderedPiece:
+    def compose_and_render(item: CorpusItem) -> RenderedPiece:
         i = items.index(item)
         performance = compose(_stable_seed(seed, i), lengths[item])
         title = f"{performance.info.get('title', 'Piece')} (No. {i + 1})"
-        return pianogen.RenderedPiece(play(performance), performance, title)
+        return RenderedPiece(play(performance), performance, title)
 
-    return pianogen.write_corpus(out_dir, items, compose_and_render, label="rendering piano", progress=progress)
+    return write_corpus(out_dir, items, compose_and_render, label="rendering piano", progress=progress)

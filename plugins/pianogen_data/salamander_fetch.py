@@ -20,9 +20,8 @@ from pathlib import Path
 
 import torch
 
+from pianogen import atomic_write_bytes, download, home, load_audio
 from pianogen.errors import PianogenError
-from pianogen.fetch.http import download
-from pianogen.paths import atomic_write_bytes, home
 
 NPM_REGISTRY_ENV = "PIANOGEN_NPM_REGISTRY"
 SALAMANDER_SHA256 = {  # of @audio-samples/piano-velocity<v>-1.0.5.tgz, by velocity layer
@@ -134,8 +133,6 @@ def salamander_splits(root: Path | None = None, progress: bool = True) -> dict[s
 def real_piano_notes(sample_rate: int, seconds: float, count: int, notes: tuple[str, ...] = DEFAULT_NOTES,
                      folder: Path | None = None) -> list[torch.Tensor]:
     """The first ``seconds`` of ``count`` recorded notes, mono at ``sample_rate``, as [S] tensors."""
-    from pianogen.data.audio import load_audio
-
     folder = folder or salamander_dir()
     clips = []
     for note in notes[:count]:

@@ -117,8 +117,9 @@ class Sampler:
     @classmethod
     def salamander(cls, root: Path | None = None, config: SamplerConfig | None = None,
                    progress: bool = True) -> Sampler:
-        """The Salamander set from the npm registry (``pianogen.salamander_samples``), fetched once."""
-        from pianogen import salamander_samples
+        """The Salamander set from the npm registry (``pianogen_data.salamander_fetch.salamander_samples``), fetched
+        once."""
+        from pianogen_data.salamander_fetch import salamander_samples
 
         samples = salamander_samples(root, progress)
         return cls(samples["layers"], samples["release"], config)

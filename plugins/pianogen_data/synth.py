@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pianogen.data import corpus
-from pianogen.data.corpus import CSV_COLUMNS, CSV_NAME, SAMPLE_RATE, CorpusItem, RenderedPiece, plan
 from pianogen.interfaces import Note, Performance
+from pianogen_data import corpus
+from pianogen_data.corpus import CSV_COLUMNS, CSV_NAME, SAMPLE_RATE, CorpusItem, RenderedPiece, plan
 
 __all__ = ["CSV_COLUMNS", "CSV_NAME", "SAMPLE_RATE", "compose", "performance", "plan", "render", "write_corpus"]
 YEAR = 2018  # the report's MAESTRO subset, so `years = [2018]` recipes work on synthetic data too
@@ -201,7 +201,7 @@ def performance(score: Score) -> Performance:
 
 def write_corpus(out_dir: Path, minutes: float, seed: int, progress: bool = True) -> Path:
     """Compose and render ``minutes`` of piano into ``out_dir`` (MAESTRO layout: CSV, <year>/*.wav + .midi),
-    resumably (``pianogen.data.corpus.write_corpus``)."""
+    resumably (``pianogen_data.corpus.write_corpus``)."""
     pieces = plan(minutes, seed)
     items = [CorpusItem(f"{YEAR}/PianoGen-Synth_s{seed}_{i:03d}", split, YEAR, "PianoGen Synth")
              for i, (_, split) in enumerate(pieces)]
