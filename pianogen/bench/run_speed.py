@@ -61,14 +61,22 @@ class TimedChunks(MemorySink):
 
 
 def piano_prompt(seconds: float, sample_rate: int = 44100, seed: int = 0) -> Any:
-    """``seconds`` of composed piano (the synthetic corpus's renderer) as a stereo Recording held in memory."""
-    from pianogen.continuation import as_recording
-    from pianogen.data import synth
+    """``seconds`` of composed piano (the data source ``synthetic``, the data plugin's composer and renderer)
+    as a stereo Recording held in memory."""
+    import tempfile
 
-    rng = np.random.default_rng(seed)
-    piano = synth.render(synth.compose(rng, seconds + 1.0), rng, sr=sample_rate)  # float [2, S]
-    return as_recording(torch.from_numpy(np.ascontiguousarray(piano[:, :round(seconds * sample_rate)])).float(),
-                        sample_rate)
+    import torchaudio
+
+    from pianogen.bench.codec import composed_corpus
+    from pianogen.continuation import as_recording
+    from pianogen.data.audio import read_file
+
+    with tempfile.TemporaryDirectory() as tmp:  # 3+ pieces of 20-60 s: the longest first holds a short prompt
+        pieces = composed_corpus(Path(tmp) / "corpus", 3 * (seconds + 1.0), seed)
+        files = [read_file(p.path) for p in sorted(pieces, key=lambda piece: -(piece.duration or 0))]
+    data = np.concatenate([wav for wav, _, _ in files])
+    piano = torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(data.T)), files[0][1], sample_rate)
+    return as_recording(piano[:, :round(seconds * sample_rate)].float(), sample_rate)
 
 
 def _median(values: list[float]) -> float:
