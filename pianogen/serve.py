@@ -23,13 +23,13 @@ import shutil
 import threading
 import time
 import traceback
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pianogen.continuation import LoadedRuns
 from pianogen.errors import PianogenError
-from pianogen.generate import GenerationRequest, check_request, generate, load_generation_run, next_free_dir
+from pianogen.generate import GenerationRequest, check_request, generate, next_free_dir
 from pianogen.serve_page import LABELS, in_page_words
 from pianogen.takes import prompt_window, read_recording
 
@@ -117,31 +117,6 @@ class Job:
     def files(self) -> set[str]:
         """The only names served for this job."""
         return {name for name in (self.upload, *(self.report["files"] if self.report else [])) if name}
-
-
-class LoadedRuns:
-    """Runs kept loaded between the page's generations, so only the first one pays for loading.
-
-    Keyed on everything that changes what is loaded: the run, its checkpoint tag and that checkpoint's
-    modification time (a run trained further while serving is loaded again), the precision (int8 and
-    the fp32 layout change the model in place) and the device. The ``size`` most recent stay."""
-
-    def __init__(self, size: int = 2) -> None:
-        self.size, self.entries, self.last_hit = size, OrderedDict(), False
-
-    def __call__(self, run_dir: Path, request: GenerationRequest, device: Any) -> tuple:
-        from pianogen import checkpoint
-
-        found = checkpoint.find(Path(run_dir) / "checkpoints", request.checkpoint)
-        stamp = (found / checkpoint.MODEL_FILE).stat().st_mtime_ns if found else None
-        key = (str(Path(run_dir).resolve()), request.checkpoint, stamp, request.precision, str(device))
-        self.last_hit = key in self.entries
-        if not self.last_hit:
-            self.entries[key] = load_generation_run(run_dir, request, device)
-            while len(self.entries) > self.size:
-                self.entries.popitem(last=False)
-        self.entries.move_to_end(key)
-        return self.entries[key]
 
 
 class Studio:
