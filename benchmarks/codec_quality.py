@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 import pianogen
-from pianogen.codec_metrics import clip, evaluate_codec, recipe_paths
+from pianogen.evaluation.codec_metrics import clip, evaluate_codec, recipe_paths
 from pianogen.interfaces import Note
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -63,7 +63,7 @@ def autoencoder_floor(codec, wavs: list[torch.Tensor], levels=(1, 2, 4, 8)) -> d
     """What limits the codec: the latent's relative quantization error after k levels, and the Mel L1 of
     decoding the unquantized latent, the best any number of levels could reach with this decoder.
     None for a codec that does not expose its latent (``encode_latent`` / ``decode_latent``)."""
-    from pianogen.metrics import mel_l1
+    from pianogen.training.metrics import mel_l1
 
     if not (hasattr(codec, "encode_latent") and hasattr(codec, "decode_latent")):
         return None
@@ -143,7 +143,7 @@ def main() -> None:
         played = [struck_key(name, args.seconds) for name in DEFAULT_NOTES[: len(wavs)]]
         audio = f"{LABEL}, {len(wavs)} x {args.seconds:g} s"
     else:
-        from pianogen.codec_notes import clip_midi_notes
+        from pianogen.evaluation.codec_notes import clip_midi_notes
 
         paths = recipe_paths(pianogen.load_recipe(args.recipe, overrides), args.split, args.pieces)
         wavs = [clip(path, sample_rate, args.seconds) for path in paths]
@@ -157,7 +157,7 @@ def main() -> None:
         result["autoencoder"] = autoencoder_floor(codec, wavs) if codec is not None else None
     steps = None
     if codec is not None:
-        from pianogen.codec_train import trained_steps
+        from pianogen.training.codec_train import trained_steps
 
         steps = trained_steps(args.checkpoint)  # from its checkpoint folder (or a 0.1 trainer.pt)
         log = args.checkpoint.with_name(f"{args.checkpoint.stem}.metrics.jsonl")

@@ -38,8 +38,8 @@ from pianogen.bench import (
     training_speed,
     untrained_codec,
 )
-from pianogen.precision import in_precision
-from pianogen.sampling import make_sampler
+from pianogen.generation.precision import in_precision
+from pianogen.generation.sampling import make_sampler
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--out", type=Path, required=True)

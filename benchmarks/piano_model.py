@@ -10,7 +10,7 @@ RUN: a trained run's folder or a built-in run's name (piano). From nothing (cach
 2. "salamander": the Salamander test notes (data source `salamander`, split test: velocity layer 10, which neither
    the codec nor the token model trained on); single notes, so prompts long enough are the notes of >= 13 s.
 Each is `pianogen eval RUN --corpus ... --prompts N --prompt-seconds P --seconds S --out OUT/<corpus>`; the
-checks (pianogen.eval_verdict) go to the terminal, OUT/piano_model.json, and a row block for RESULTS.md.
+checks (pianogen.evaluation.eval_verdict) go to the terminal, OUT/piano_model.json, and a row block for RESULTS.md.
 """
 
 import argparse
@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pianogen.eval_verdict import RESULTS_HEADER, check_lines, piano_verdict, results_row
+from pianogen.evaluation.eval_verdict import RESULTS_HEADER, check_lines, piano_verdict, results_row
 from pianogen.paths import atomic_write_bytes, home
 
 DEFAULT_SOUNDFONT = "/usr/share/sounds/sf2/TimGM6mb.sf2"

@@ -22,8 +22,8 @@ import numpy as np
 import soundfile as sf
 
 from pianogen.recipe import builtin_recipes
-from pianogen.serve import Studio
-from pianogen.serve_http import StudioServer
+from pianogen.serving.serve import Studio
+from pianogen.serving.serve_http import StudioServer
 
 
 def wav_bytes() -> bytes:

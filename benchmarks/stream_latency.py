@@ -19,9 +19,9 @@ from pianogen_data import synth
 
 import pianogen
 from pianogen.bench import token_model
-from pianogen.precision import in_precision
-from pianogen.sampling import make_sampler
-from pianogen.stream import stream_audio
+from pianogen.generation.precision import in_precision
+from pianogen.generation.sampling import make_sampler
+from pianogen.generation.stream import stream_audio
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--prompt-seconds", type=float, default=5.0)

@@ -19,8 +19,8 @@ import numpy as np
 from pianogen_data.fluidsynth import render_notes as render_fluidsynth
 
 import pianogen
+from pianogen.evaluation.notes import note_f1, note_f1_with_offsets
 from pianogen.interfaces import Note
-from pianogen.notes import note_f1, note_f1_with_offsets
 
 SAMPLE_RATE = 44100
 MAJOR = [0, 2, 4, 5, 7, 9, 11]
@@ -78,7 +78,7 @@ def onset_error_ms(reference: list[Note], estimate: list[Note]) -> float:
     """Median (estimated - reference) onset of the notes note_f1 matches, in ms."""
     from mir_eval.transcription import match_notes
 
-    from pianogen.notes import _intervals_and_hz
+    from pianogen.evaluation.notes import _intervals_and_hz
 
     ref_i, ref_hz = _intervals_and_hz(reference)
     est_i, est_hz = _intervals_and_hz(estimate)

@@ -83,7 +83,7 @@ def load_tensors(path: Any, what: str) -> Any:
     expected kind in the message ("an encodec state dict")."""
     from pathlib import Path
 
-    from pianogen.checkpoint import load_tensors as _load
+    from pianogen.training.checkpoint import load_tensors as _load
 
     return _load(Path(path), what)
 
@@ -143,7 +143,7 @@ def continue_audio(wav: Any, sample_rate: int, seconds: float | None = None, run
     samples'], its sample rate: the codec's). ``run``: a built-in run's name (``piano``) or a run folder;
     ``seconds``, ``prompt_seconds``, ``temperature``, ``top_k``, ``top_p`` default to the run's [generate];
     ``seed`` makes it reproducible. Loaded runs are kept between calls. Nothing is written."""
-    from pianogen.continuation import continue_audio as _continue
+    from pianogen.generation.continuation import continue_audio as _continue
 
     return _continue(wav, sample_rate, seconds=seconds, run=run, seed=seed, **options)
 

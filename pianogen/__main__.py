@@ -1,3 +1,3 @@
-from pianogen.cli import main
+from pianogen.commands.cli import main
 
 main()

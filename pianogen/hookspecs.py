@@ -100,11 +100,12 @@ def register_codec_weights(register: Register) -> None:
 
 @hookspec
 def register_loggers(register: Register) -> None:
-    """Register training loggers: ``factory(place: pianogen.loggers.LogPlace) -> pianogen.loggers.Logger``.
+    """Register training loggers: ``factory(place: LogPlace) -> Logger``
+    (both in ``pianogen.training.loggers``).
 
     A recipe chooses them by name (``[train] loggers = ["jsonl", "tensorboard"]``, ``[codec_train] loggers``);
     both trainers hand every metric record to each. The built-ins ``jsonl`` and ``tensorboard`` are
-    registered this way too (``pianogen/loggers.py``).
+    registered this way too (``pianogen/training/loggers.py``).
     """
 
 

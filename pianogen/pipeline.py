@@ -65,10 +65,10 @@ def load_run(run_dir: "str | Path", tag: str = "best", device: torch.device | st
              ) -> "tuple[Recipe, Codec, TokenModel, dict]":
     """A trained run: its frozen recipe (``$RUN`` = ``run_dir``), codec, token model (eval mode, ``tag`` weights)
     and checkpoint meta. A run holding SHA256SUMS (a shipped one) loads only if every file matches it."""
-    from pianogen import checkpoint
     from pianogen.fetch.run_codec import locate_codec
     from pianogen.recipe import expand_run_folder
     from pianogen.runs import SUMS, verify_sums
+    from pianogen.training import checkpoint
 
     run_dir = Path(run_dir)
     if not (run_dir / "recipe.toml").is_file():

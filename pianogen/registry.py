@@ -53,10 +53,10 @@ KINDS = {
     "transcriber": "register_transcribers",
     "run": "register_runs",  # pretrained runs shipped in a package (pianogen.runs)
     "codec_weights": "register_codec_weights",  # downloadable codec weights (pianogen.fetch.weights)
-    "logger": "register_loggers",  # where training metrics go (pianogen.loggers)
+    "logger": "register_loggers",  # where training metrics go (pianogen.training.loggers)
 }
 # Plugins that are modules of the host itself (simonw/llm's default plugins): loaded before every entry point
-HOST_PLUGINS = {"pianogen.loggers": "pianogen.loggers"}
+HOST_PLUGINS = {"pianogen.training.loggers": "pianogen.training.loggers"}
 
 
 @dataclass(frozen=True)

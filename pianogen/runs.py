@@ -183,10 +183,10 @@ def pack_run(run_dir: str | Path, dest: str | Path, tag: str = "best", weights_d
     ``weights_dtype="bf16"`` stores the token model's floating weights in bfloat16 (half the bytes: what keeps
     a shipped run under the size budget); loading casts them back to the model's dtype."""
     import pianogen
-    from pianogen import checkpoint
     from pianogen.fetch.needs import codec_file
     from pianogen.fetch.run_codec import locate_codec
     from pianogen.recipe import dump_toml
+    from pianogen.training import checkpoint
 
     run_dir, dest = Path(run_dir), Path(dest)
     if dest.exists():

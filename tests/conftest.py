@@ -93,7 +93,7 @@ def trained_run(tmp_path_factory, tiny_codec_path, tiny_corpus):
     import os
 
     from pianogen import load_recipe
-    from pianogen.train import train
+    from pianogen.training.train import train
 
     root = tmp_path_factory.mktemp("trained")
     old = os.environ.get("PIANOGEN_HOME")

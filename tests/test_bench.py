@@ -32,7 +32,7 @@ def test_recomputation_step_pays_for_the_heads_on_the_last_position_only():
     from torch.utils.flop_counter import FlopCounterMode
 
     from pianogen.bench import recompute_step
-    from pianogen.sampling import make_sampler
+    from pianogen.generation.sampling import make_sampler
 
     model = tiny_model().eval()
     context = torch.randint(0, 32, (2, 2, 40), generator=torch.Generator().manual_seed(0))

@@ -158,5 +158,5 @@ def test_host_modules_form_no_import_circle():
         if start not in state:
             visit(start, [start])
     assert circles == []
-    assert "pianogen.pipeline" not in graph["pianogen.codec_train"]  # the circle this layering removed
-    assert "pianogen.codec_train" not in graph["pianogen.pipeline"]
+    assert "pianogen.pipeline" not in graph["pianogen.training.codec_train"]  # the circle this layering removed
+    assert "pianogen.training.codec_train" not in graph["pianogen.pipeline"]

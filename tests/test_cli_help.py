@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from pianogen import registry
-from pianogen.cli import cli
+from pianogen.commands.cli import cli
 
 
 def _commands(group: click.Command, path: tuple[str, ...] = ("pianogen",)):

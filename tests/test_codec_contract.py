@@ -15,14 +15,14 @@ import torch.nn.functional as F
 
 import pianogen
 from pianogen import safetensors_bytes
-from pianogen.cli import main
-from pianogen.cli_codec import codec_reading
+from pianogen.commands.cli import main
+from pianogen.commands.cli_codec import codec_reading
 from pianogen.errors import PianogenError
 from pianogen.fetch.needs import codec_file, missing
 from pianogen.fetch.weights import default_path, get_codec_weights, weights_for_codec
+from pianogen.generation.sampling import make_sampler
+from pianogen.generation.stream import decoder_context_frames, stream_audio
 from pianogen.interfaces import Codec, LossContext, WeightsSpec
-from pianogen.sampling import make_sampler
-from pianogen.stream import decoder_context_frames, stream_audio
 from tests.local_server import LocalServer
 
 CONTEXT = 2  # frames of latent the frame codec's decoder convolves over before each frame (kernel 3)

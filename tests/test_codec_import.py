@@ -139,7 +139,7 @@ def test_the_soundstream_plugin_adds_codec_import_soundstream_to_the_cli(tmp_pat
     soundstream. Its file holds what the plugin's converter writes (tensors and metadata)."""
     from safetensors import safe_open
 
-    from pianogen.cli import main
+    from pianogen.commands.cli import main
 
     torch.save(reference_state(), tmp_path / "ref.pt")
     main(["codec", "import", "soundstream", str(tmp_path / "ref.pt"), str(tmp_path / "cli.safetensors")])

@@ -15,13 +15,13 @@ import torch
 import torchaudio
 
 import pianogen
-import pianogen.codec_metrics as cm
-import pianogen.opus as cm_opus
-from pianogen.codec_notes import clip_midi_notes
+import pianogen.evaluation.codec_metrics as cm
+import pianogen.evaluation.opus as cm_opus
+from pianogen.evaluation.codec_notes import clip_midi_notes
+from pianogen.evaluation.opus import opus_roundtrip, opus_unavailable_reason
+from pianogen.evaluation.rate_distortion import rate_distortion_table
 from pianogen.interfaces import Codec
-from pianogen.metrics import reconstruction_metrics
-from pianogen.opus import opus_roundtrip, opus_unavailable_reason
-from pianogen.rate_distortion import rate_distortion_table
+from pianogen.training.metrics import reconstruction_metrics
 from tests.test_codec_train import piano_like
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -211,7 +211,7 @@ def test_codec_eval_command(tmp_path, tiny_corpus):
 @pytest.mark.parametrize("kbps, message", [("3", "opusenc takes 6 to 256 kbps"),
                                            ("6,x", "numbers separated by commas")])
 def test_codec_eval_rejects_bad_opus_bitrates_in_one_line(tmp_path, capsys, kbps, message):
-    from pianogen.cli import main
+    from pianogen.commands.cli import main
 
     _tiny_codec(tmp_path)
     with pytest.raises(SystemExit) as done:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import pianogen.codec_segments as codec_segments
-from pianogen.codec_segments import ROTATE_EVERY, SegmentSampler
+import pianogen.training.codec_segments as codec_segments
+from pianogen.training.codec_segments import ROTATE_EVERY, SegmentSampler
 
 SR = 1000  # a low rate keeps minutes of audio cheap; the pools count seconds
 

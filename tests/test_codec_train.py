@@ -17,11 +17,11 @@ import torch
 from safetensors.torch import load_file
 
 import pianogen
-import pianogen.codec_segments as codec_segments
-import pianogen.codec_train as codec_train
-from pianogen.codec_train import checkpoint_root, legacy_state_path, metrics_path, train_codec, trained_steps
+import pianogen.training.codec_segments as codec_segments
+import pianogen.training.codec_train as codec_train
 from pianogen.errors import PianogenError
-from pianogen.metrics import codec_reconstruction
+from pianogen.training.codec_train import checkpoint_root, legacy_state_path, metrics_path, train_codec, trained_steps
+from pianogen.training.metrics import codec_reconstruction
 
 SR = 8000
 
@@ -133,8 +133,8 @@ def test_resume_and_output_path_errors(recipe_file):
 
 
 def test_a_recipe_trains_its_missing_codec_and_finishes_a_killed_one(recipe_file, tmp_path, tiny_corpus):
-    from pianogen.codec_prepare import train_missing_codec
     from pianogen.pipeline import build_codec
+    from pianogen.training.codec_prepare import train_missing_codec
     from tests.conftest import tiny_recipe
 
     token_recipe = tiny_recipe(tmp_path, "$PIANOGEN_HOME/codecs/tiny.safetensors", tiny_corpus,
@@ -282,7 +282,7 @@ def test_a_trained_codec_is_never_overwritten_unasked_nor_resumed_with_other_set
 
 
 def test_a_second_training_of_the_same_codec_is_refused_while_the_first_runs(recipe_file, isolated_home):
-    from pianogen.runlock import file_lock
+    from pianogen.training.runlock import file_lock
 
     out = isolated_home / "codecs" / "tiny.safetensors"
     out.parent.mkdir(parents=True)
@@ -303,7 +303,7 @@ def _kill_at_write(patch: pytest.MonkeyPatch, n: int) -> dict[str, list[str]]:
 
     from pianogen_soundstream.model import SoundStream
 
-    from pianogen import checkpoint
+    from pianogen.training import checkpoint
 
     seen: dict[str, list[str]] = {"writes": []}
 

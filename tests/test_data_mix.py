@@ -15,13 +15,13 @@ import torch
 from safetensors.torch import load_file
 
 import pianogen
-from pianogen.codec_segments import SegmentSampler
-from pianogen.codec_train import _train_groups, train_codec
 from pianogen.data.sources import open_source
-from pianogen.distributed import Distributed
 from pianogen.errors import PianogenError
 from pianogen.recipe import dump_toml
-from pianogen.train import EpochBatchSampler
+from pianogen.training.codec_segments import SegmentSampler
+from pianogen.training.codec_train import _train_groups, train_codec
+from pianogen.training.distributed import Distributed
+from pianogen.training.train import EpochBatchSampler
 
 from .conftest import tiny_recipe
 

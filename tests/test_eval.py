@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pianogen.errors import PianogenError
-from pianogen.evaluate import evaluate
+from pianogen.evaluation.evaluate import evaluate
 
 
 def finite(values) -> bool:
@@ -117,8 +117,8 @@ def test_an_unavailable_transcriber_is_one_warning_and_the_rest_runs(trained_run
     """The continuation part alone (tokens and codec do not depend on the transcriber): drift and every floor
     still measured, the drone's key taken from the prompt's chroma, one warning line for the notes."""
     from pianogen import pipeline
-    from pianogen.eval_report import notes_markdown
-    from pianogen.evaluate import continuation_metrics
+    from pianogen.evaluation.eval_report import notes_markdown
+    from pianogen.evaluation.evaluate import continuation_metrics
 
     monkeypatch.setenv("PIANOGEN_HOME", str(trained_run.parent / "home"))
     recipe, codec, model, _ = pipeline.load_run(trained_run, "best", torch.device("cpu"))
@@ -173,7 +173,7 @@ def test_every_target_is_scored_once(trained_run, monkeypatch):
     import numpy as np
 
     from pianogen import pipeline
-    from pianogen.evaluate import ReferenceModels, token_metrics
+    from pianogen.evaluation.evaluate import ReferenceModels, token_metrics
 
     monkeypatch.setenv("PIANOGEN_HOME", str(trained_run.parent / "home"))
     recipe, codec, _, _ = pipeline.load_run(trained_run, "best", torch.device("cpu"))
@@ -194,7 +194,7 @@ def test_every_target_is_scored_once(trained_run, monkeypatch):
 
 def test_more_prompts_than_the_split_holds_is_said_and_recorded(trained_run, monkeypatch, capsys):
     from pianogen import pipeline
-    from pianogen.evaluate import continuation_metrics
+    from pianogen.evaluation.evaluate import continuation_metrics
 
     monkeypatch.setenv("PIANOGEN_HOME", str(trained_run.parent / "home"))
     recipe, codec, model, _ = pipeline.load_run(trained_run, "best", torch.device("cpu"))

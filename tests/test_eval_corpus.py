@@ -15,7 +15,7 @@ import torch
 
 import pianogen
 from pianogen.errors import PianogenError
-from pianogen.evaluate import evaluate
+from pianogen.evaluation.evaluate import evaluate
 
 FAST = dict(n_prompts=2, prompt_seconds=0.5, seconds=1.0, codec_seconds=1.0, codec_pieces=1, device="cpu",
             progress=False, transcriber=None)
@@ -75,8 +75,8 @@ def test_the_floors_are_fitted_on_the_runs_training_tokens(scored, trained_run):
     """The unigram floor's NLL on the corpus is the one of a unigram fitted on the run's own train split (the
     model's training data), not on the other corpus's train split."""
     from pianogen import pipeline
-    from pianogen.eval_corpus import corpus_table, with_corpus
-    from pianogen.evaluate import ReferenceModels
+    from pianogen.evaluation.eval_corpus import corpus_table, with_corpus
+    from pianogen.evaluation.evaluate import ReferenceModels
 
     report, home, _ = scored
     assert report["references_fitted_on"] == "the run's training tokens (maestro)"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from pianogen import drift
-from pianogen.evaluate import ReferenceModels, pick_prompts
+from pianogen.evaluation import drift
+from pianogen.evaluation.evaluate import ReferenceModels, pick_prompts
 
 SR = 16000
 

@@ -13,8 +13,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from pianogen import checkpoint
 from pianogen.errors import PianogenError
+from pianogen.training import checkpoint
 
 # A real short write: RLIMIT_FSIZE makes the kernel refuse to grow any file past the limit (EFBIG),
 # which is what a full disk or quota looks like to torch.save (it raises RuntimeError, not OSError).
@@ -24,7 +24,7 @@ DISK_FULL = """
 
     import torch
 
-    from pianogen import checkpoint
+    from pianogen.training import checkpoint
     from pianogen.errors import PianogenError
 
     root = Path(sys.argv[1])

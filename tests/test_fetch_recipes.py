@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pianogen import load_recipe
-from pianogen.cli import main
+from pianogen.commands.cli import main
 from pianogen.errors import PianogenError
 from pianogen.fetch.http import sha256_of
 from pianogen.fetch.needs import missing

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from pianogen.errors import PianogenError
-from pianogen.generate import GenerationRequest, generate
+from pianogen.generation.generate import GenerationRequest, generate
 
 
 def request(out, **kw) -> GenerationRequest:
@@ -43,7 +43,7 @@ def test_generate_writes_audio_figure_and_report(trained_run, tmp_path):
 def test_a_transcriber_that_cannot_load_leaves_the_generation_standing():
     import torch
 
-    from pianogen.generate import hear_notes
+    from pianogen.generation.generate import hear_notes
 
     heard = hear_notes(torch.zeros(1, 1, 8000), 4000, 8000, transcriber="no_such_transcriber")
     assert "no_such_transcriber" in heard["unavailable"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pianogen.errors import PianogenError
-from pianogen.generate_options import postfilter_specs, with_recipe_defaults
+from pianogen.generation.generate_options import postfilter_specs, with_recipe_defaults
 from tests.conftest import tiny_recipe
 
 

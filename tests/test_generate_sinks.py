@@ -10,9 +10,9 @@ import pytest
 import soundfile as sf
 
 from pianogen.errors import PianogenError
-from pianogen.generate import GenerationRequest, generate
-from pianogen.sinks import MemorySink
-from pianogen.stream import ChunkSink, stream_generate
+from pianogen.generation.generate import GenerationRequest, generate
+from pianogen.generation.sinks import MemorySink
+from pianogen.generation.stream import ChunkSink, stream_generate
 
 
 def request(out, **kw) -> GenerationRequest:

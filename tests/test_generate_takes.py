@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from pianogen.errors import PianogenError
-from pianogen.generate import GenerationRequest, generate
+from pianogen.generation.generate import GenerationRequest, generate
 
 RATE = 22050  # not the codec's 8000 Hz
 

@@ -2,7 +2,7 @@
 
 Every failing case must end with exit 2, exactly one ``error:`` line on stderr, no traceback, and the
 run directory byte for byte as it was. Commands run in-process (click's CliRunner around
-``pianogen.cli.main``); a subprocess is used only where a second process is the point.
+``pianogen.commands.cli.main``); a subprocess is used only where a second process is the point.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ import torch
 from click.testing import CliRunner
 
 import pianogen
-from pianogen import cli
+from pianogen.commands import cli
 
 
 class _Entry:
-    """What CliRunner needs to call ``pianogen.cli.main`` (exit codes and one-line errors included)."""
+    """What CliRunner needs to call ``pianogen.commands.cli.main`` (exit codes and one-line errors included)."""
 
     name = "pianogen"
 
@@ -387,7 +387,7 @@ def test_a_second_training_of_a_run_dir_is_refused(tmp_path, tiny_codec_path, ti
 
 LOCK_HOLDER = """
 import sys
-from pianogen.runlock import run_lock
+from pianogen.training.runlock import run_lock
 with run_lock(sys.argv[1]):
     print("locked", flush=True)
     sys.stdin.read()
@@ -400,7 +400,7 @@ def test_the_lock_of_a_killed_training_is_taken_over(tmp_path):
     import signal
 
     from pianogen.errors import PianogenError
-    from pianogen.runlock import run_lock
+    from pianogen.training.runlock import run_lock
 
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}

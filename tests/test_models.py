@@ -8,8 +8,8 @@ from pianogen_transformers.delay import delay, undelay
 
 import pianogen
 from pianogen.errors import PianogenError
+from pianogen.generation.sampling import make_sampler
 from pianogen.registry import check_config
-from pianogen.sampling import make_sampler
 
 V = 16
 TINY = dict(vocab_size=V, block_size=12, d_model=32, n_layers=2, n_heads=4, d_ff=64, dropout=0.0)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from pianogen_data.fluidsynth import render_notes as render_fluidsynth
 
-from pianogen import drift, notes
 from pianogen.errors import PianogenError
+from pianogen.evaluation import drift, notes
 from pianogen.interfaces import Note
 
 C_MAJOR = [0, 2, 4, 5, 7, 9, 11]

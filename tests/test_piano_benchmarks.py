@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pianogen.eval_verdict import RESULTS_HEADER, piano_verdict, results_row
+from pianogen.evaluation.eval_verdict import RESULTS_HEADER, piano_verdict, results_row
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 

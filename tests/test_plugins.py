@@ -246,7 +246,7 @@ class BrokenCommands:
 
 
 def test_a_plugin_adds_commands_and_a_broken_one_is_isolated(fresh_registry, capsys):
-    from pianogen.cli import cli, main
+    from pianogen.commands.cli import cli, main
 
     fresh_registry.register_module(Commands, "commands-plugin")
     fresh_registry.register_module(BrokenCommands, "broken-commands")
@@ -262,7 +262,7 @@ def test_a_plugin_adds_commands_and_a_broken_one_is_isolated(fresh_registry, cap
 def test_builtin_commands_load_no_plugin_until_a_name_needs_one():
     """Plugins add commands lazily: `pianogen ls` imports neither a plugin nor torch; `codec import soundstream`
     (a plugin's command) is found when asked for."""
-    probe = ("import sys\nfrom pianogen.cli import main\nmain(['ls'])\n"
+    probe = ("import sys\nfrom pianogen.commands.cli import main\nmain(['ls'])\n"
              "print('torch' in sys.modules, 'pianogen_soundstream' in sys.modules)\n"
              "main(['codec', 'import', '--help'])\n")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
@@ -320,7 +320,7 @@ TAKEOVER = """
 
 COMMANDS_PROBE = """
 import sys
-from pianogen.cli import main
+from pianogen.commands.cli import main
 for args in sys.argv[1:]:
     print("=== " + args, flush=True)
     try:
@@ -354,7 +354,7 @@ def test_a_plugin_command_never_replaces_a_builtin_one(tmp_path):
 
 def test_a_reset_registry_lets_the_builtins_add_their_commands_again(fresh_registry):
     """Tests reset the registry but not the command tree: the built-in importer re-adds its command, no clash."""
-    from pianogen.cli import cli, main
+    from pianogen.commands.cli import cli, main
 
     importers = cli.commands["codec"].commands["import"]
     for _ in range(2):

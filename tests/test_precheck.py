@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
-from pianogen.cli import main
+from pianogen.commands.cli import main
 from pianogen.errors import PianogenError
-from pianogen.precheck import check_train, next_command, train_problems
 from pianogen.recipe import load_recipe
+from pianogen.training.precheck import check_train, next_command, train_problems
 from tests.conftest import tiny_recipe
 
 

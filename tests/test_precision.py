@@ -14,7 +14,7 @@ from torch import nn
 
 import pianogen
 from pianogen.errors import PianogenError
-from pianogen.precision import Int8Linear, in_precision
+from pianogen.generation.precision import Int8Linear, in_precision
 
 
 def test_int8_linear_multiplies_by_its_int8_weights():
@@ -65,7 +65,7 @@ def test_in_precision_int8_swaps_linears_but_keeps_the_folded_combine_map():
 def test_int8_decoding_compiles_to_the_eager_tokens_and_a_copy_packs_its_own_weights():
     import copy
 
-    from pianogen.sampling import make_sampler
+    from pianogen.generation.sampling import make_sampler
 
     torch.manual_seed(0)
     model = pianogen.get_token_model("multi_output", n_levels=2, vocab_size=32, block_size=64, d_model=32,
@@ -111,7 +111,7 @@ def test_eval_reports_the_nll_of_each_precision_beside_fp32(trained_run, tmp_pat
 
 
 def test_int8_generation_writes_audio(trained_run, tmp_path):
-    from pianogen.generate import GenerationRequest, generate
+    from pianogen.generation.generate import GenerationRequest, generate
 
     request = GenerationRequest(prompt="test:0", seconds=0.5, out=tmp_path / "g", prompt_seconds=0.4, top_k=20,
                                 seed=3, precision="int8")

@@ -14,7 +14,7 @@ from pianogen_data import render as render_module
 from pianogen_data.sampler import Sampler
 
 import pianogen
-from pianogen.cli import cli, main
+from pianogen.commands.cli import cli, main
 from pianogen.interfaces import Note, Performance
 from pianogen.paths import home
 from tests.test_sampler import write_fake_set

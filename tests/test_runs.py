@@ -57,7 +57,7 @@ def main(*args) -> tuple[int, str]:
     import contextlib
     import io
 
-    from pianogen.cli import main as cli_main
+    from pianogen.commands.cli import main as cli_main
 
     err, shown = io.StringIO(), warnings.showwarning
     try:
@@ -136,7 +136,7 @@ def test_the_shipped_piano_run_is_registered_and_checked(fresh_registry):
 
 def test_generate_a_builtin_writes_to_the_current_folder_never_the_package(builtin, tmp_path):
     from pianogen.data.audio import save_audio
-    from pianogen.generate import GenerationRequest, generate
+    from pianogen.generation.generate import GenerationRequest, generate
 
     save_audio(tmp_path / "mine.wav", np.random.default_rng(0).uniform(-0.3, 0.3, 8000).astype(np.float32), 16000)
     code, err = main("generate", "tiny", "--prompt", "mine.wav", "--seconds", "0.2")
@@ -159,11 +159,11 @@ def test_eval_a_builtin_by_name(builtin, tmp_path):
 
 
 def test_continue_audio_in_memory(builtin, tmp_path, monkeypatch):
-    from pianogen.continuation import LoadedRuns
-    from pianogen.generate import GenerationRequest, generate
+    from pianogen.generation.continuation import LoadedRuns
+    from pianogen.generation.generate import GenerationRequest, generate
 
     cache = LoadedRuns()
-    monkeypatch.setattr("pianogen.continuation.LOADED", cache)
+    monkeypatch.setattr("pianogen.generation.continuation.LOADED", cache)
     stereo = torch.from_numpy(np.random.default_rng(1).uniform(-0.3, 0.3, (2, 22050)).astype(np.float32))
     hot = dict(temperature=2.0, top_k=0)  # a flat distribution: two seeds surely differ
     wav, rate = pianogen.continue_audio(stereo, 44100, seconds=0.25, run="tiny", seed=5, **hot)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pianogen.errors import PianogenError
-from pianogen.sampling import make_sampler, sample_logits
+from pianogen.generation.sampling import make_sampler, sample_logits
 
 PROBS = torch.tensor([0.5, 0.3, 0.15, 0.05])
 LOGITS = PROBS.log().expand(20000, 4)  # many draws from one distribution
@@ -61,7 +61,7 @@ def test_bad_settings_are_user_errors():
 
 
 def test_draw_never_picks_a_zero_weight_and_follows_the_others():
-    from pianogen.sampling import draw
+    from pianogen.generation.sampling import draw
 
     weights = torch.tensor([[0.0, 3.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0, 2.0]]).repeat(5000, 1)
     picks = draw(weights, torch.Generator().manual_seed(1)).view(-1, 2)

@@ -144,8 +144,8 @@ def test_loaded_runs_are_kept_until_what_they_loaded_changes(trained_run):
     written again (a run trained further while serving) loads afresh."""
     import torch
 
-    from pianogen.generate import GenerationRequest
-    from pianogen.serve import LoadedRuns
+    from pianogen.generation.generate import GenerationRequest
+    from pianogen.serving.serve import LoadedRuns
 
     loaded, cpu = LoadedRuns(size=2), torch.device("cpu")
     fp32 = GenerationRequest(prompt="test:0", seconds=1.0, out=Path("unused"))
@@ -176,7 +176,7 @@ def test_bad_uploads_get_one_clear_message(server, tmp_path, query, body, messag
 
 def test_runs_dir_offers_every_trained_run(trained_run, tmp_path):
     from pianogen.errors import PianogenError
-    from pianogen.serve import find_runs
+    from pianogen.serving.serve import find_runs
 
     for name in ("solo", "duet"):
         shutil.copytree(trained_run, tmp_path / "runs" / name, ignore=shutil.ignore_patterns("generated"))
@@ -201,7 +201,7 @@ def test_page_in_headless_chromium(server, trained_run, tmp_path):
         pytest.skip("no chromium here: apt-get install chromium")
     from playwright.sync_api import expect, sync_playwright
 
-    from pianogen.generate_options import MAX_NUM, MAX_SECONDS, MAX_SEED
+    from pianogen.generation.generate_options import MAX_NUM, MAX_SECONDS, MAX_SEED
 
     stereo_take(tmp_path / "mine.wav")
     (tmp_path / "notes.txt").write_text("not audio")
@@ -328,8 +328,8 @@ def studio(trained_run):
     """The server in this process, with a 1 s request timeout so stalled clients are dropped quickly."""
     import threading
 
-    from pianogen.serve import Studio, find_runs
-    from pianogen.serve_http import StudioServer
+    from pianogen.serving.serve import Studio, find_runs
+    from pianogen.serving.serve_http import StudioServer
 
     server = StudioServer(("127.0.0.1", 0), Studio(find_runs(trained_run), device="cpu"), request_timeout=1.0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -454,7 +454,7 @@ def test_the_page_names_its_host_and_a_loopback_alias_is_fine(studio):
 
 
 def test_a_full_queue_is_refused_and_cancel_drops_or_stops_jobs(studio, trained_run, tmp_path):
-    from pianogen.serve import MAX_QUEUED
+    from pianogen.serving.serve import MAX_QUEUED
 
     stereo_take(tmp_path / "mine.wav")
     body, base = (tmp_path / "mine.wav").read_bytes(), studio.url.rstrip("/")

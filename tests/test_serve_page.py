@@ -30,7 +30,7 @@ def test_mel_axis_ticks_sit_on_the_bins_that_hear_their_pitch(sample_rate):
     most, and the labels climb with the axis."""
     import torchaudio
 
-    from pianogen.plots import mel_axis_ticks
+    from pianogen.evaluation.plots import mel_axis_ticks
 
     n_mels = 80
     positions, labels = mel_axis_ticks(sample_rate, n_mels)
@@ -50,8 +50,8 @@ def test_mel_axis_ticks_sit_on_the_bins_that_hear_their_pitch(sample_rate):
 def test_example_prompts_ship_small_stereo_and_playing_with_how_they_were_made():
     """Three clips of 6-8 s, under 1 MB together, readable as a take, not silent where the model continues, each
     with its seed, piece and offsets, the sound's license, and a pattern in package-data that ships them."""
-    from pianogen.serve_page import examples
-    from pianogen.takes import read_recording
+    from pianogen.generation.takes import read_recording
+    from pianogen.serving.serve_page import examples
 
     listed = json.loads((WEB / "examples" / "examples.json").read_text())
     assert "Salamander Grand Piano V3" in listed["license"] and "CC BY 3.0" in listed["license"]
@@ -94,8 +94,8 @@ def test_the_page_its_favicon_and_examples_are_served_and_nothing_beside_them(st
 def test_the_page_says_in_its_own_words_what_the_command_line_says_with_flags(studio):  # noqa: F811
     """Every option the page offers has its label on the page, and the command line's checks reach the page with
     those labels in place of the flags."""
-    from pianogen.serve import FORM
-    from pianogen.serve_page import LABELS, in_page_words
+    from pianogen.serving.serve import FORM
+    from pianogen.serving.serve_page import LABELS, in_page_words
 
     page = (WEB / "index.html").read_text()
     for field in FORM:
@@ -117,7 +117,7 @@ def test_a_builtin_run_is_served_by_name_and_its_takes_written_outside_it(fresh_
     generations go to <name>-generated in the current directory. Without RUN, the built-in ``piano``: where it is
     not installed, one line and exit 2."""
     from pianogen.runs import pack_run, resolve_run
-    from pianogen.serve_http import offered_runs
+    from pianogen.serving.serve_http import offered_runs
 
     packed = pack_run(trained_run, tmp_path / "shipped")
 
@@ -135,7 +135,7 @@ def test_a_builtin_run_is_served_by_name_and_its_takes_written_outside_it(fresh_
     with pytest.raises(PianogenError, match="not a run directory, nor a built-in run"):
         offered_runs("tinny")
     from pianogen.runs import verify_sums
-    from pianogen.serve import Studio
+    from pianogen.serving.serve import Studio
     from tests.test_serve import stereo_take
 
     stereo_take(tmp_path / "mine.wav")

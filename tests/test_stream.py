@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import pianogen
-from pianogen.sampling import make_sampler
-from pianogen.stream import decoder_context_frames, stream_audio
+from pianogen.generation.sampling import make_sampler
+from pianogen.generation.stream import decoder_context_frames, stream_audio
 
 
 def tiny_codec():
@@ -101,7 +101,7 @@ def test_generate_stream_cli_writes_the_one_shot_continuation(trained_run, tmp_p
     import numpy as np
     import soundfile as sf
 
-    from pianogen.generate import GenerationRequest, generate
+    from pianogen.generation.generate import GenerationRequest, generate
 
     args = [sys.executable, "-m", "pianogen", "generate", str(trained_run), "--prompt", "test:0", "--seconds", "0.5",
             "--prompt-seconds", "0.4", "--top-k", "20", "--seed", "3", "--stream", "--out", str(tmp_path / "s"),

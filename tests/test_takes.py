@@ -10,7 +10,7 @@ import soundfile as sf
 import torch
 
 from pianogen.errors import PianogenError
-from pianogen.takes import (
+from pianogen.generation.takes import (
     Recording,
     equal_power_crossfade,
     loudness_lufs,

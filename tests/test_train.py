@@ -15,7 +15,7 @@ import pianogen
 from pianogen import registry
 from pianogen.errors import PianogenError
 from pianogen.interfaces import Loss
-from pianogen.train import train
+from pianogen.training.train import train
 from tests.conftest import tiny_recipe
 
 
@@ -151,7 +151,7 @@ def test_ddp_two_processes_match_one(tmp_path, tiny_codec_path, tiny_corpus):
 
 @pytest.mark.parametrize("model, levels", [("baseline", 1), ("delay", 3)])
 def test_the_other_models_train_and_continue_a_prompt(tmp_path, tiny_codec_path, tiny_corpus, model, levels):
-    from pianogen.generate import GenerationRequest, generate
+    from pianogen.generation.generate import GenerationRequest, generate
 
     recipe = tiny_recipe(tmp_path, tiny_codec_path, tiny_corpus, codec={"levels": levels}, model={"name": model})
     run = train(pianogen.load_recipe(recipe), progress=False)
@@ -179,7 +179,7 @@ def test_onecycle_keeps_the_recipes_beta1(tmp_path, tiny_codec_path, tiny_corpus
 def _backend_of_a_cpu_run(rank: int, port: int, backends) -> None:
     import torch.distributed as dist
 
-    from pianogen.train import init_distributed
+    from pianogen.training.train import init_distributed
 
     torch.cuda.is_available = lambda: True  # a CUDA machine, but the recipe says run.device = "cpu"
     os.environ.update(WORLD_SIZE="2", RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
@@ -261,7 +261,7 @@ def test_a_moved_run_resumes_where_it_now_is(tmp_path, tiny_codec_path, tiny_cor
     in MOVED and finishes exactly as an unbroken run, and writes nothing at the old place."""
     from click.testing import CliRunner
 
-    from pianogen.cli import cli
+    from pianogen.commands.cli import cli
 
     settings = {"train": {"save_every": 3, "log_every": 1}}
     straight = train(pianogen.load_recipe(tiny_recipe(tmp_path / "a", tiny_codec_path, tiny_corpus, **settings)),

@@ -10,9 +10,9 @@ import pytest
 
 import pianogen
 from pianogen import registry
-from pianogen.codec_train import CodecTrainer, metrics_path, train_codec
 from pianogen.errors import PianogenError
-from pianogen.loggers import Logger, LogPlace, TensorBoardLogger
+from pianogen.training.codec_train import CodecTrainer, metrics_path, train_codec
+from pianogen.training.loggers import Logger, LogPlace, TensorBoardLogger
 from tests.test_codec_train import recipe_file  # noqa: F401 (the fixture: a tiny codec on piano-like audio)
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -10,8 +10,8 @@ from pianogen_data.fluidsynth import render_notes as render_fluidsynth
 
 import pianogen
 from pianogen.errors import PianogenError
+from pianogen.evaluation.notes import note_f1
 from pianogen.interfaces import Note
-from pianogen.notes import note_f1
 
 C_MAJOR_SCALE = [60, 62, 64, 65, 67, 69, 71, 72]
 

@@ -37,7 +37,7 @@ from pianogen.bench.decode import (
 )
 from pianogen.bench.timing import PEAK_BF16_FLOPS, mfu_note, peak_flops, peak_flops_of, timed
 from pianogen.device import pick_device
-from pianogen.precision import in_precision
+from pianogen.generation.precision import in_precision
 
 __all__ = ["PEAK_BF16_FLOPS", "codec_speed", "codec_training_speed", "codec_vs_reference", "decode_vs_plain",
            "generation_speed", "mfu_note", "peak_flops", "peak_flops_of", "plain_decoder_like", "plain_in_precision",

@@ -121,7 +121,7 @@ def codec_training_speed(recipe_name: str = "codec", device: str = "cpu", batch:
     discriminator: 3 x ``steps`` steps logged every ``steps``; the first group (warm-up, k-means start)
     is not counted, the second is reconstruction only, the third adds the adversarial losses. ``precision``:
     the recipe's ``codec_train.precision`` (bf16 autocasts encoder and decoder on CUDA)."""
-    from pianogen.codec_train import metrics_path, train_codec
+    from pianogen.training.codec_train import metrics_path, train_codec
 
     with tempfile.TemporaryDirectory() as tmp:
         recipe = pianogen.load_recipe(recipe_name, [

@@ -21,9 +21,9 @@ import torch
 import pianogen
 from pianogen.bench.timing import peak_flops, timed
 from pianogen.errors import PianogenError
+from pianogen.generation.precision import PRECISIONS, in_precision
+from pianogen.generation.sampling import make_sampler
 from pianogen.interfaces import TokenModel
-from pianogen.precision import PRECISIONS, in_precision
-from pianogen.sampling import make_sampler
 
 
 def token_model(recipe_name: str, vocab_size: int, device: torch.device) -> TokenModel:

@@ -2,7 +2,7 @@
 precision, beside the plain eager decoder of the model's size in the same process, and the time to first audio
 when streaming.
 
-- real time: the one generation pipeline (``pianogen.generate.generate``) with a sink that keeps the audio in
+- real time: the one generation pipeline (``pianogen.generation.generate.generate``) with a sink that keeps the audio in
   memory, the run loaded once beforehand (loading is not counted): prompt encoding, sampling, codec decoding and
   the recipe's post-filters. ``realtime_factor`` = frames / (sampling + decoding seconds) / the codec's frame rate
   (the pipeline's own report), ``end_to_end_realtime_factor`` counts the prompt's encoding too. Median of
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from pianogen.bench.decode import decode_vs_plain
-from pianogen.sinks import MemorySink
+from pianogen.generation.sinks import MemorySink
 
 REALTIME_BAR = 2.0  # int8 at batch 1 on 2 cores: at least 2x real time
 FIRST_AUDIO_BAR_S = 1.0  # first audio within 1 s of a 5 s prompt when streaming
@@ -39,7 +39,7 @@ class TimedChunks(MemorySink):
     streams = True
 
     def __init__(self) -> None:
-        from pianogen.stream import stream_generate
+        from pianogen.generation.stream import stream_generate
 
         super().__init__()
         defaults = inspect.signature(stream_generate).parameters
@@ -51,7 +51,7 @@ class TimedChunks(MemorySink):
                filters: list[Any], filter_specs: list[dict[str, Any]], progress: bool, tell: Any, start: float
                ) -> tuple[torch.Tensor, dict[str, Any], list[str]]:
         """The streaming sampling step, as ``generate --stream``'s sink draws it."""
-        from pianogen.stream import stream_codes
+        from pianogen.generation.stream import stream_codes
 
         return stream_codes(model, codec, prompt_codes, n_frames, request, filters, filter_specs, self, progress,
                             tell, start)
@@ -68,8 +68,8 @@ def piano_prompt(seconds: float, sample_rate: int = 44100, seed: int = 0) -> Any
     import torchaudio
 
     from pianogen.bench.codec import composed_corpus
-    from pianogen.continuation import as_recording
     from pianogen.data.audio import read_file
+    from pianogen.generation.continuation import as_recording
 
     with tempfile.TemporaryDirectory() as tmp:  # 3+ pieces of 20-60 s: the longest first holds a short prompt
         pieces = composed_corpus(Path(tmp) / "corpus", 3 * (seconds + 1.0), seed)
@@ -89,8 +89,8 @@ def run_speed(run: str | Path, precisions: tuple[str, ...] = ("fp32", "int8"), t
     """Every measurement above, per precision, at batch 1 on ``threads`` threads; ``prompt``: a Recording
     (default: composed piano of ``prompt_seconds``)."""
     from pianogen.device import pick_device
-    from pianogen.generate import GenerationRequest, generate, load_generation_run
-    from pianogen.generate_options import with_recipe_defaults
+    from pianogen.generation.generate import GenerationRequest, generate, load_generation_run
+    from pianogen.generation.generate_options import with_recipe_defaults
     from pianogen.runs import resolve_run
 
     ref = resolve_run(run)

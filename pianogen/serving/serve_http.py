@@ -30,8 +30,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from pianogen.errors import PianogenError
-from pianogen.serve import MAX_QUEUED, QueueFull, Studio, find_runs
-from pianogen.serve_page import WEB, example_file, examples, limits, static_file
+from pianogen.serving.serve import MAX_QUEUED, QueueFull, Studio, find_runs
+from pianogen.serving.serve_page import WEB, example_file, examples, limits, static_file
 
 PAGE = WEB / "index.html"
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # about 31 minutes of 48 kHz 24-bit stereo WAV, 50 of CD audio

@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pianogen.continuation import LoadedRuns
 from pianogen.errors import PianogenError
-from pianogen.generate import GenerationRequest, check_request, generate, next_free_dir
-from pianogen.serve_page import LABELS, in_page_words
-from pianogen.takes import prompt_window, read_recording
+from pianogen.generation.continuation import LoadedRuns
+from pianogen.generation.generate import GenerationRequest, check_request, generate, next_free_dir
+from pianogen.generation.takes import prompt_window, read_recording
+from pianogen.serving.serve_page import LABELS, in_page_words
 
 FORM = {"seconds": ("seconds", float), "prompt_seconds": ("prompt_seconds", float), "from": ("start", float),
         "to": ("end", float), "temperature": ("temperature", float), "top_k": ("top_k", int),
@@ -49,7 +49,7 @@ class JobCancelled(Exception):
 
 def find_runs(path: Path) -> dict[str, Path]:
     """RUN_DIR itself, or every run (a folder with recipe.toml and a checkpoint) directly under RUNS_DIR."""
-    from pianogen import checkpoint
+    from pianogen.training import checkpoint
 
     candidates = [path] if (path / "recipe.toml").is_file() else sorted(p for p in path.glob("*") if p.is_dir())
     runs = {p.name: p for p in candidates
@@ -280,7 +280,7 @@ class Studio:
                     continue
                 job.state, job.stage, job.started = "running", "loading the model", time.time()
             try:
-                from pianogen.stream import stream_generate
+                from pianogen.generation.stream import stream_generate
 
                 run, streaming = (stream_generate, {"on_chunk": job.add_chunk}) if job.stream else (generate, {})
                 job.report = run(self.runs[job.run], job.request, device=self.device, progress=False,
@@ -301,7 +301,7 @@ class Studio:
 def continuation_is(job: Job) -> str:
     """generation.json's plain statement of what the continuation is; a report without one (a streamed job's)
     gets it from take 0's rate and channels, as ``generate`` would have said it."""
-    from pianogen.generate import continuation_is as say
+    from pianogen.generation.generate import continuation_is as say
 
     if job.report.get("continuation_is"):
         return job.report["continuation_is"]

@@ -2,8 +2,8 @@
 
 Every codec number is printed beside Opus on the same audio with the same metrics: opusenc as its users
 run it, from 48 kHz, at 6, 8, 12 and 16 kbps, each row with the bitrate its packets really use
-(``pianogen.opus``). ``pianogen.codec_notes`` adds whether the notes survive (note F1) and
-``pianogen.rate_distortion`` lays both on one rate axis.
+(``pianogen.evaluation.opus``). ``pianogen.evaluation.codec_notes`` adds whether the notes survive (note F1) and
+``pianogen.evaluation.rate_distortion`` lays both on one rate axis.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
+from pianogen.evaluation.opus import OPUS_KBPS
 from pianogen.interfaces import Codec, Note
-from pianogen.metrics import reconstruction_metrics
-from pianogen.opus import OPUS_KBPS
 from pianogen.progress import progress_bar
+from pianogen.training.metrics import reconstruction_metrics
 
 LOW_USAGE = 0.25  # a level that uses fewer of its codes than this wastes most of its bits: warn
 DEFAULT_LEVELS: tuple[int | str, ...] = (1, 2, 4, 8, "all")
@@ -66,16 +66,16 @@ def evaluate_codec(codec: Codec | None, wavs: Iterable[torch.Tensor], levels: Se
     """Encode each wav [1, S] (or [S]) once; per level count k: Mel L1 / MR-STFT / SI-SDR of the first k
     levels and their bitrate; codebook health over all frames; the same metrics for Opus (opusenc from 48 kHz)
     at each of ``opus_kbps`` with the bitrate it really used. With ``notes``, every row also gets the note F1
-    of its audio against the input's transcription (``pianogen.codec_notes``), and against ``midi[i]``, the
+    of its audio against the input's transcription (``pianogen.evaluation.codec_notes``), and against ``midi[i]``, the
     notes played in clip i, where given. ``codec`` None scores Opus alone on wavs at ``sample_rate``.
 
     Returns {"seconds", "by_levels": {str(k): {..., "kbps"}}, "codebooks": [per level], "warnings",
     "opus": {"unavailable": reason} or {"6 kbps": {"target_kbps", "kbps", "mode", metrics}, ...},
     and with ``notes`` "notes": {"transcriber", "input_notes", ...} or {"unavailable": reason}}.
     """
-    from pianogen.codec_notes import NoteTally
-    from pianogen.notes import load_transcriber
-    from pianogen.opus import opus_roundtrip, opus_unavailable_reason
+    from pianogen.evaluation.codec_notes import NoteTally
+    from pianogen.evaluation.notes import load_transcriber
+    from pianogen.evaluation.opus import opus_roundtrip, opus_unavailable_reason
 
     wavs = list(wavs)
     sample_rate = codec.sample_rate if codec is not None else sample_rate
@@ -140,7 +140,7 @@ def _add_note_scores(result: dict[str, Any], tally: Any, reason: str | None) -> 
 
 def markdown_tables(result: dict[str, Any], codebook_size: int) -> list[str]:
     """The codec table (levels, kbps, metrics, with the Opus rows under it) and the codebook health table."""
-    from pianogen.rate_distortion import rate_distortion_rows
+    from pianogen.evaluation.rate_distortion import rate_distortion_rows
 
     fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
     points = rate_distortion_rows(result)

@@ -21,14 +21,14 @@ import random
 from pathlib import Path
 from typing import Any
 
-from pianogen import checkpoint
 from pianogen.device import pick_device
 from pianogen.errors import PianogenError
-from pianogen.loggers import Loggers, LogPlace, build_loggers
 from pianogen.progress import StepBar
 from pianogen.recipe import Recipe
-from pianogen.runlock import run_lock
-from pianogen.trainloop import TrainState, capture_rng, join_processes, restore_rng
+from pianogen.training import checkpoint
+from pianogen.training.loggers import Loggers, LogPlace, build_loggers
+from pianogen.training.runlock import run_lock
+from pianogen.training.trainloop import TrainState, capture_rng, join_processes, restore_rng
 
 
 class Trainer(abc.ABC):

@@ -21,19 +21,19 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 
 from pianogen import pipeline
-from pianogen import resume as resuming
-from pianogen.codec_prepare import train_missing_codec
 from pianogen.data.tokenize import TokenCache
 from pianogen.data.windows import WindowDataset, check_window, iter_windows
-from pianogen.distributed import Distributed, autocast, init_distributed  # noqa: F401 (init_distributed: its old home)
 from pianogen.errors import PianogenError
 from pianogen.fetch.run_codec import record_codec
 from pianogen.interfaces import Codec, LossContext
-from pianogen.loggers import LogPlace
 from pianogen.paths import atomic_write_bytes
 from pianogen.recipe import Recipe, dump_toml, recorded_raw
-from pianogen.trainer_base import Trainer
-from pianogen.trainloop import lr_factor
+from pianogen.training import resume as resuming
+from pianogen.training.codec_prepare import train_missing_codec
+from pianogen.training.distributed import Distributed, autocast, init_distributed  # noqa: F401 (init_distributed: its old home)
+from pianogen.training.loggers import LogPlace
+from pianogen.training.trainer_base import Trainer
+from pianogen.training.trainloop import lr_factor
 
 
 class EpochBatchSampler(Sampler[list[int]]):

@@ -204,7 +204,7 @@ def drone(prompt_wav: torch.Tensor, prompt_notes: Sequence[Note] | None, sample_
     its notes; from the prompt audio's chroma when there are none or ``prompt_notes`` is None), root in the
     octave from C3, held for ``seconds`` as additive partials (harmonics 1..8 at 1/h², zero phase) at the
     prompt's RMS. What a continuation stuck on one sustained chord sounds like; deterministic."""
-    from pianogen.drift import chroma
+    from pianogen.evaluation.drift import chroma
 
     x = prompt_wav.reshape(-1).float()
     key = estimate_key(prompt_notes) if prompt_notes else None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from pianogen.generate_options import MAX_NUM, MAX_SECONDS, MAX_SEED, MAX_TEMPERATURE  # noqa: F401 (cli imports them here)
+from pianogen.generation.generate_options import MAX_NUM, MAX_SECONDS, MAX_SEED, MAX_TEMPERATURE  # noqa: F401 (cli imports them here)
 
 overrides_argument = click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 SEED = click.IntRange(0, MAX_SEED)

@@ -27,20 +27,20 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import pianogen
-from pianogen import checkpoint
-from pianogen.codec_metrics import codebook_health, usage_warnings
-from pianogen.codec_segments import SegmentSampler
 from pianogen.data.sources import open_source
-from pianogen.distributed import autocast
 from pianogen.errors import PianogenError
+from pianogen.evaluation.codec_metrics import codebook_health, usage_warnings
 from pianogen.interfaces import TrainableCodec
-from pianogen.loggers import LogPlace
-from pianogen.metrics import mel_l1, stft_distance
 from pianogen.paths import expand, remove_stale_temps
 from pianogen.recipe import Recipe
-from pianogen.resume import check_unchanged, codec_settings
-from pianogen.trainer_base import Trainer
-from pianogen.trainloop import lr_factor, restore_rng
+from pianogen.training import checkpoint
+from pianogen.training.codec_segments import SegmentSampler
+from pianogen.training.distributed import autocast
+from pianogen.training.loggers import LogPlace
+from pianogen.training.metrics import mel_l1, stft_distance
+from pianogen.training.resume import check_unchanged, codec_settings
+from pianogen.training.trainer_base import Trainer
+from pianogen.training.trainloop import lr_factor, restore_rng
 
 ADV_WEIGHT, FEAT_WEIGHT = 1.0, 3.0  # adversarial and feature-matching weights (as encodec)
 HEALTH_SEGMENTS = 32  # fixed segments encoded at every log step to count the codes each level uses

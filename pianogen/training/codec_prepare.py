@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pianogen
-from pianogen.codec_train import output_path, steps_done, train_codec
 from pianogen.errors import PianogenError
 from pianogen.paths import expand
+from pianogen.training.codec_train import output_path, steps_done, train_codec
 
 if TYPE_CHECKING:
     from pianogen.recipe import Recipe

@@ -1,5 +1,5 @@
 """The ``pianogen eval`` report: eval.json, report.md (tables next to their floors), the drift figure and
-Mel spectrograms, from the numbers ``pianogen.evaluate`` measured."""
+Mel spectrograms, from the numbers ``pianogen.evaluation.evaluate`` measured."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from pianogen.codec_metrics import markdown_tables
+from pianogen.evaluation.codec_metrics import markdown_tables
 from pianogen.paths import atomic_write_bytes
 
 
@@ -115,7 +115,7 @@ DRIFT_TABLES = [  # (title, metric): each a table by second, a column per signal
 
 
 def plot_drift(c: dict[str, Any], out: Path) -> None:
-    from pianogen.plots import plt, save_figure
+    from pianogen.evaluation.plots import plt, save_figure
 
     x = c["seconds_after_prompt"]
     panels = [("Mel L1 vs true", "mel_l1_vs_"), ("spectral convergence vs true", "spectral_convergence_vs_"),
@@ -138,7 +138,7 @@ def write_report(report: dict[str, Any], audio: list[dict[str, torch.Tensor]], o
                  max_figures: int = 4) -> None:
     """eval.json, report.md, drift.png and, per prompt (up to ``max_figures``), Mel spectrograms of
     prompt + generated and prompt + true (resynthesised) continuation."""
-    from pianogen.plots import plot_mel
+    from pianogen.evaluation.plots import plot_mel
 
     out.mkdir(parents=True, exist_ok=True)
     c = report["continuation"]

@@ -2,7 +2,7 @@
 
 load the run -> open the prompt (a recording's window, a take's saved codes, or audio in memory) -> sample
 codes (KV-cached; streamed chunk by chunk when the sink wants chunks) -> decode -> post-filter -> hand the
-audio to a sink (``pianogen.sinks``: whole files, chunks as they come, or tensors in memory). Every
+audio to a sink (``pianogen.generation.sinks``: whole files, chunks as they come, or tensors in memory). Every
 generation reports in one shape (``generation_report``; generation.json for the sinks that write files).
 
 The prompt is, by default, the last ``prompt_seconds`` of the recording, so the continuation starts
@@ -29,18 +29,18 @@ import pianogen
 from pianogen import pipeline
 from pianogen.device import pick_device
 from pianogen.errors import PianogenError
-from pianogen.generate_options import MAX_NUM, MAX_SECONDS, MAX_SEED, MAX_TEMPERATURE
-from pianogen.generate_output import postfilters_for, staged, writing
+from pianogen.generation.generate_options import MAX_NUM, MAX_SECONDS, MAX_SEED, MAX_TEMPERATURE
+from pianogen.generation.generate_output import postfilters_for, staged, writing
+from pianogen.generation.precision import PRECISIONS, in_precision  # noqa: F401 (re-exported: the API's old home)
+from pianogen.generation.sampling import make_sampler
+from pianogen.generation.take_codes import codes_path_for, load_take_codes
+from pianogen.generation.takes import Recording, prompt_window, read_recording
 from pianogen.paths import atomic_write_bytes
-from pianogen.precision import PRECISIONS, in_precision  # noqa: F401 (re-exported: the API's old home)
 from pianogen.progress import progress_bar
-from pianogen.sampling import make_sampler
-from pianogen.take_codes import codes_path_for, load_take_codes
-from pianogen.takes import Recording, prompt_window, read_recording
 
 if TYPE_CHECKING:
+    from pianogen.generation.sinks import Sink
     from pianogen.runs import RunRef
-    from pianogen.sinks import Sink
 
 # listener(stage, done, total): stages "encode", "sample" (done = frames), "decode", "write" (done = takes)
 Listener = Callable[[str, int, int], None]
@@ -60,7 +60,7 @@ class GenerationRequest:
     checkpoint: str = "best"  # best | last
     postfilters: list[dict[str, Any]] | None = None  # [{"name": ..., **options}]; None = the recipe's
     use_cache: bool = True  # False recomputes the whole context every step (for benchmarks)
-    precision: str = "fp32"  # fp32 | bf16 | int8 (CPU): fewer bytes read per frame, see pianogen.precision
+    precision: str = "fp32"  # fp32 | bf16 | int8 (CPU): fewer bytes read per frame, see pianogen.generation.precision
     compile: bool = False  # torch.compile the one-frame decode (CUDA graphs on CUDA); slower on CPU
     start: float | None = None  # --from: prompt window start in seconds (negative = from the end)
     end: float | None = None  # --to: prompt window end in seconds (negative = from the end); None = the end
@@ -249,8 +249,8 @@ def generate(run_dir: str | Path, request: GenerationRequest, device: str = "aut
     into). ``recording``: audio given in memory, continued instead of ``request.prompt``. ``loader`` (default
     ``load_generation_run``) loads the run: ``pianogen serve`` and ``continue_audio`` pass one that keeps
     loaded runs. ``listener(stage, done, total)`` hears the stages."""
+    from pianogen.generation.sinks import FileSink, Generated
     from pianogen.runs import refuse_writing_into, resolve_run
-    from pianogen.sinks import FileSink, Generated
 
     sink = sink or FileSink()
     check_request(request)
@@ -313,7 +313,7 @@ def hear_notes(audio: torch.Tensor, prompt_samples: int, sample_rate: int,
     + continuation) as the transcriber hears it — notes/s, distinct pitches, pitch-class correlation and key
     agreement with the prompt — beside the `drone` floor on the same prompt; {"unavailable": why} when the
     transcriber cannot load (the generation itself stands)."""
-    from pianogen.notes import load_transcriber, notes_summary
+    from pianogen.evaluation.notes import load_transcriber, notes_summary
 
     hearing, unavailable = load_transcriber(transcriber)
     if hearing is None:

@@ -77,7 +77,7 @@ class NoteTally:
 
     def scores(self, label: str) -> dict[str, Any]:
         """{"note_f1": F1 against the input's notes, "note_f1_midi": against the MIDI (when known)}."""
-        from pianogen.notes import note_f1
+        from pianogen.evaluation.notes import note_f1
 
         out = {"note_f1": note_f1(self.heard["input"], self.heard[label], onset_tolerance=ONSET_TOLERANCE)}
         if self.has_midi:
@@ -90,7 +90,7 @@ class NoteTally:
         out: dict[str, Any] = {"transcriber": getattr(self.transcriber, "name", type(self.transcriber).__name__),
                                "input_notes": len(self.heard["input"]), "onset_tolerance": ONSET_TOLERANCE}
         if self.has_midi:
-            from pianogen.notes import note_f1
+            from pianogen.evaluation.notes import note_f1
 
             out["midi_notes"] = len(self.midi)
             out["input_note_f1_midi"] = note_f1(self.midi, self.heard["input"], onset_tolerance=ONSET_TOLERANCE)

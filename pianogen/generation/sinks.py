@@ -1,4 +1,4 @@
-"""Where a generation's audio goes: the last step of the one pipeline (``pianogen.generate.generate``).
+"""Where a generation's audio goes: the last step of the one pipeline (``pianogen.generation.generate.generate``).
 
 The pipeline loads the run, opens the prompt, samples codes, decodes and post-filters them, then hands the
 result to a sink. Three sinks:
@@ -6,7 +6,7 @@ result to a sink. Three sinks:
 - ``FileSink`` (``pianogen generate``): whole files per continuation — the take spliced onto the original,
   the continuation, the codec's re-synthesis, the codes, a Mel PNG — into the generation's staging folder,
   which is renamed into place whole (``generate_output.staged``);
-- ``pianogen.stream.ChunkSink`` (``generate --stream``, the page's streaming): also gets the continuation chunk
+- ``generation.stream.ChunkSink`` (``generate --stream``, the page's streaming): also gets the continuation chunk
   by chunk while sampling goes on, grows ``continuation_<i>.wav.part`` in the same staging folder and hands each
   chunk to ``on_chunk``; then writes what ``FileSink`` writes;
 - ``MemorySink`` (``pianogen.continue_audio``): keeps the continuations as tensors; nothing is written.
@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from pianogen.data.audio import save_audio
-from pianogen.generate_output import MEL_MIN_SAMPLES, writing
-from pianogen.plots import plot_mel
-from pianogen.take_codes import save_take_codes
-from pianogen.takes import splice, write_recording
+from pianogen.evaluation.plots import plot_mel
+from pianogen.generation.generate_output import MEL_MIN_SAMPLES, writing
+from pianogen.generation.take_codes import save_take_codes
+from pianogen.generation.takes import splice, write_recording
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 class Generated:
     """What the pipeline hands a sink once every code is drawn."""
 
-    request: Any  # the GenerationRequest (pianogen.generate imports this module, not the other way round)
+    request: Any  # the GenerationRequest (pianogen.generation.generate imports this module, not the other way round)
     source: Any  # the generate.Source: the recording continued, where it is cut, the codes before
     prompt_path: Path | None  # the file continued (None: audio given in memory)
     codec: Any

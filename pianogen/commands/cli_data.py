@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pianogen.cli_common import PluginCommands
+from pianogen.commands.cli_common import PluginCommands
 from pianogen.errors import PianogenError
 
 

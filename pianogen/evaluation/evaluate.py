@@ -5,13 +5,13 @@ Three parts, each with a floor or reference to read it against:
   next to two reference models fitted on the training tokens (``unigram``, ``repeat``);
 - codec: how well the run's codec reconstructs the split's audio from its first 1, 2, 4, 8, all levels;
 - continuation: prompts from the split continued by the model and compared, second by second, with
-  the true continuation (codec-resynthesised and raw): the drift curve of pianogen.drift. Every drift
+  the true continuation (codec-resynthesised and raw): the drift curve of pianogen.evaluation.drift. Every drift
   number has its floors beside it: the same metric for another piece of the corpus, for white and
   pink noise and for a drone (the prompt key's tonic triad, held) put in place of the continuation
   (white noise scores chroma ~0.5 against a C-major prompt). A transcriber (basic_pitch) also hears the
   notes of the continuation and its floors: notes per second, distinct pitches, pitch-class correlation
-  and key agreement with the prompt (pianogen.notes), by second.
-This module measures; ``pianogen.eval_report`` writes what it measured (eval.json, report.md, figures).
+  and key agreement with the prompt (pianogen.evaluation.notes), by second.
+This module measures; ``pianogen.evaluation.eval_report`` writes what it measured (eval.json, report.md, figures).
 """
 
 from __future__ import annotations
@@ -28,11 +28,19 @@ import torch
 
 from pianogen import pipeline
 from pianogen.device import pick_device
-from pianogen.drift import coloured_noise, drift_curves
 from pianogen.errors import PianogenError
-from pianogen.eval_corpus import ALL, SPLITS, AllSplits, check_split, corpus_table, reference_cache, with_corpus
-from pianogen.eval_report import write_report
-from pianogen.notes import (
+from pianogen.evaluation.drift import coloured_noise, drift_curves
+from pianogen.evaluation.eval_corpus import (
+    ALL,
+    SPLITS,
+    AllSplits,
+    check_split,
+    corpus_table,
+    reference_cache,
+    with_corpus,
+)
+from pianogen.evaluation.eval_report import write_report
+from pianogen.evaluation.notes import (
     NOTE_METRICS,
     average_note_metrics,
     drone,
@@ -40,7 +48,7 @@ from pianogen.notes import (
     signal_note_metrics,
     split_at,
 )
-from pianogen.precision import PRECISIONS, in_precision
+from pianogen.generation.precision import PRECISIONS, in_precision
 from pianogen.progress import progress_bar
 
 LN2 = math.log(2)
@@ -181,8 +189,8 @@ def codec_metrics(codec: Any, wavs: list[torch.Tensor], model_levels: int, paths
                   transcriber: str | None = "basic_pitch") -> dict[str, Any]:
     """Reconstruction and note F1 by levels with bitrates, codebook health per level, and Opus (opusenc from
     48 kHz) at 6..16 kbps on the same metrics; note F1 also against the MIDI beside each of ``paths``."""
-    from pianogen.codec_metrics import evaluate_codec
-    from pianogen.codec_notes import clip_midi_notes
+    from pianogen.evaluation.codec_metrics import evaluate_codec
+    from pianogen.evaluation.codec_notes import clip_midi_notes
 
     seconds = [w.shape[-1] / codec.sample_rate for w in wavs]
     midi = [clip_midi_notes(p, s) for p, s in zip(paths, seconds)] if paths and transcriber else None
@@ -233,7 +241,7 @@ def continuation_metrics(recipe: Any, codec: Any, model: Any, cache: Any, split:
     """Continue prompts from the split and score the drift against the true continuation, by second, and
     the notes ``transcriber`` hears in it. Returns the JSON block and, per prompt, the decoded
     {signal: FloatTensor[S]} audio (for figures)."""
-    from pianogen.generate import GenerationRequest, continue_codes
+    from pianogen.generation.generate import GenerationRequest, continue_codes
 
     levels, hop, sr = recipe.codec.levels, codec.hop_length, codec.sample_rate
     prompt_frames = max(1, round(prompt_seconds * codec.frame_rate))
@@ -325,7 +333,8 @@ def evaluate(run_dir: str | Path, split: str = "test", out: str | Path | None = 
     """Evaluate a run's ``best`` checkpoint on ``split``; with ``out``, also write eval.json, report.md and PNGs.
 
     ``corpus``: another corpus than the run's (a folder, MAESTRO layout or plain audio, or a data source's name;
-    ``pianogen.eval_corpus``), where ``split`` may also be "all"; the floors stay fitted on the run's training tokens.
+    ``pianogen.evaluation.eval_corpus``), where ``split`` may also be "all"; the floors stay fitted on the run's
+    training tokens.
 
     ``precision`` other than fp32: the tokens are scored at fp32 and at that precision (its NLL cost,
     under ``precision``), and the continuations are sampled at that precision.

@@ -79,7 +79,7 @@ class JsonlLogger(Logger):
 
     def checkpoint(self) -> None:
         if self.path.is_file() and self.path.stat().st_size:
-            from pianogen.plots import plot_losses  # matplotlib only once there is a curve to draw
+            from pianogen.evaluation.plots import plot_losses  # matplotlib only once there is a curve to draw
 
             plot_losses(self.path, self.figure)
 

@@ -73,7 +73,7 @@ def plot_rate_distortion(result: dict[str, Any], out: Path, title: str = "") -> 
     bitrates as another; written atomically as a PNG."""
     from matplotlib.ticker import ScalarFormatter
 
-    from pianogen.plots import plt, save_figure
+    from pianogen.evaluation.plots import plt, save_figure
 
     points = rate_distortion_rows(result)
     with_notes = any(p.note_f1 is not None for p in points)

@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pianogen.generate_options import MAX_NUM, MAX_SECONDS, MAX_SEED, MAX_TEMPERATURE
+from pianogen.generation.generate_options import MAX_NUM, MAX_SECONDS, MAX_SEED, MAX_TEMPERATURE
 
 WEB = Path(__file__).with_name("web")
 EXAMPLES = WEB / "examples"

@@ -1,6 +1,6 @@
 """``pianogen.continue_audio``: continue audio held in memory, as audiocraft's ``generate_continuation`` does.
 
-The one generation pipeline (``pianogen.generate.generate``) with the in-memory sink: the prompt is the end
+The one generation pipeline (``pianogen.generation.generate.generate``) with the in-memory sink: the prompt is the end
 of the given audio (resampled to the codec's rate, mixed to mono, as a file prompt is), the continuation comes
 back alone as a tensor. Loaded runs are kept (``LoadedRuns``), so repeated calls pay for loading once.
 """
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from pianogen.errors import PianogenError
-from pianogen.takes import MIN_SAMPLE_RATE, Recording
+from pianogen.generation.takes import MIN_SAMPLE_RATE, Recording
 
 MAX_CHANNELS = 64  # more is almost surely a [samples, channels] array handed over untransposed
 
@@ -34,8 +34,8 @@ class LoadedRuns:
         self.lock = threading.Lock()
 
     def __call__(self, run_dir: Path, request: Any, device: Any) -> tuple:
-        from pianogen import checkpoint
-        from pianogen.generate import load_generation_run
+        from pianogen.generation.generate import load_generation_run
+        from pianogen.training import checkpoint
 
         found = checkpoint.find(Path(run_dir) / "checkpoints", request.checkpoint)
         stamp = (found / checkpoint.MODEL_FILE).stat().st_mtime_ns if found else None
@@ -90,10 +90,10 @@ def continue_audio(wav: Any, sample_rate: int, seconds: float | None = None, run
     ``run``: a built-in run's name or a run folder. The prompt is the last ``prompt_seconds`` of ``wav``;
     ``seconds``, ``prompt_seconds``, ``temperature``, ``top_k`` and ``top_p`` default to the run's [generate]
     table. The same ``seed`` gives the same continuation."""
-    from pianogen.generate import GenerationRequest, generate
-    from pianogen.generate_options import with_recipe_defaults
+    from pianogen.generation.generate import GenerationRequest, generate
+    from pianogen.generation.generate_options import with_recipe_defaults
+    from pianogen.generation.sinks import MemorySink
     from pianogen.runs import resolve_run
-    from pianogen.sinks import MemorySink
 
     recording = as_recording(wav, sample_rate)
     ref = resolve_run(run)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import click
 
-from pianogen.cli_codec import codec
-from pianogen.cli_common import (
+from pianogen.commands.cli_codec import codec
+from pianogen.commands.cli_common import (
     MAX_SECONDS,
     MAX_TEMPERATURE,
     NUM,
@@ -27,7 +27,7 @@ from pianogen.cli_common import (
     output_dir,
     overrides_argument,
 )
-from pianogen.cli_data import data
+from pianogen.commands.cli_data import data
 from pianogen.errors import PianogenError
 
 
@@ -112,8 +112,8 @@ def copy_recipe(name: str, dest: Path) -> None:
 def tokenize(recipe: str, overrides: tuple[str, ...]) -> None:
     """Encode the recipe's corpus into the shared token cache (idempotent, resumable)."""
     from pianogen import load_recipe
-    from pianogen.codec_prepare import train_missing_codec
     from pianogen.pipeline import build_codec, build_token_cache
+    from pianogen.training.codec_prepare import train_missing_codec
 
     loaded = load_recipe(recipe, overrides)
     train_missing_codec(loaded)
@@ -130,9 +130,9 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool, fetch: bool) ->
     """Train a token model (tokenizes the corpus first when needed)."""
     from pianogen import load_recipe
     from pianogen.fetch.needs import ensure
-    from pianogen.precheck import check_train, next_command
-    from pianogen.resume import follow_moved_run
-    from pianogen.train import train as run_training
+    from pianogen.training.precheck import check_train, next_command
+    from pianogen.training.resume import follow_moved_run
+    from pianogen.training.train import train as run_training
 
     loaded = load_recipe(recipe, overrides)
     if resume:
@@ -193,9 +193,9 @@ def generate(run_dir: str, prompt: str | None, window_start: float | None, windo
     and channels), continuation_<i>.wav, full_<i>.wav (codec re-synthesis), codes_<i>.safetensors,
     mel_<i>.png and generation.json.
     """
-    from pianogen.generate import GenerationRequest, next_free_dir
-    from pianogen.generate import generate as run_generation
-    from pianogen.generate_options import postfilter_specs, with_recipe_defaults
+    from pianogen.generation.generate import GenerationRequest, next_free_dir
+    from pianogen.generation.generate import generate as run_generation
+    from pianogen.generation.generate_options import postfilter_specs, with_recipe_defaults
     from pianogen.runs import resolve_run
 
     if (prompt is None) == (extend is None):
@@ -213,7 +213,7 @@ def generate(run_dir: str, prompt: str | None, window_start: float | None, windo
         postfilters=postfilter_specs(postfilters), precision=precision, compile=compile_decode,
         start=window_start, end=window_end, extend=str(extend) if extend else None, crossfade=crossfade)
     if stream:
-        from pianogen.stream import stream_generate
+        from pianogen.generation.stream import stream_generate
 
         report = stream_generate(run, request, device=device)
         click.echo(f"first audio after {report['stream']['time_to_first_audio_s']:.2f} s", err=True)
@@ -257,7 +257,7 @@ def serve(runs: str, host: str, port: int, device: str, verbose: bool) -> None:
     """A web page to continue your recording: RUNS is a run directory, a folder of them, or a built-in run's
     name [piano, the model that ships with the package]."""
     from pianogen.device import pick_device
-    from pianogen.serve_http import serve as run_server
+    from pianogen.serving.serve_http import serve as run_server
 
     pick_device(device)  # a bad --device is a one-line error now, not on the first generation
     run_server(runs, host, port, device, verbose)
@@ -294,12 +294,12 @@ def evaluate(run_dir: str, split: str, corpus: str | None, out: Path | None, as_
     next to a floor to beat."""
     import json
 
-    from pianogen.evaluate import evaluate as run_evaluation
+    from pianogen.evaluation.evaluate import evaluate as run_evaluation
     from pianogen.runs import resolve_run
 
     run = resolve_run(run_dir)
     if corpus is not None:
-        from pianogen.eval_corpus import corpus_table, default_out_name
+        from pianogen.evaluation.eval_corpus import corpus_table, default_out_name
 
         out = out or run.default_out(default_out_name(corpus_table(corpus)))
     out = out or run.default_out("eval")

@@ -27,9 +27,9 @@ import torch
 from torch import nn
 
 from pianogen.errors import PianogenError
-from pianogen.generate_output import writing
+from pianogen.generation.generate_output import writing
+from pianogen.generation.sinks import FileSink, Generated
 from pianogen.interfaces import StreamingFilter
-from pianogen.sinks import FileSink, Generated
 
 
 def decoder_context_frames(codec: nn.Module) -> int | None:
@@ -165,8 +165,8 @@ def stream_codes(model: nn.Module, codec: nn.Module, prompt_codes: torch.Tensor,
     ``sink.first_chunk_seconds``, then every ``sink.chunk_seconds``, post-filtered as it streams when every
     post-filter is causal. Returns the codes, the report's ``stream`` block and notes for the user; ``start``
     (perf_counter) is when the generation began, for the time to first audio."""
+    from pianogen.generation.sampling import make_sampler
     from pianogen.progress import progress_bar
-    from pianogen.sampling import make_sampler
 
     streaming = [f.stream(codec.sample_rate) for f in filters]
     causal = all(f is not None for f in streaming)
@@ -257,7 +257,7 @@ def stream_generate(run_dir: str | Path, request: Any, device: str = "auto", chu
     the report; its ``stream`` block holds the time to first audio.
 
     ``listener(stage, done, total)``, ``loader``: as for ``generate.generate`` (``pianogen serve`` passes both)."""
-    from pianogen.generate import generate, load_generation_run
+    from pianogen.generation.generate import generate, load_generation_run
 
     sink = ChunkSink(chunk_seconds, first_chunk_seconds, on_chunk)
     return generate(run_dir, request, device=device, progress=progress, listener=listener,

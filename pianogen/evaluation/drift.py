@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from pianogen.metrics import mel_l1
+from pianogen.training.metrics import mel_l1
 
 _EPS = 1e-10
 CHROMA_FMIN, CHROMA_FMAX = 55.0, 4200.0  # A1 .. about C8: the piano's fundamentals that carry pitch class

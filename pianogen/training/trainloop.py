@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pianogen.distributed import Distributed, init_distributed
+from pianogen.training.distributed import Distributed, init_distributed
 
 
 @dataclass

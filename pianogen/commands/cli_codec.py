@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from pianogen.cli_common import PluginCommands, overrides_argument
+from pianogen.commands.cli_common import PluginCommands, overrides_argument
 from pianogen.errors import PianogenError
 
 
@@ -25,7 +25,7 @@ def codec() -> None:
 def codec_train(recipe: str, overrides: tuple[str, ...], resume: bool, force: bool) -> None:
     """Train a codec on the recipe's corpus."""
     from pianogen import load_recipe
-    from pianogen.codec_train import train_codec
+    from pianogen.training.codec_train import train_codec
 
     click.echo(str(train_codec(load_recipe(recipe, overrides), resume=resume, force=force)))
 
@@ -131,10 +131,10 @@ def codec_eval(checkpoint: Path, audio: tuple[Path, ...], codec_name: str | None
     import sys
 
     import pianogen
-    from pianogen.codec_metrics import clip, evaluate_codec, markdown_tables, recipe_paths
-    from pianogen.codec_notes import clip_midi_notes
     from pianogen.device import pick_device
-    from pianogen.rate_distortion import rate_distortion_table, write_rate_distortion
+    from pianogen.evaluation.codec_metrics import clip, evaluate_codec, markdown_tables, recipe_paths
+    from pianogen.evaluation.codec_notes import clip_midi_notes
+    from pianogen.evaluation.rate_distortion import rate_distortion_table, write_rate_distortion
 
     if bool(audio) == bool(recipe):
         raise PianogenError("give AUDIO files or --recipe, not both and not neither")

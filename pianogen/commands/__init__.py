@@ -1,0 +1,2 @@
+"""Commands: the click CLI (pianogen ...), built from the host's commands and the plugins'.
+"""

@@ -1,0 +1,2 @@
+"""Serving: the local web page (pianogen serve) and its hardened HTTP handler.
+"""
