@@ -1,17 +1,14 @@
-"""``pianogen eval RUN_DIR``: objective evaluation of a trained run.
-
-Three parts, each with a floor or reference to read it against:
+"""``pianogen eval RUN_DIR``: objective evaluation of a trained run, in three parts, each beside its floor:
 - tokens: the model's NLL / perplexity / accuracy per level and bits per second of audio on a split,
   next to two reference models fitted on the training tokens (``unigram``, ``repeat``);
 - codec: how well the run's codec reconstructs the split's audio from its first 1, 2, 4, 8, all levels;
 - continuation: prompts from the split continued by the model and compared, second by second, with
-  the true continuation (codec-resynthesised and raw): the drift curve of pianogen.evaluation.drift. Every drift
-  number has its floors beside it: the same metric for another piece of the corpus, for white and
-  pink noise and for a drone (the prompt key's tonic triad, held) put in place of the continuation
-  (white noise scores chroma ~0.5 against a C-major prompt). A transcriber (basic_pitch) also hears the
-  notes of the continuation and its floors: notes per second, distinct pitches, pitch-class correlation
-  and key agreement with the prompt (pianogen.evaluation.notes), by second.
-This module measures; ``pianogen.evaluation.eval_report`` writes what it measured (eval.json, report.md, figures).
+  the true continuation (codec-resynthesised and raw): the drift curve of evaluation.drift. Every drift number
+  has its floors beside it: the same metric for another piece of the corpus, for white and pink noise and for
+  a drone (the prompt key's tonic triad, held) put in place of the continuation (white noise scores chroma
+  ~0.5 against a C-major prompt). A transcriber (basic_pitch) also hears the notes of the continuation and its
+  floors: notes/s, distinct pitches, pitch-class correlation and key agreement with the prompt, by second.
+This module measures; ``evaluation.eval_report`` writes what it measured (eval.json, report.md, figures).
 """
 
 from __future__ import annotations

@@ -24,25 +24,27 @@ import dataclasses
 import importlib
 import importlib.util
 import inspect
-import json
 import os
-import re
 import typing
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import Distribution, distributions, entry_points
-from pathlib import Path
+from importlib.metadata import distributions, entry_points
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pluggy
 
 from pianogen import hookspecs
 from pianogen.errors import PianogenError, closest, unknown
+from pianogen.registry.provenance import (
+    BUILTIN_DIST,
+    inside_installation,
+    install_root,
+    installs_this_package,
+    is_pianogen,
+)
 
 GROUP = "pianogen"
-BUILTIN_DIST = "pianogen"
 KINDS = {
     "codec": "register_codecs",
     "token_model": "register_token_models",
@@ -112,49 +114,14 @@ def _wanted(ep) -> bool:
     return names is None or ep.name in names or (ep.dist is not None and ep.dist.name in names)
 
 
-def _is_pianogen(dist: Distribution) -> bool:
-    return re.sub(r"[-_.]+", "-", (dist.metadata["Name"] or "").lower()) == BUILTIN_DIST
-
-
-def _install_root() -> Path:
-    """The folder this installation's modules live in: site-packages, or the source tree when editable."""
-    import pianogen
-
-    return Path(pianogen.__file__).resolve().parent.parent
-
-
-def _installs_this_package(dist: Distribution) -> bool:
-    """Whether ``dist`` is the installation of the imported ``pianogen``: its files hold our __init__.py
-    (a wheel; an egg-info in the source tree), or it is an editable install of our source folder."""
-    ours = _install_root() / "pianogen" / "__init__.py"
-    try:
-        if Path(dist.locate_file("pianogen/__init__.py")).resolve() == ours:
-            return True
-        direct = json.loads(dist.read_text("direct_url.json") or "{}")
-    except (OSError, ValueError):
-        return False
-    url = urlsplit(str(direct.get("url", "")))
-    return url.scheme == "file" and Path(unquote(url.path)).resolve() == ours.parent.parent
-
-
-def _inside_installation(module: str) -> bool:
-    """Whether a built-in entry point's module is found inside this installation (found, not imported)."""
-    try:
-        spec = importlib.util.find_spec(module.split(".")[0])
-    except (ImportError, ValueError):
-        return False
-    origin = spec and (spec.origin or next(iter(spec.submodule_search_locations or []), None))
-    return bool(origin) and Path(origin).resolve().is_relative_to(_install_root())
-
-
 def _builtin_entry_points() -> list[Any]:
     """This installation's own entry points; every other distribution named pianogen is a failure, not loaded."""
     ours, seen = None, set()
     for dist in distributions():
-        if not _is_pianogen(dist):
+        if not is_pianogen(dist):
             continue
         where = str(dist.locate_file(""))
-        if _installs_this_package(dist):
+        if installs_this_package(dist):
             ours = ours or dist
         elif where not in seen and dist.entry_points.select(group=GROUP):
             seen.add(where)
@@ -163,15 +130,15 @@ def _builtin_entry_points() -> list[Any]:
                                      "a distribution named 'pianogen' that is not this installation; not loaded"))
     if ours is None:
         _failures.append(Failure("(built-ins)", BUILTIN_DIST, f"no installed metadata of the pianogen in "
-                                                              f"{_install_root()}; run make install"))
+                                                              f"{install_root()}; run make install"))
         return []
     found = []
     for ep in ours.entry_points.select(group=GROUP):
-        if _inside_installation(ep.value.split(":")[0]):
+        if inside_installation(ep.value.split(":")[0]):
             found.append(ep)
         else:
             _failures.append(Failure(ep.name, BUILTIN_DIST, f"its module '{ep.value}' is found outside "
-                                                            f"{_install_root()} (shadowed on sys.path); not loaded"))
+                                                            f"{install_root()} (shadowed on sys.path); not loaded"))
     return found
 
 
@@ -204,7 +171,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
     pm.add_hookspecs(hookspecs)
     sources = _sources
     builtin = sorted(_builtin_entry_points(), key=lambda e: e.name)
-    third_party = sorted((ep for ep in entry_points(group=GROUP) if ep.dist is None or not _is_pianogen(ep.dist)),
+    third_party = sorted((ep for ep in entry_points(group=GROUP) if ep.dist is None or not is_pianogen(ep.dist)),
                          key=lambda e: e.name)
     found = builtin + third_party
     unmatched = (_allow_list() or set()) - {ep.name for ep in found} - {ep.dist.name for ep in found if ep.dist}
