@@ -227,7 +227,7 @@ READ_ONLY_CASES = [
      "did you mean 'cosine'"),
     ("beta of exactly 1", lambda r, t: ["train", r / "recipe.toml", f"run.dir={t / 'fresh'}",
                                         "train.betas=[0.9,1.0]"], "each >= 0 and < 1, got [0.9, 1.0]"),
-    ("data.seed negative", lambda r, t: ["tokenize", r / "recipe.toml", f"run.dir={t / 'fresh'}", "data.seed=-1"],
+    ("data.seed negative", lambda r, t: ["tokenize", "demo", f"run.dir={t / 'fresh'}", "data.seed=-1"],
      "data.seed must be >= 0"),
     ("serve port 70000", lambda r, t: ["serve", r, "--port", "70000"], "Invalid value for '--port'"),
     ("cp an unknown recipe", lambda r, t: ["cp", "demi", t / "o"], "recipe not found: demi"),
@@ -423,7 +423,9 @@ def test_damaged_cached_tokens_are_encoded_again_and_a_complete_cache_is_only_re
     home = tmp_path / "home"
     shutil.copytree(trained_run.parent / "home", home)
     monkeypatch.setenv("PIANOGEN_HOME", str(home))
-    (cache,) = (home / "tokens").iterdir()
+    # the run's own cache (other tests may have cached other corpora in the shared home: eval --corpus)
+    (cache,) = [c for c in (home / "tokens").iterdir()
+                if json.loads((c / "manifest.json").read_text())["data"].get("source") == "maestro"]
     files = sorted(cache.glob("*.npy"))
     originals = {f: f.read_bytes() for f in files}
     manifest = (cache / "manifest.json").stat()

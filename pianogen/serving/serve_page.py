@@ -16,7 +16,7 @@ from typing import Any
 
 from pianogen.generation.generate_options import MAX_NUM, MAX_SECONDS, MAX_SEED, MAX_TEMPERATURE
 
-WEB = Path(__file__).with_name("web")
+WEB = Path(__file__).resolve().parent.parent / "web"  # pianogen/web: package data beside the wings
 EXAMPLES = WEB / "examples"
 STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8",
           "favicon.svg": "image/svg+xml"}  # served as they are; index.html gets the token first
