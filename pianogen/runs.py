@@ -20,13 +20,13 @@ trained run.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from pianogen.errors import PianogenError, closest
+from pianogen.fetch.http import sha256_of
 
 SUMS = "SHA256SUMS"
 RUN_VARIABLE = "$RUN"  # in a run's recipe: the run's own folder, wherever the folder is
@@ -103,14 +103,6 @@ def check_installed(name: str, folder: Path, package: str = "") -> None:
                             f"trained weights ship with a release of the package)")
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_sums(folder: Path) -> dict[str, str]:
     """SHA256SUMS -> {relative path: hex digest}; a line not in sha256sum's format is one error."""
     sums = {}
@@ -143,7 +135,7 @@ def verify_sums(folder: Path) -> None:
         file = folder / name
         if not file.is_file():
             raise PianogenError(f"{file} is missing: {folder / SUMS} lists it (the run is incomplete)")
-        actual = sha256_file(file)
+        actual = sha256_of(file)
         if actual != expected:
             raise PianogenError(f"{file} has sha256 {actual[:16]}..., but {SUMS} records {expected[:16]}...: "
                                 f"the file was changed or damaged; refusing to load it")
@@ -153,7 +145,7 @@ def write_sums(folder: Path) -> Path:
     """(Re)write ``folder/SHA256SUMS`` over every file in it, in sha256sum's format (``sha256sum -c`` reads it)."""
     from pianogen.paths import atomic_write_bytes
 
-    lines = [f"{sha256_file(folder / name)}  {name}\n" for name in folder_files(folder)]
+    lines = [f"{sha256_of(folder / name)}  {name}\n" for name in folder_files(folder)]
     atomic_write_bytes(folder / SUMS, "".join(lines).encode())
     return folder / SUMS
 
@@ -162,7 +154,8 @@ def _cast_weights(path: Path, dtype_name: str) -> None:
     """Rewrite a safetensors file with its floating tensors in ``dtype_name`` (bf16 | fp16 | fp32)."""
     import torch
     from safetensors import safe_open
-    from safetensors.torch import save_file
+
+    from pianogen.paths import safetensors_bytes
 
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
     if dtype_name not in dtypes:
@@ -171,8 +164,7 @@ def _cast_weights(path: Path, dtype_name: str) -> None:
         metadata = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     cast = {k: v.to(dtypes[dtype_name]) if v.is_floating_point() else v for k, v in tensors.items()}
-    save_file(cast, str(path), metadata=metadata)
-    path.chmod(0o644)  # safetensors writes 0600; a package's data files are world-readable
+    path.write_bytes(safetensors_bytes(cast, metadata))  # sorted metadata: the same weights give the same sha256
 
 
 def pack_run(run_dir: str | Path, dest: str | Path, tag: str = "best", weights_dtype: str = "") -> Path:
