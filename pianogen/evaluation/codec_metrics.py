@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from pianogen.evaluation.code_stability import steady_notes, steady_notes_line
 from pianogen.evaluation.opus import OPUS_KBPS
 from pianogen.interfaces import Codec, Note
 from pianogen.progress import progress_bar
@@ -69,7 +70,8 @@ def evaluate_codec(codec: Codec | None, wavs: Iterable[torch.Tensor], levels: Se
     of its audio against the input's transcription (``pianogen.evaluation.codec_notes``), and against ``midi[i]``, the
     notes played in clip i, where given. ``codec`` None scores Opus alone on wavs at ``sample_rate``.
 
-    Returns {"seconds", "by_levels": {str(k): {..., "kbps"}}, "codebooks": [per level], "warnings",
+    Returns {"seconds", "by_levels": {str(k): {..., "kbps"}}, "codebooks": [per level: codes used, perplexity,
+    the fraction of frames repeating the previous frame's code], "steady_notes" (``code_stability``), "warnings",
     "opus": {"unavailable": reason} or {"6 kbps": {"target_kbps", "kbps", "mode", metrics}, ...},
     and with ``notes`` "notes": {"transcriber", "input_notes", ...} or {"unavailable": reason}}.
     """
@@ -87,6 +89,7 @@ def evaluate_codec(codec: Codec | None, wavs: Iterable[torch.Tensor], levels: Se
     targets = {} if reason else {f"{kbps:g} kbps": float(kbps) for kbps in opus_kbps}
     rows: dict[str, list[dict[str, float]]] = {key: [] for key in [*counts, *targets]}
     histogram = torch.zeros(n_levels, codebook_size, dtype=torch.float64)
+    repeats, transitions = torch.zeros(n_levels, dtype=torch.float64), 0  # frames whose code is the previous one's
     seconds, real_bps = 0.0, {label: [] for label in targets}
     heard, notes_reason = load_transcriber(transcriber) if notes else (None, None)
     tally = NoteTally(heard, sample_rate) if heard is not None else None
@@ -99,6 +102,9 @@ def evaluate_codec(codec: Codec | None, wavs: Iterable[torch.Tensor], levels: Se
             codes = codec.encode(x) if codec is not None else None
             for k in range(n_levels):
                 histogram[k] += torch.bincount(codes[:, k].reshape(-1).cpu(), minlength=codebook_size).double()
+            if codes is not None:
+                repeats += (codes[:, :, 1:] == codes[:, :, :-1]).sum(dim=(0, 2)).double().cpu()
+                transitions += codes.shape[0] * max(0, codes.shape[2] - 1)
             for key, k in counts.items():
                 est = codec.decode(codes[:, :k])[..., : x.shape[-1]].float()
                 rows[key].append(reconstruction_metrics(x, est, sample_rate))
@@ -112,7 +118,7 @@ def evaluate_codec(codec: Codec | None, wavs: Iterable[torch.Tensor], levels: Se
                     tally.add(label, est)
             seconds += x.shape[-1] / sample_rate
             bar.advance(task)
-    health = [_health_row(h) for h in histogram]
+    health = [{**_health_row(h), "repeat_fraction": float(r) / max(1, transitions)} for h, r in zip(histogram, repeats)]
     by_levels = {key: {**_mean(rows[key]), "kbps": bitrate(codec, k) / 1000} for key, k in counts.items()}
     anchor: dict[str, Any] = {"unavailable": reason} if reason else {
         label: {**_mean(rows[label]), "target_kbps": kbps, "kbps": sum(real_bps[label]) / len(real_bps[label]) / 1000,
@@ -121,6 +127,8 @@ def evaluate_codec(codec: Codec | None, wavs: Iterable[torch.Tensor], levels: Se
               "warnings": usage_warnings(health, codebook_size), "opus": anchor}
     if notes:
         _add_note_scores(result, tally, notes_reason)
+    if codec is not None:
+        result["steady_notes"] = steady_notes(codec)
     return result
 
 
@@ -153,9 +161,13 @@ def markdown_tables(result: dict[str, Any], codebook_size: int) -> list[str]:
     if "unavailable" in result["opus"]:
         lines.append(f"| Opus: unavailable: {result['opus']['unavailable']} | | | | |" + (" |" if with_notes else ""))
     lines.append("")
-    lines += [f"| level | codes used (of {codebook_size}) | used % | perplexity |", "|---|---|---|---|",
+    held = all("repeat_fraction" in h for h in result["codebooks"])  # results saved before it lack the column
+    lines += [f"| level | codes used (of {codebook_size}) | used % | perplexity |"
+              + (" same code as the previous frame |" if held else ""), "|---|---|---|---|" + ("---|" if held else ""),
               *(f"| {k + 1} | {h['codes_used']} | {h['used_fraction']:.0%} | {h['perplexity']:.1f} |"
-                for k, h in enumerate(result["codebooks"])), ""]
+                + (f" {h['repeat_fraction']:.1%} |" if held else "") for k, h in enumerate(result["codebooks"])), ""]
+    if "steady_notes" in result:
+        lines += [steady_notes_line(result["steady_notes"]), ""]
     lines += [f"**Warning:** {w}" for w in result["warnings"]]
     return lines + ([""] if result["warnings"] else [])
 
