@@ -82,6 +82,7 @@ class CodecTrainConfig:
     mel_weight: float = 1.0  # weight of the multi-scale log-Mel L1
     stft_weight: float = 1.0  # weight of the multi-resolution STFT distance
     commit_weight: float = 1.0  # weight of the RVQ commitment loss
+    grad_clip: float = 0.0  # max global gradient norm of the codec's step; 0 = off
     discriminator: bool = False  # add the MS-STFT discriminator with feature matching
     discriminator_start: int = 0  # step at which adversarial losses switch on
     log_every: int = 50  # steps between metric lines

@@ -26,6 +26,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "codec_train.steps": (1, None, True), "codec_train.batch_size": (1, None, True),
     "codec_train.segment_seconds": (0, None, False), "codec_train.lr": (0, None, False),
     "codec_train.quantizer_dropout": (0, 1, True), "codec_train.warmup": (0, 1, True),
+    "codec_train.grad_clip": (0, None, True),
     **{f"codec_train.{name}_weight": (0, None, True) for name in ("wav", "mel", "stft", "commit")},
     "generate.seconds": (0, None, False), "generate.prompt_seconds": (0, None, False),
     "generate.temperature": (0, None, True), "generate.top_k": (0, None, True), "generate.top_p": (0, 1, True),

@@ -313,6 +313,8 @@ class CodecTrainer(Trainer):
             group["lr"] = lr
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.grad_clip:  # the sine-bank decoder's exp amplitudes spike at lr 1e-3 without it
+            torch.nn.utils.clip_grad_norm_(self.codec.parameters(), cfg.grad_clip)
         self.opt.step()
         if adversarial:
             parts["disc"] = _disc_loss(self.disc_wrapped, real, fake)

@@ -25,6 +25,7 @@ from torch import nn
 from pianogen import atomic_write_bytes, safetensors_bytes
 from pianogen.errors import PianogenError
 from pianogen.interfaces import TrainableCodec
+from pianogen_soundstream.phase_free import MagnitudeEncoder, SineBankDecoder
 from pianogen_soundstream.rvq import (
     REFERENCE_DEAD_CODE_THRESHOLD,
     REFERENCE_DECAY,
@@ -47,6 +48,10 @@ class SoundStreamConfig:
     kmeans_iters: int = REFERENCE_KMEANS_ITERS  # k-means iterations that initialise each codebook on its first batch
     dead_code_threshold: float = REFERENCE_DEAD_CODE_THRESHOLD  # codes used less (EMA) move to batch vectors
     activation: str = "elu"  # "elu" (the reference) | "snake" (periodic, as DAC / BigVGAN: suits piano partials)
+    # "waveform" (the reference) | "magnitude": log-magnitude spectra, so a held note's codes hold still
+    # (phase_free.py says why); "magnitude" needs decoder = "sines", which keeps the phase a latent no longer has
+    encoder: str = "waveform"
+    decoder: str = "conv"  # "conv" (the reference, transposed convolutions) | "sines" (an oscillator bank)
 
     def __post_init__(self) -> None:
         self.strides = [int(s) for s in self.strides]
@@ -58,6 +63,13 @@ class SoundStreamConfig:
         if self.activation not in ACTIVATIONS:
             raise PianogenError(f"soundstream: 'activation' must be one of {sorted(ACTIVATIONS)}, "
                                 f"got {self.activation!r}")
+        for key, allowed in (("encoder", ("waveform", "magnitude")), ("decoder", ("conv", "sines"))):
+            if getattr(self, key) not in allowed:
+                raise PianogenError(f"soundstream: '{key}' must be one of {', '.join(allowed)}, "
+                                    f"got {getattr(self, key)!r}")
+        if self.encoder == "magnitude" and self.decoder != "sines":
+            raise PianogenError("soundstream: encoder = \"magnitude\" needs decoder = \"sines\" (a convolutional "
+                                "decoder cannot give a phase-free latent its pitch: see phase_free.py)")
         if not 0.0 < self.ema_decay < 1.0:
             raise PianogenError(f"soundstream: 'ema_decay' must be in (0, 1), got {self.ema_decay}")
 
@@ -67,8 +79,9 @@ class SoundStreamConfig:
 
     def to_json(self) -> str:
         fields = dataclasses.asdict(self)
-        if fields["activation"] == "elu":  # written only when not the reference's: older files keep their hash
-            del fields["activation"]
+        for key, reference in (("activation", "elu"), ("encoder", "waveform"), ("decoder", "conv")):
+            if fields[key] == reference:  # written only when not the reference's: older files keep their hash
+                del fields[key]
         return json.dumps(fields, sort_keys=True)
 
 
@@ -215,12 +228,14 @@ class SoundStream(TrainableCodec):
         self.frame_rate = cfg.sample_rate / cfg.hop_length
         self.n_levels = cfg.n_levels
         self.codebook_size = cfg.codebook_size
-        self.encoder = Encoder(cfg)
+        width = cfg.channels * 2 ** len(cfg.strides)  # the reference encoder's last width
+        self.encoder = Encoder(cfg) if cfg.encoder == "waveform" else MagnitudeEncoder(cfg.hop_length, cfg.dim, width)
         self.quantizer = ReferenceResidualVQ(
             num_quantizers=cfg.n_levels, dim=cfg.dim, codebook_size=cfg.codebook_size, decay=cfg.ema_decay,
             kmeans_iters=cfg.kmeans_iters, threshold_ema_dead_code=cfg.dead_code_threshold,
         )
-        self.decoder = Decoder(cfg)
+        self.decoder = Decoder(cfg) if cfg.decoder == "conv" else SineBankDecoder(cfg.hop_length, cfg.sample_rate,
+                                                                                  cfg.dim, width)
         self.weights_sha256 = ""  # of the safetensors file the weights came from; "" = in memory only
 
     def _latent(self, wav: torch.Tensor) -> torch.Tensor:
@@ -258,9 +273,12 @@ class SoundStream(TrainableCodec):
         """latent [B, D, T] (a sum of codebook vectors) -> wav [B, 1, T * hop]; differentiable."""
         return self.decoder(latent)
 
-    def decoder_context_frames(self) -> int:
+    def decoder_context_frames(self) -> int | None:
         """The decoder's receptive field in frames, walked back from one output sample through its causal convs
-        and trimmed transposed convs (residual units counted as their conv path: an upper bound)."""
+        and trimmed transposed convs (residual units counted as their conv path: an upper bound). None for the
+        sine bank: its oscillators' phases count from the first decoded sample."""
+        if self.config.decoder == "sines":
+            return None
         span = 1  # inputs of the current layer that one output sample depends on
         for layer in reversed([m for m in self.decoder.modules()
                                if isinstance(m, (CausalConv1d, CausalConvTranspose1d))]):
