@@ -63,8 +63,6 @@ class TimedChunks(MemorySink):
 def piano_prompt(seconds: float, sample_rate: int = 44100, seed: int = 0) -> Any:
     """``seconds`` of composed piano (the data source ``synthetic``, the data plugin's composer and renderer)
     as a stereo Recording held in memory."""
-    import contextlib
-    import sys
     import tempfile
 
     import torchaudio
@@ -73,9 +71,8 @@ def piano_prompt(seconds: float, sample_rate: int = 44100, seed: int = 0) -> Any
     from pianogen.data.audio import read_file
     from pianogen.generation.continuation import as_recording
 
-    # 3+ pieces of 20-60 s: the longest first holds a short prompt; the composer's progress goes to stderr,
-    # stdout holds the benchmark's lines alone
-    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
+    # 3+ pieces of 20-60 s: the longest first holds a short prompt (the composer's bar is on stderr, as every bar)
+    with tempfile.TemporaryDirectory() as tmp:
         pieces = composed_corpus(Path(tmp) / "corpus", 3 * (seconds + 1.0), seed)
         files = [read_file(p.path) for p in sorted(pieces, key=lambda piece: -(piece.duration or 0))]
     data = np.concatenate([wav for wav, _, _ in files])
