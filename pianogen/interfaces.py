@@ -52,6 +52,12 @@ class Codec(nn.Module, abc.ABC):
         exact but slower with every chunk."""
         return None
 
+    def decoder_alignment_frames(self) -> int:
+        """Decoding that starts at frame b equals one-shot decoding (given ``decoder_context_frames`` before the
+        chunk) only when b is a multiple of this: a decoder with its own oscillators, which repeat every N
+        frames, counts their phase from the first frame it decodes. 1 (the default): any frame."""
+        return 1
+
     def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
         """latent FloatTensor[B, D, T] (per frame, sum_k codebooks[k, code_k], or any point of that space) ->
         wav FloatTensor[B, 1, T * hop_length], differentiable in ``latent``: the Mel loss's ``decoder`` mode

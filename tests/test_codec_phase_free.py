@@ -70,18 +70,25 @@ def test_a_convolutional_decoder_fed_a_constant_latent_repeats_every_hop_and_the
     assert abs(peak_hz - 440.0) < 2.0 and not torch.allclose(wav[hop:], wav[:-hop], atol=1e-2)
 
 
-def test_sine_bank_decoding_is_deterministic_and_a_prefix_decodes_to_the_prefix():
-    """Streaming decodes the sequence from its start at every chunk (decoder_context_frames None): that is
-    exact only if decoding is deterministic and causal."""
+def test_sine_bank_decoding_is_deterministic_causal_and_exact_from_any_multiple_of_its_period():
+    """Streaming decodes each chunk from decoder_context_frames before it, moved back to a multiple of
+    decoder_alignment_frames: exact only if decoding is deterministic, causal, and the bank repeats each period."""
     made = codec(**PHASE_FREE)
-    assert made.decoder_context_frames() is None
-    codes = made.encode(torch.cat([steady_tone(57, SR, 0.6), steady_tone(64, SR, 0.6)])[None, None])
+    context, period = made.decoder_context_frames(), made.decoder_alignment_frames()
+    assert context == 7 and period == 800  # 4 s at 200 frames/s
+    codes = torch.randint(0, 32, (1, 4, period + 60))
     full = made.decode(codes)
     assert torch.equal(full, made.decode(codes))
-    n = codes.shape[-1] // 2
-    torch.testing.assert_close(made.decode(codes[:, :, :n]), full[..., : n * made.hop_length], atol=1e-6, rtol=0)
-    trained = made.decode_latent(torch.zeros(1, 16, 5, requires_grad=True))
-    assert trained.requires_grad and trained.shape == (1, 1, 5 * made.hop_length)
+    hop, first = made.hop_length, period + 40
+    torch.testing.assert_close(made.decode(codes[:, :, :first]), full[..., : first * hop], atol=1e-6, rtol=0)
+    chunk = full[..., first * hop:]
+    aligned = made.decode(codes[:, :, period:])[..., (first - period) * hop:]  # from the period's first frame
+    torch.testing.assert_close(aligned, chunk, atol=1e-5, rtol=0)
+    begin = first - context  # enough context, but the oscillators would restart their phase mid-period
+    unaligned = made.decode(codes[:, :, begin:])[..., context * hop:]
+    assert (unaligned - chunk).abs().max() > 1e-3
+    latent = torch.zeros(1, 16, 5, requires_grad=True)
+    assert made.decode_latent(latent).requires_grad and made.decode_latent(latent).shape == (1, 1, 5 * hop)
 
 
 def test_options_are_checked_saved_and_leave_older_files_hash_alone(tmp_path):
@@ -112,7 +119,7 @@ def test_the_trainer_trains_the_phase_free_codec_and_clips_its_gradients(recipe_
         rows = [json.loads(line) for line in metrics_path(out).read_text().splitlines()]
         assert [r["step"] for r in rows] == [3, 6] and all(math.isfinite(r["loss"]) for r in rows)
         trained = load_soundstream(out)
-        assert trained.config.encoder == "magnitude" and trained.decoder_context_frames() is None
+        assert trained.config.encoder == "magnitude" and trained.decoder_alignment_frames() == 800
         torch.manual_seed(0)
         fresh = pianogen.get_codec("soundstream", **{k: v for k, v in json.loads(trained.config.to_json()).items()})
         moved[clip] = max(float((a - b).detach().abs().max()) for a, b in

@@ -62,6 +62,8 @@ def stream_audio(model: nn.Module, codec: nn.Module, prompt_codes: torch.Tensor,
     if chunk_frames < 1 or (first_chunk_frames is not None and first_chunk_frames < 1):
         raise PianogenError(f"chunk_frames must be >= 1, got {chunk_frames} (first {first_chunk_frames})")
     context = decoder_context_frames(codec) if context_frames is None else context_frames
+    declared = getattr(codec, "decoder_alignment_frames", None)  # a codec predating the contract's default
+    alignment = max(1, int(declared())) if callable(declared) else 1
     threads = torch.get_num_threads()
     B, K, T0 = prompt_codes.shape
     draws: list[torch.Tensor] = []  # every step's drawn codes [B, K], in order
@@ -95,6 +97,7 @@ def stream_audio(model: nn.Module, codec: nn.Module, prompt_codes: torch.Tensor,
     def decode(codes: torch.Tensor, first: int) -> torch.Tensor:
         """Audio of frames first.. of ``codes``, decoded from ``context`` frames before, on one thread."""
         begin = 0 if context is None else max(0, first - context)
+        begin -= begin % alignment  # a decoder with its own oscillators starts at a multiple of their period
         torch.set_num_threads(1)
         try:
             with torch.inference_mode():

@@ -273,12 +273,12 @@ class SoundStream(TrainableCodec):
         """latent [B, D, T] (a sum of codebook vectors) -> wav [B, 1, T * hop]; differentiable."""
         return self.decoder(latent)
 
-    def decoder_context_frames(self) -> int | None:
+    def decoder_context_frames(self) -> int:
         """The decoder's receptive field in frames, walked back from one output sample through its causal convs
-        and trimmed transposed convs (residual units counted as their conv path: an upper bound). None for the
-        sine bank: its oscillators' phases count from the first decoded sample."""
+        and trimmed transposed convs (residual units counted as their conv path: an upper bound). For the sine
+        bank, its own context; it decodes from a multiple of its period (``decoder_alignment_frames``)."""
         if self.config.decoder == "sines":
-            return None
+            return self.decoder.context_frames
         span = 1  # inputs of the current layer that one output sample depends on
         for layer in reversed([m for m in self.decoder.modules()
                                if isinstance(m, (CausalConv1d, CausalConvTranspose1d))]):
@@ -288,6 +288,11 @@ class SoundStream(TrainableCodec):
             else:  # output n of a trimmed transposed conv reads inputs n // s and n // s - 1
                 span = math.ceil(span / layer.stride) + 1
         return span
+
+    def decoder_alignment_frames(self) -> int:
+        """The sine bank's oscillators count their phase from the first decoded sample and repeat every period:
+        a chunk decoded from a multiple of it sounds as in one piece."""
+        return self.decoder.period if self.config.decoder == "sines" else 1
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:

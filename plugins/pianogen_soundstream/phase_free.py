@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 NOISE_BANDS = 16  # log-spaced bands of noise from 40 Hz to Nyquist
-NOISE_SECONDS = 4.0  # the noise table's length: it repeats after this
+PERIOD_SECONDS = 4.0  # every source repeats after (about) this: oscillators sit on a 1/4 Hz grid, noise loops
 OSCILLATOR_STEP = 0.5  # semitones between oscillators (quarter tones: piano partials sit off the semitones)
 LOWEST_MIDI = 21.0  # A0, the piano's lowest key
 
@@ -57,17 +57,27 @@ class MagnitudeEncoder(nn.Module):
         return self.out(self.blocks(self.inp(features)))
 
 
-def oscillator_frequencies(sample_rate: int) -> torch.Tensor:
-    """Hz of every oscillator: quarter tones from A0 to 0.95 x Nyquist, DoubleTensor[O]."""
+def period_frames(sample_rate: int, hop: int) -> int:
+    """Frames after which every source of the bank repeats exactly: PERIOD_SECONDS rounded up to whole frames."""
+    return math.ceil(PERIOD_SECONDS * sample_rate / hop)
+
+
+def oscillator_frequencies(sample_rate: int, period_samples: int | None = None) -> torch.Tensor:
+    """Hz of every oscillator, DoubleTensor[O]: quarter tones from A0 to 0.95 x Nyquist, each moved to the nearest
+    whole number of cycles per ``period_samples`` (1/4 Hz at 16 kHz: at most 8 cents at A0, 0.1 at A4), so the
+    bank repeats exactly every period and a chunk decoded from a period's first frame sounds as in one piece."""
     top = 69 + 12 * math.log2(0.95 * sample_rate / 2 / 440)
     midi = torch.arange(LOWEST_MIDI, top, OSCILLATOR_STEP, dtype=torch.float64)
-    return 440.0 * 2 ** ((midi - 69) / 12)
+    freqs = 440.0 * 2 ** ((midi - 69) / 12)
+    if period_samples:
+        grid = sample_rate / period_samples
+        freqs = torch.round(freqs / grid) * grid
+    return freqs
 
 
-def band_noise(sample_rate: int, bands: int, seconds: float, seed: int = 0) -> torch.Tensor:
-    """FloatTensor[N, L]: white noise split into ``bands`` log-spaced bands (40 Hz to Nyquist), unit RMS each;
-    seeded, so decoding is deterministic."""
-    length = round(seconds * sample_rate)
+def band_noise(sample_rate: int, bands: int, length: int, seed: int = 0) -> torch.Tensor:
+    """FloatTensor[N, length]: white noise split into ``bands`` log-spaced bands (40 Hz to Nyquist), unit RMS
+    each, looping seamlessly (split in the frequency domain of the whole loop); seeded: decoding is deterministic."""
     white = torch.randn(length, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     spectrum = torch.fft.rfft(white)
     freqs = torch.fft.rfftfreq(length, 1 / sample_rate, dtype=torch.float64)
@@ -84,16 +94,18 @@ class SineBankDecoder(nn.Module):
     """[B, D, T] -> [B, 1, T * hop]: per frame, amplitudes of O sine oscillators and N noise bands from a causal
     network; within a frame each amplitude moves linearly from the previous frame's value to this frame's
     (the frame before the first is silence). Oscillator i at sample t is sin(2 pi f_i t / sr + phi_i), t counted
-    from the first decoded sample: one phase for the whole sequence, whatever the latent does."""
+    from the first decoded sample: one phase for the whole sequence, whatever the latent does. Every source repeats
+    after ``period`` frames, so decoding may start at any multiple of it (``context_frames`` before a chunk)."""
 
     def __init__(self, hop: int, sample_rate: int, dim: int, width: int, blocks: int = 3, seed: int = 0) -> None:
         super().__init__()
         self.hop, self.sample_rate = hop, sample_rate
-        freqs = oscillator_frequencies(sample_rate)
+        self.period = period_frames(sample_rate, hop)
+        freqs = oscillator_frequencies(sample_rate, self.period * hop)
         self.register_buffer("freqs", freqs, persistent=False)  # float64: phases stay exact over minutes
         g = torch.Generator().manual_seed(seed)
         self.register_buffer("phase0", torch.rand(len(freqs), generator=g, dtype=torch.float64), persistent=False)
-        self.register_buffer("noise", band_noise(sample_rate, NOISE_BANDS, NOISE_SECONDS, seed), persistent=False)
+        self.register_buffer("noise", band_noise(sample_rate, NOISE_BANDS, self.period * hop, seed), persistent=False)
         self.inp = nn.Conv1d(dim, width, 1)
         self.blocks = nn.Sequential(*(CausalBlock(width) for _ in range(blocks)))
         self.out = nn.Conv1d(width, len(freqs) + NOISE_BANDS, 1)
@@ -104,26 +116,46 @@ class SineBankDecoder(nn.Module):
     def n_oscillators(self) -> int:
         return len(self.freqs)
 
+    @property
+    def context_frames(self) -> int:
+        """Frames before a frame that its audio depends on: the causal blocks' two each, and the previous
+        frame's amplitudes it ramps from."""
+        return 2 * len(self.blocks) + 1
+
     def amplitudes(self, latent: torch.Tensor) -> torch.Tensor:
         """[B, D, T] -> [B, O + N, T], each in (0, 1]: exp of a log-amplitude capped at 0."""
         return torch.exp(self.out(self.blocks(self.inp(latent))).clamp(max=4.0) - 4.0)
 
-    def sources(self, first: int, frames: int, dtype: torch.dtype) -> torch.Tensor:
-        """Every source's signal over frames [first, first + frames): [O + N, frames, hop]."""
-        t = torch.arange(first * self.hop, (first + frames) * self.hop, device=self.freqs.device,
-                         dtype=torch.float64)
-        cycles = torch.frac(self.freqs[:, None] * t[None] / self.sample_rate + self.phase0[:, None])
-        sines = torch.sin(2 * math.pi * cycles)  # [O, S]
-        noise = self.noise[:, t.long() % self.noise.shape[1]].double()  # [N, S]
-        return torch.cat([sines, noise]).to(dtype).view(-1, frames, self.hop)
+    def frame_phases(self, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """sin and cos of every oscillator's phase at each frame's first sample, [O, T] each: computed in float64
+        from the absolute sample index (exact over hours), then rounded."""
+        t = torch.arange(frames, device=self.freqs.device, dtype=torch.float64) * self.hop
+        angle = 2 * math.pi * torch.frac(self.freqs[:, None] * t[None] / self.sample_rate + self.phase0[:, None])
+        return angle.sin(), angle.cos()
 
-    def forward(self, latent: torch.Tensor, block_frames: int = 400) -> torch.Tensor:
+    def within_frame(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin of each oscillator's advance j samples into a frame, [O, H] each."""
+        j = torch.arange(self.hop, device=self.freqs.device, dtype=torch.float64)
+        advance = 2 * math.pi * self.freqs[:, None] * j[None] / self.sample_rate
+        return advance.cos().to(dtype), advance.sin().to(dtype)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        """sin(theta + a) = sin(theta) cos(a) + cos(theta) sin(a): with theta an oscillator's phase at a frame's
+        start and a its advance within the frame (the same for every frame), the bank is four [B*T, O] x [O, H]
+        products, and no [O, S] table of sines is ever built."""
         amp = self.amplitudes(latent)  # [B, O + N, T]
+        B, _, T = amp.shape
+        n_osc = self.n_oscillators
         previous = F.pad(amp, (1, 0))[:, :, :-1]  # the frame before each (silence before the first)
-        ramp = (torch.arange(1, self.hop + 1, device=amp.device, dtype=amp.dtype) / self.hop)  # [H]
-        out = []
-        for first in range(0, amp.shape[-1], block_frames):  # bounded memory: [O + N, block, hop] at a time
-            a, p = amp[:, :, first:first + block_frames], previous[:, :, first:first + block_frames]
-            src = self.sources(first, a.shape[-1], amp.dtype)  # [O + N, T', H]
-            out.append(torch.einsum("bit,ith->bth", p, src) + torch.einsum("bit,ith->bth", a - p, src * ramp))
-        return torch.cat(out, dim=1).reshape(amp.shape[0], 1, -1)
+        ramp = torch.arange(1, self.hop + 1, device=amp.device, dtype=amp.dtype) / self.hop  # [H]
+        sin_start, cos_start = (x.to(amp.dtype) for x in self.frame_phases(T))  # [O, T]
+        cos_in, sin_in = self.within_frame(amp.dtype)  # [O, H]
+        out = amp.new_zeros(B, T, self.hop)
+        for level, weight in ((previous[:, :n_osc], None), (amp[:, :n_osc] - previous[:, :n_osc], ramp)):  # [B, O, T]
+            c, s = (cos_in, sin_in) if weight is None else (cos_in * weight, sin_in * weight)
+            out += torch.einsum("bot,oh->bth", level * sin_start, c) + torch.einsum("bot,oh->bth", level * cos_start, s)
+        t = torch.arange(T * self.hop, device=amp.device) % self.noise.shape[1]
+        noise = self.noise[:, t].to(amp.dtype).view(-1, T, self.hop)  # [N, T, H]
+        p, d = previous[:, n_osc:], amp[:, n_osc:] - previous[:, n_osc:]  # [B, N, T]
+        out += torch.einsum("bnt,nth->bth", p, noise) + torch.einsum("bnt,nth->bth", d, noise * ramp)
+        return out.reshape(B, 1, T * self.hop)
