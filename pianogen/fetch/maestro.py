@@ -24,7 +24,7 @@ from pathlib import Path
 from pianogen.errors import PianogenError
 from pianogen.fetch.http import CHUNK, NetworkError, local_path, make_dirs, write_error
 from pianogen.paths import atomic_path, atomic_write_bytes, home
-from pianogen.progress import progress_bar
+from pianogen.progress import log_line, progress_bar
 
 URLS = {"3.0.0": "https://storage.googleapis.com/magentadata/datasets/maestro/v3.0.0/maestro-v3.0.0.zip"}
 URL_ENV = "PIANOGEN_MAESTRO_URL"
@@ -88,7 +88,7 @@ def get_maestro(root: Path | None = None, years: Iterable[int] = DEFAULT_YEARS, 
         _fetcher(archive).persist = True
         with progress_bar(progress, units="bytes") as bar:
             task = bar.add_task(f"MAESTRO {', '.join(map(str, plan.years))}", total=plan.disk_bytes)
-            note = bar.console.log if progress else log
+            note = (lambda text: log_line(bar.console, text)) if progress else log
             for info, target in plan.todo:
                 for attempt in range(RETRIES + 1):
                     try:
