@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from pianogen.evaluation.notes import add_harmonics, midi_hz
 from pianogen.interfaces import Codec
 
 PIANO_KEYS = tuple(range(21, 109))  # A0 .. C8
@@ -33,11 +34,8 @@ def steady_tone(pitch: int, sample_rate: int, seconds: float, partials: int = 8,
     """A piano-like note FloatTensor[S]: harmonics k = 1..``partials`` of MIDI ``pitch`` below Nyquist, amplitude
     1/k, decaying with time constant ``decay_s``, peak 0.3 (no attack transient: the onset is not scored)."""
     t = torch.arange(round(seconds * sample_rate), dtype=torch.float64) / sample_rate
-    f0 = 440.0 * 2 ** ((pitch - 69) / 12)
     wav = torch.zeros_like(t)
-    for k in range(1, partials + 1):
-        if k * f0 < sample_rate / 2:
-            wav += torch.sin(2 * torch.pi * k * f0 * t) / k
+    add_harmonics(wav, midi_hz(pitch), t, sample_rate, partials, rolloff=1)
     wav *= torch.exp(-t / decay_s)
     return (0.3 * wav / wav.abs().max()).float()
 

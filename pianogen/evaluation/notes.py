@@ -54,15 +54,26 @@ def load_transcriber(name: str | None) -> tuple[Transcriber | None, str | None]:
         return None, f"transcriber '{name}' unavailable: {kind}{first_line(err)}"
 
 
-def _hz(pitch: int | float) -> float:
+def midi_hz(pitch: int | float) -> float:
+    """Equal-tempered frequency of a MIDI pitch (69 = A4 = 440 Hz)."""
     return 440.0 * 2 ** ((pitch - 69) / 12)
+
+
+def add_harmonics(wav: torch.Tensor, f0: float, t: torch.Tensor, sample_rate: int, partials: int,
+                  rolloff: float) -> None:
+    """Add to ``wav`` (in place) harmonics h = 1..``partials`` of ``f0`` below Nyquist at times ``t`` (seconds),
+    harmonic h at amplitude 1 / h**``rolloff``, zero phase: the additive tones of the drone floor and of
+    ``code_stability``'s held notes."""
+    for h in range(1, partials + 1):
+        if h * f0 < sample_rate / 2:
+            wav += torch.sin(2 * math.pi * h * f0 * t) / h**rolloff
 
 
 def _intervals_and_hz(notes: Sequence[Note]) -> tuple[np.ndarray, np.ndarray]:
     """mir_eval's form: intervals FloatArray[N, 2] (seconds) and pitches FloatArray[N] (Hz); a note with
     offset <= onset gets 1 ms so mir_eval accepts it (offsets play no part in onset-only matching)."""
     intervals = np.array([[n.onset, max(n.offset, n.onset + 1e-3)] for n in notes], dtype=np.float64)
-    return intervals.reshape(-1, 2), np.array([_hz(n.pitch) for n in notes], dtype=np.float64)
+    return intervals.reshape(-1, 2), np.array([midi_hz(n.pitch) for n in notes], dtype=np.float64)
 
 
 def _precision_recall_f1(reference: Sequence[Note], estimate: Sequence[Note], onset_tolerance: float,
@@ -215,10 +226,7 @@ def drone(prompt_wav: torch.Tensor, prompt_notes: Sequence[Note] | None, sample_
     t = torch.arange(n, dtype=torch.float64) / sample_rate
     wav = torch.zeros(n, dtype=torch.float64)
     for interval in TRIADS[mode]:
-        f0 = _hz(DRONE_ROOT + tonic + interval)
-        for h in range(1, DRONE_PARTIALS + 1):
-            if h * f0 < sample_rate / 2:
-                wav += torch.sin(2 * math.pi * h * f0 * t) / h**2
+        add_harmonics(wav, midi_hz(DRONE_ROOT + tonic + interval), t, sample_rate, DRONE_PARTIALS, rolloff=2)
     fade = min(n, max(1, round(DRONE_FADE_SECONDS * sample_rate)))
     wav[:fade] *= torch.linspace(0, 1, fade, dtype=torch.float64)
     rms = float(x.pow(2).mean().sqrt()) if x.numel() else 0.0
