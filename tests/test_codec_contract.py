@@ -21,7 +21,7 @@ from pianogen.errors import PianogenError
 from pianogen.fetch.needs import codec_file, missing
 from pianogen.fetch.weights import default_path, get_codec_weights, weights_for_codec
 from pianogen.generation.sampling import make_sampler
-from pianogen.generation.stream import decoder_context_frames, stream_audio
+from pianogen.generation.stream import decoder_alignment_frames, decoder_context_frames, stream_audio
 from pianogen.interfaces import Codec, LossContext, WeightsSpec
 from tests.local_server import LocalServer
 
@@ -199,6 +199,10 @@ def test_a_third_party_codec_streams_with_the_context_it_declares(one_thread):
     for wrong in (-1, 2.5, True):
         with pytest.raises(PianogenError, match="declares decoder_context_frames"):
             decoder_context_frames(FrameCodec(frame_weights(), context=wrong))
+    assert decoder_alignment_frames(codec) == 1  # the contract's default: chunks may start at any frame
+    codec.decoder_alignment_frames = lambda: 0
+    with pytest.raises(PianogenError, match=r"declares decoder_alignment_frames\(\) = 0; .* >= 1$"):
+        decoder_alignment_frames(codec)
 
 
 def test_soundstream_declares_the_receptive_field_streaming_read_off_its_layers():

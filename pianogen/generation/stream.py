@@ -32,15 +32,28 @@ from pianogen.generation.sinks import FileSink, Generated
 from pianogen.interfaces import StreamingFilter
 
 
+def _declared_frames(codec: nn.Module, method: str, default: int | None, least: int) -> int | None:
+    """What the codec's ``method()`` declares (``default`` for a codec predating that part of the contract): a
+    whole number of frames >= ``least``, or None where ``default`` is None; anything else is one line."""
+    declared = getattr(codec, method, None)
+    frames = declared() if callable(declared) else default
+    if frames is None and default is None:
+        return None
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < least:
+        raise PianogenError(f"codec '{type(codec).__name__}' declares {method}() = {frames!r}; it must be a whole "
+                            f"number of frames >= {least}" + (", or None" if default is None else ""))
+    return frames
+
+
 def decoder_context_frames(codec: nn.Module) -> int | None:
     """Frames of left context that make chunked decoding exact, as the codec declares them
     (``Codec.decoder_context_frames``); None = unknown: each chunk is decoded from the sequence's start."""
-    declared = getattr(codec, "decoder_context_frames", None)  # a codec predating the contract's default
-    frames = declared() if callable(declared) else None
-    if frames is not None and (isinstance(frames, bool) or not isinstance(frames, int) or frames < 0):
-        raise PianogenError(f"codec '{type(codec).__name__}' declares decoder_context_frames() = {frames!r}; "
-                            f"it must be a whole number of frames >= 0, or None")
-    return frames
+    return _declared_frames(codec, "decoder_context_frames", None, 0)
+
+
+def decoder_alignment_frames(codec: nn.Module) -> int:
+    """The multiple of frames chunked decoding must start at (``Codec.decoder_alignment_frames``); 1 = any."""
+    return _declared_frames(codec, "decoder_alignment_frames", 1, 1)
 
 
 def stream_audio(model: nn.Module, codec: nn.Module, prompt_codes: torch.Tensor, n_frames: int,
@@ -62,8 +75,7 @@ def stream_audio(model: nn.Module, codec: nn.Module, prompt_codes: torch.Tensor,
     if chunk_frames < 1 or (first_chunk_frames is not None and first_chunk_frames < 1):
         raise PianogenError(f"chunk_frames must be >= 1, got {chunk_frames} (first {first_chunk_frames})")
     context = decoder_context_frames(codec) if context_frames is None else context_frames
-    declared = getattr(codec, "decoder_alignment_frames", None)  # a codec predating the contract's default
-    alignment = max(1, int(declared())) if callable(declared) else 1
+    alignment = decoder_alignment_frames(codec)
     threads = torch.get_num_threads()
     B, K, T0 = prompt_codes.shape
     draws: list[torch.Tensor] = []  # every step's drawn codes [B, K], in order
