@@ -99,6 +99,7 @@ class GenerateConfig:
     temperature: float = 1.0  # 0 = argmax
     top_k: int = 250  # keep the k most likely codes; 0 = off
     top_p: float = 0.0  # nucleus sampling threshold; 0 = off; wins over top_k when both are set
+    prompt_prior: float = 0.0  # weight of the prompt's own code frequencies in each draw (sampling.py); 0 = off
 
 
 @dataclass

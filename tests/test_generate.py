@@ -118,3 +118,23 @@ def test_checkpoint_from_another_codec_is_refused(trained_run, tmp_path, tiny_co
     (run / "recipe.toml").write_text(re.sub(r'checkpoint = ".*"', f'checkpoint = "{other}"', text))
     with pytest.raises(PianogenError, match="was trained with codec soundstream"):
         generate(run, request(tmp_path / "g"), progress=False)
+
+
+def test_the_prompt_prior_keeps_the_continuation_to_the_prompts_codes(trained_run, tmp_path):
+    from safetensors.torch import load_file
+
+    def codes(folder: str, **kw):
+        report = generate(trained_run, request(tmp_path / folder, temperature=2.0, top_k=0, **kw), progress=False)
+        saved = load_file(str(tmp_path / folder / "codes_0.safetensors"))["codes"]  # [K, prompt + continuation]
+        prompt, continuation = saved[:, -report["frames"] - report["prompt_frames"]:-report["frames"]], \
+            saved[:, -report["frames"]:]
+        used = [set(level.tolist()) for level in prompt]
+        inside = sum(code in used[k] for k, level in enumerate(continuation) for code in level.tolist())
+        return report, inside / continuation.numel()
+
+    free_report, free = codes("free")
+    kept_report, kept = codes("kept", prompt_prior=20.0)
+    assert free_report["settings"]["prompt_prior"] == 0.0 and kept_report["settings"]["prompt_prior"] == 20.0
+    assert kept > 0.98 and free < 0.9, (kept, free)  # a flat draw wanders off the prompt's codes; the prior holds
+    with pytest.raises(PianogenError, match="--prompt-prior must be >= 0"):
+        generate(trained_run, request(tmp_path / "bad", prompt_prior=-1.0), progress=False)

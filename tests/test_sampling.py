@@ -1,4 +1,4 @@
-"""Sampling modes: argmax, temperature, top-k, top-p (wins over top-k), seeded reproducibility."""
+"""Sampling modes: argmax, temperature, top-k, top-p (wins over top-k), seeded reproducibility, the prompt prior."""
 
 from __future__ import annotations
 
@@ -55,7 +55,8 @@ def test_seeded_sampler_is_reproducible_and_seeds_differ():
 
 
 def test_bad_settings_are_user_errors():
-    for options in (dict(temperature=-1.0), dict(top_k=-2), dict(top_p=1.5)):
+    for options in (dict(temperature=-1.0), dict(top_k=-2), dict(top_p=1.5), dict(prompt_prior=-1.0),
+                    dict(prompt_prior=float("nan")), dict(prompt_prior=1.0)):  # the last: no prompt to read
         with pytest.raises(PianogenError):
             make_sampler(**options)
 
@@ -68,3 +69,33 @@ def test_draw_never_picks_a_zero_weight_and_follows_the_others():
     assert picks[:, 1].eq(4).all()  # a row with one non-zero weight always picks it
     first = torch.bincount(picks[:, 0], minlength=5).float() / picks.shape[0]
     assert first[[0, 2, 4]].eq(0).all() and abs(first[1] - 0.75) < 0.02
+
+
+def prior_draws(model_probs: torch.Tensor, prompt: list[list[int]], weight: float) -> torch.Tensor:
+    """Frequencies of 20000 draws per level from ``model_probs`` [K, V] under the prompt prior of ``prompt``
+    (one list of codes per level) -> [K, V]."""
+    sample = make_sampler(1.0, seed=0, prompt=torch.tensor([prompt]), prompt_prior=weight)
+    codes = sample(model_probs.log().expand(20000, -1, -1))  # [20000, K]
+    return torch.stack([torch.bincount(codes[:, k], minlength=model_probs.shape[-1]).float() / codes.shape[0]
+                        for k in range(codes.shape[1])])
+
+
+def test_the_prompt_prior_weights_each_level_by_its_own_prompt_codes():
+    uniform = torch.full((2, 4), 0.25)
+    prompt = [[0, 0, 0, 1, 1, 1, 1, 1, 1, 1], [3] * 10]  # level 0: codes 0 and 1; level 1: only code 3
+    off = prior_draws(uniform, prompt, 0.0)
+    torch.testing.assert_close(off, uniform, atol=0.015, rtol=0)  # weight 0: the model alone
+    on = prior_draws(uniform, prompt, 1.0)
+    # a flat model and weight 1: the prompt's frequencies, each code's count plus 0.1 (none is ruled out)
+    torch.testing.assert_close(on, torch.tensor([[3.1, 7.1, 0.1, 0.1], [0.1, 0.1, 0.1, 10.1]]) / 10.4,
+                               atol=0.015, rtol=0)
+    assert (on[:, :] > 0).sum() > 4  # codes the prompt never used are still drawn now and then
+
+
+def test_the_prompt_prior_is_a_product_the_model_still_ranks_what_the_prompt_used():
+    model = torch.tensor([[0.7, 0.1, 0.1, 0.1]])  # the model prefers code 0
+    prompt = [[0] * 5 + [1] * 5]  # the prompt used 0 and 1 equally: the model's preference must survive
+    drawn = prior_draws(model, prompt, 1.0)[0]
+    assert drawn[0] > 0.8 and drawn[1] > 0.08 and drawn[2:].sum() < 0.01
+    strong = prior_draws(torch.full((1, 4), 0.25), [[2] * 10], 5.0)[0]  # a heavy weight: almost only the prompt
+    assert strong[2] > 0.99

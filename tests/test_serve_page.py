@@ -106,6 +106,7 @@ def test_the_page_says_in_its_own_words_what_the_command_line_says_with_flags(st
                              f"X-Pianogen-Token: {studio.token}\r\nContent-Length: 4\r\n\r\nRIFF").encode()
     for query, words in (("run=run&prompt_seconds=0", "Prompt length must be > 0"),
                          ("run=run&top_p=2", "Top-p must be >= 0 and <= 1"),
+                         ("run=run&prompt_prior=-1", "Keep to the prompt must be >= 0 and <= 100"),
                          ("run=run&from=x", "From must be a number, got 'x'")):
         status, answer = raw(studio, request(query))
         assert status == 400 and answer["error"].startswith(words) and "--" not in answer["error"], answer

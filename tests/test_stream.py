@@ -106,12 +106,13 @@ def test_generate_stream_cli_writes_the_one_shot_continuation(trained_run, tmp_p
 
     args = [sys.executable, "-m", "pianogen", "generate", str(trained_run), "--prompt", "test:0", "--seconds", "0.5",
             "--prompt-seconds", "0.4", "--top-k", "20", "--seed", "3", "--stream", "--out", str(tmp_path / "s"),
-            "--postfilter", "lowpass:cutoff=0.2"]
+            "--postfilter", "lowpass:cutoff=0.2", "--prompt-prior", "2"]  # the prior, threaded through both ways
     done = subprocess.run(args, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "first audio after" in done.stderr and not list((tmp_path / "s").glob("*.part"))
     generate(trained_run, GenerationRequest(prompt="test:0", seconds=0.5, out=tmp_path / "g", prompt_seconds=0.4,
-                                            top_k=20, seed=3, postfilters=[{"name": "lowpass", "cutoff": 0.2}]),
+                                            top_k=20, seed=3, postfilters=[{"name": "lowpass", "cutoff": 0.2}],
+                                            prompt_prior=2.0),
              progress=False)
     # the same final files as one-shot generation: the take spliced onto the original, post-filtered audio
     for name in ("continuation_0.wav", "full_0.wav", "take_0.wav"):

@@ -17,6 +17,7 @@ import click
 
 from pianogen.commands.cli_codec import codec
 from pianogen.commands.cli_common import (
+    MAX_PROMPT_PRIOR,
     MAX_SECONDS,
     MAX_TEMPERATURE,
     NUM,
@@ -164,6 +165,9 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool, fetch: bool) ->
 @click.option("--temperature", type=Finite(0, MAX_TEMPERATURE), default=None, help="0 = argmax [recipe].")
 @click.option("--top-k", type=click.IntRange(min=0), default=None, help="0 = off [recipe].")
 @click.option("--top-p", type=Finite(0, 1), default=None, help="0 = off; wins over top-k [recipe].")
+@click.option("--prompt-prior", type=Finite(0, MAX_PROMPT_PRIOR), default=None,
+              help="How strongly the continuation keeps to the sounds (notes, chords) the prompt used: the weight of "
+                   "the prompt's own code frequencies in each draw; 0 = the model alone [recipe].")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Makes the takes reproducible.")
 @click.option("--num", type=NUM, default=1, show_default=True,
               help="Continuations of the prompt, sampled as one batch.")
@@ -183,9 +187,9 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool, fetch: bool) ->
               help="auto (cuda when there is one), cpu, cuda or cuda:N.")
 def generate(run_dir: str, prompt: str | None, window_start: float | None, window_end: float | None,
              extend: Path | None, seconds: float | None, out: Path | None, prompt_seconds: float | None,
-             crossfade: float, temperature: float | None, top_k: int | None, top_p: float | None, seed: int,
-             num: int, checkpoint: str, postfilters: tuple[str, ...], precision: str, compile_decode: bool,
-             stream: bool, device: str) -> None:
+             crossfade: float, temperature: float | None, top_k: int | None, top_p: float | None,
+             prompt_prior: float | None, seed: int, num: int, checkpoint: str, postfilters: tuple[str, ...],
+             precision: str, compile_decode: bool, stream: bool, device: str) -> None:
     """Continue your recording (or an earlier take) with a trained run: RUN is its folder, or the name of a
     built-in run (piano).
 
@@ -202,7 +206,8 @@ def generate(run_dir: str, prompt: str | None, window_start: float | None, windo
         raise PianogenError("give either --prompt (a recording to continue) or --extend (a take to continue)")
     run = resolve_run(run_dir)
     sampling = with_recipe_defaults(run.path, dict(seconds=seconds, prompt_seconds=prompt_seconds,
-                                                  temperature=temperature, top_k=top_k, top_p=top_p))
+                                                  temperature=temperature, top_k=top_k, top_p=top_p,
+                                                  prompt_prior=prompt_prior))
     if out is None:  # a fresh folder each time: an earlier take is never overwritten
         out = (next_free_dir(extend.parent, f"{extend.stem}-extended") if extend else
                next_free_dir(run.default_out("generated"), Path(prompt).stem.replace(":", "_")))

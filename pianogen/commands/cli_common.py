@@ -9,7 +9,13 @@ from pathlib import Path
 
 import click
 
-from pianogen.generation.generate_options import MAX_NUM, MAX_SECONDS, MAX_SEED, MAX_TEMPERATURE  # noqa: F401 (cli imports them here)
+from pianogen.generation.generate_options import (  # noqa: F401 (cli imports them here)
+    MAX_NUM,
+    MAX_PROMPT_PRIOR,
+    MAX_SECONDS,
+    MAX_SEED,
+    MAX_TEMPERATURE,
+)
 
 overrides_argument = click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 SEED = click.IntRange(0, MAX_SEED)

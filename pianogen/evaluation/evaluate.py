@@ -258,7 +258,8 @@ def continuation_metrics(recipe: Any, codec: Any, model: Any, cache: Any, split:
     prompt = codes[:, :, :prompt_frames]
     g = recipe.generate
     request = GenerationRequest(prompt=split, seconds=seconds, out=Path("."), prompt_seconds=prompt_seconds,
-                                temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, seed=seed)
+                                temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, prompt_prior=g.prompt_prior,
+                                seed=seed)
     generated = continue_codes(model, prompt, frames, request, progress)
     with torch.inference_mode():
         decoded = {"generated": codec.decode(torch.cat([prompt, generated], dim=-1)).float().cpu(),
@@ -303,7 +304,8 @@ def continuation_metrics(recipe: Any, codec: Any, model: Any, cache: Any, split:
         "split": split, "levels": levels, "n_prompts": len(chosen), "n_prompts_asked": n_prompts,
         "prompt_seconds": prompt_frames / codec.frame_rate,
         "seconds": frames / codec.frame_rate, "bin_seconds": 1.0, "postfilters": "none (raw decoder output)",
-        "sampling": {"temperature": g.temperature, "top_k": g.top_k, "top_p": g.top_p, "seed": seed},
+        "sampling": {"temperature": g.temperature, "top_k": g.top_k, "top_p": g.top_p,
+                     "prompt_prior": g.prompt_prior, "seed": seed},
         "prompts": [{"audio_filename": p["audio_filename"], "start_s": s / codec.frame_rate} for p, s in chosen],
         "signals": {name: SIGNALS[name] for name in curves[0]}, "floors": floors,
         "other_pieces": [None if o is None else {"audio_filename": o[0]["audio_filename"],

@@ -80,7 +80,8 @@ def as_recording(wav: Any, sample_rate: int) -> Recording:
 
 def continue_audio(wav: Any, sample_rate: int, seconds: float | None = None, run: str | Path = "piano",
                    seed: int = 0, prompt_seconds: float | None = None, temperature: float | None = None,
-                   top_k: int | None = None, top_p: float | None = None, checkpoint: str = "best",
+                   top_k: int | None = None, top_p: float | None = None, prompt_prior: float | None = None,
+                   checkpoint: str = "best",
                    precision: str = "fp32", postfilters: list[dict[str, Any]] | None = None, device: str = "auto",
                    progress: bool = False) -> tuple[torch.Tensor, int]:
     """Continue ``wav`` (float [channels, samples] or [samples], any rate) by ``seconds``: returns the
@@ -88,8 +89,8 @@ def continue_audio(wav: Any, sample_rate: int, seconds: float | None = None, run
     audio, the same in every channel), post-filtered as the run's recipe says (or ``postfilters``).
 
     ``run``: a built-in run's name or a run folder. The prompt is the last ``prompt_seconds`` of ``wav``;
-    ``seconds``, ``prompt_seconds``, ``temperature``, ``top_k`` and ``top_p`` default to the run's [generate]
-    table. The same ``seed`` gives the same continuation."""
+    ``seconds``, ``prompt_seconds``, ``temperature``, ``top_k``, ``top_p`` and ``prompt_prior`` default to the
+    run's [generate] table. The same ``seed`` gives the same continuation."""
     from pianogen.generation.generate import GenerationRequest, generate
     from pianogen.generation.generate_options import with_recipe_defaults
     from pianogen.generation.sinks import MemorySink
@@ -98,7 +99,8 @@ def continue_audio(wav: Any, sample_rate: int, seconds: float | None = None, run
     recording = as_recording(wav, sample_rate)
     ref = resolve_run(run)
     sampling = with_recipe_defaults(ref.path, dict(seconds=seconds, prompt_seconds=prompt_seconds,
-                                                   temperature=temperature, top_k=top_k, top_p=top_p))
+                                                   temperature=temperature, top_k=top_k, top_p=top_p,
+                                                   prompt_prior=prompt_prior))
     request = GenerationRequest(prompt="(audio in memory)", out=Path("(in memory)"), **sampling, seed=seed,
                                 checkpoint=checkpoint, postfilters=postfilters, precision=precision)
     sink = MemorySink()

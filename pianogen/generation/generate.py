@@ -29,7 +29,7 @@ import pianogen
 from pianogen import pipeline
 from pianogen.device import pick_device
 from pianogen.errors import PianogenError
-from pianogen.generation.generate_options import MAX_NUM, MAX_SECONDS, MAX_SEED, MAX_TEMPERATURE
+from pianogen.generation.generate_options import MAX_NUM, MAX_PROMPT_PRIOR, MAX_SECONDS, MAX_SEED, MAX_TEMPERATURE
 from pianogen.generation.generate_output import postfilters_for, staged, writing
 from pianogen.generation.precision import PRECISIONS, in_precision  # noqa: F401 (re-exported: the API's old home)
 from pianogen.generation.sampling import make_sampler
@@ -55,6 +55,7 @@ class GenerationRequest:
     temperature: float = 1.0  # 0 = argmax
     top_k: int = 250  # 0 = off
     top_p: float = 0.0  # 0 = off; wins over top_k
+    prompt_prior: float = 0.0  # weight of the prompt's own code frequencies (sampling.py); 0 = off
     seed: int = 0  # makes the continuation reproducible
     num: int = 1  # continuations of the same prompt, sampled as one batch
     checkpoint: str = "best"  # best | last
@@ -80,6 +81,7 @@ def check_request(request: GenerationRequest) -> None:
     finite("--crossfade", request.crossfade, 0, 1)
     finite("--temperature", request.temperature, 0, MAX_TEMPERATURE)
     finite("--top-p", request.top_p, 0, 1)
+    finite("--prompt-prior", request.prompt_prior, 0, MAX_PROMPT_PRIOR)
     if not 1 <= request.num <= MAX_NUM:
         raise PianogenError(f"--num must be >= 1 and <= {MAX_NUM}, got {request.num}")
     if not 0 <= request.seed <= MAX_SEED:
@@ -119,7 +121,8 @@ def continue_codes(model: torch.nn.Module, prompt_codes: torch.Tensor, n_frames:
                    progress: bool = True, on_frame: Callable[[int], None] | None = None) -> torch.Tensor:
     """prompt_codes LongTensor[B, K, T0] -> LongTensor[B, K, n_frames], with a rich progress bar;
     ``on_frame(frames_done)`` is told too (the web page's progress)."""
-    sample = make_sampler(request.temperature, request.top_k, request.top_p, request.seed)
+    sample = make_sampler(request.temperature, request.top_k, request.top_p, request.seed, prompt=prompt_codes,
+                          prompt_prior=request.prompt_prior)
 
     with progress_bar(progress) as bar:
         task = bar.add_task("sampling", total=n_frames)

@@ -8,12 +8,14 @@ from typing import Any
 
 from pianogen.errors import PianogenError
 
-RECIPE_DEFAULTED = ("seconds", "prompt_seconds", "temperature", "top_k", "top_p")  # the recipe's [generate] keys
+# the recipe's [generate] keys, which every way in (command line, page, continue_audio) defaults from the run
+RECIPE_DEFAULTED = ("seconds", "prompt_seconds", "temperature", "top_k", "top_p", "prompt_prior")
 
 # The limits of one generation, shared by the command line's options, check_request and the web page's server:
 MAX_SECONDS = 3600.0  # continuation and prompt; longer than an hour is a typo far more often than a wish
 MAX_NUM = 64  # continuations sampled as one batch: memory grows with it, and --num 10**20 must not allocate
 MAX_TEMPERATURE = 100.0
+MAX_PROMPT_PRIOR = 100.0  # past ~10 the prompt's frequencies alone decide: larger is a typo
 MAX_SEED = 2**63 - 1  # torch's generators take 64 bits; run.seed + epoch must not overflow either
 
 

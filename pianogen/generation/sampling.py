@@ -1,7 +1,16 @@
-"""Drawing codes from logits: temperature, top-k and top-p (nucleus) sampling.
+"""Drawing codes from logits: temperature, top-k and top-p (nucleus) sampling, and the prompt prior.
 
 ``make_sampler(...)`` returns the ``sample(logits[B, K, V]) -> codes[B, K]`` callable that
 ``TokenModel.generate`` expects; a seed makes a whole continuation reproducible.
+
+The prompt prior (``prompt_prior`` > 0) is shallow fusion with the prompt's own code frequencies: each level's
+log-probabilities become ``log p_model + w * log q_prompt`` before temperature and top-k, where ``q_prompt`` is
+how often each code occurs at that level in the prompt (plus PRIOR_PSEUDOCOUNT, so no code is ruled out). It
+exists because the piano model is local: ten frames of context predict as well as 300, so nothing in it
+carries the prompt's key, and its continuations wander off it (pitch-class correlation with the prompt 0.20 on
+validation prompts, where the true continuation scores 0.47). A product, not a mixture: the model still decides
+when a code changes (a mixture with a fixed histogram jumps to a prompt code on any frame: 12.8 notes/s against
+6.8), the prior only which codes are likely when it does (RESULTS.md, "The prompt prior").
 """
 
 from __future__ import annotations
@@ -14,8 +23,15 @@ from pianogen.errors import PianogenError
 
 Sampler = Callable[[torch.Tensor], torch.Tensor]
 
+# Counts added to every code before the prompt's frequencies are normalised: a code the prompt never used stays
+# possible (its log-prior is finite). 0.1 kept more distinct pitches than add-one (6.1 against 5.5 of 7.6 true,
+# at weight 1 on 12 validation prompts) with as much of the key (pitch-class correlation 0.41 against 0.37).
+PRIOR_PSEUDOCOUNT = 0.1
 
-def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
+
+def check_sampling(temperature: float, top_k: int, top_p: float, prompt_prior: float = 0.0) -> None:
+    if not prompt_prior >= 0:  # nan too
+        raise PianogenError(f"prompt_prior must be >= 0 (0 = off), got {prompt_prior}")
     if temperature < 0:
         raise PianogenError(f"temperature must be >= 0 (0 = argmax), got {temperature}")
     if top_k < 0:
@@ -65,14 +81,33 @@ def sample_logits(
     return codes.view(logits.shape[:-1])
 
 
+def prompt_log_prior(prompt: torch.Tensor, vocab: int) -> torch.Tensor:
+    """prompt LongTensor[B, K, T] (codes < vocab) -> FloatTensor[B, K, vocab]: the log of each level's code
+    frequencies in the prompt, PRIOR_PSEUDOCOUNT added to every code's count."""
+    B, K, T = prompt.shape
+    counts = torch.full((B, K, vocab), PRIOR_PSEUDOCOUNT, device=prompt.device)
+    counts.scatter_add_(2, prompt, torch.ones(prompt.shape, device=prompt.device))
+    return (counts / counts.sum(dim=-1, keepdim=True)).log()
+
+
 def make_sampler(
-    temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0, seed: int | None = None
+    temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0, seed: int | None = None,
+    prompt: torch.Tensor | None = None, prompt_prior: float = 0.0,
 ) -> Sampler:
-    """A ``sample(logits[..., V]) -> codes[...]`` closure with its own generator (seeded when ``seed`` is set)."""
-    check_sampling(temperature, top_k, top_p)
+    """A ``sample(logits[B, K, V]) -> codes[B, K]`` closure with its own generator (seeded when ``seed`` is set).
+    With ``prompt`` LongTensor[B or 1, K, T] and ``prompt_prior`` w > 0, level k's log-probabilities get
+    ``w * prompt_log_prior(prompt)[:, k]`` added first (the module docstring says why)."""
+    check_sampling(temperature, top_k, top_p, prompt_prior)
     generators: dict[torch.device, torch.Generator] = {}
+    priors: dict[torch.device, torch.Tensor] = {}
+    if prompt_prior > 0 and prompt is None:
+        raise PianogenError("prompt_prior needs the prompt's codes")
 
     def sample(logits: torch.Tensor) -> torch.Tensor:
+        if prompt_prior > 0:
+            if logits.device not in priors:  # the vocabulary is the logits' last dimension: made on first use
+                priors[logits.device] = prompt_prior * prompt_log_prior(prompt.to(logits.device), logits.shape[-1])
+            logits = logits.float().log_softmax(dim=-1) + priors[logits.device]
         generator = None
         if seed is not None:
             if logits.device not in generators:  # a generator lives on one device: make it where the logits are

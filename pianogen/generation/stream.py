@@ -187,7 +187,8 @@ def stream_codes(model: nn.Module, codec: nn.Module, prompt_codes: torch.Tensor,
     causal = all(f is not None for f in streaming)
     chunk_frames = max(1, round(sink.chunk_seconds * codec.frame_rate))
     first_frames = max(1, round(sink.first_chunk_seconds * codec.frame_rate))
-    sample = make_sampler(request.temperature, request.top_k, request.top_p, request.seed)
+    sample = make_sampler(request.temperature, request.top_k, request.top_p, request.seed, prompt=prompt_codes,
+                          prompt_prior=request.prompt_prior)
     first_audio, finished = None, []
     with progress_bar(progress) as bar:
         task = bar.add_task("sampling (streaming)", total=n_frames)

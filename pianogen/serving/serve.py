@@ -30,12 +30,14 @@ from typing import Any
 from pianogen.errors import PianogenError
 from pianogen.generation.continuation import LoadedRuns
 from pianogen.generation.generate import GenerationRequest, check_request, generate, next_free_dir
+from pianogen.generation.generate_options import RECIPE_DEFAULTED
 from pianogen.generation.takes import prompt_window, read_recording
 from pianogen.serving.serve_page import LABELS, in_page_words
 
 FORM = {"seconds": ("seconds", float), "prompt_seconds": ("prompt_seconds", float), "from": ("start", float),
         "to": ("end", float), "temperature": ("temperature", float), "top_k": ("top_k", int),
-        "top_p": ("top_p", float), "num": ("num", int), "seed": ("seed", int)}  # form field -> request field
+        "top_p": ("top_p", float), "prompt_prior": ("prompt_prior", float), "num": ("num", int),
+        "seed": ("seed", int)}  # form field -> request field
 MAX_QUEUED = 8  # jobs waiting behind the running one; a ninth is refused (HTTP 503) instead of waiting hours
 
 
@@ -138,9 +140,7 @@ class Studio:
         described = []
         for name, path in self.runs.items():
             g = load_recipe(path / "recipe.toml").generate
-            described.append({"name": name, "defaults": {"seconds": g.seconds, "prompt_seconds": g.prompt_seconds,
-                                                         "temperature": g.temperature, "top_k": g.top_k,
-                                                         "top_p": g.top_p}})
+            described.append({"name": name, "defaults": {key: getattr(g, key) for key in RECIPE_DEFAULTED}})
         return described
 
     def settings(self, run: str, fields: dict[str, str]) -> dict[str, Any]:
@@ -152,8 +152,7 @@ class Studio:
         if any(len(value) > 100 for value in fields.values()):
             raise PianogenError("a setting longer than 100 characters is not a number")
         g = load_recipe(self.runs[run] / "recipe.toml").generate
-        settings: dict[str, Any] = {"seconds": g.seconds, "prompt_seconds": g.prompt_seconds,
-                                    "temperature": g.temperature, "top_k": g.top_k, "top_p": g.top_p}
+        settings: dict[str, Any] = {key: getattr(g, key) for key in RECIPE_DEFAULTED}
         for name, (key, kind) in FORM.items():
             text = fields.get(name, "").strip()
             if text:

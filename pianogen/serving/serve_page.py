@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pianogen.generation.generate_options import MAX_NUM, MAX_SECONDS, MAX_SEED, MAX_TEMPERATURE
+from pianogen.generation.generate_options import MAX_NUM, MAX_PROMPT_PRIOR, MAX_SECONDS, MAX_SEED, MAX_TEMPERATURE
 
 WEB = Path(__file__).resolve().parent.parent / "web"  # pianogen/web: package data beside the wings
 EXAMPLES = WEB / "examples"
@@ -25,6 +25,7 @@ AUDIO_TYPES = {".ogg": "audio/ogg", ".flac": "audio/flac", ".wav": "audio/wav"}
 # The page's label for each command-line option it offers (web/index.html shows the same words).
 LABELS = {"--seconds": "Continuation length", "--prompt-seconds": "Prompt length", "--from": "From",
           "--to": "To", "--temperature": "Temperature", "--top-k": "Top-k", "--top-p": "Top-p",
+          "--prompt-prior": "Keep to the prompt",
           "--num": "Takes", "--seed": "Seed", "--crossfade": "Crossfade"}
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
 
@@ -38,8 +39,8 @@ def limits(max_upload_bytes: int, max_queued: int) -> dict[str, Any]:
     """What the page may ask for: the command line's limits. The seed's bound is text too, because a JSON
     number above 2^53 reaches JavaScript rounded."""
     return {"max_seconds": MAX_SECONDS, "max_num": MAX_NUM, "max_seed": MAX_SEED, "max_seed_text": str(MAX_SEED),
-            "max_temperature": MAX_TEMPERATURE, "max_upload_mib": max_upload_bytes // 2**20,
-            "max_queued": max_queued}
+            "max_temperature": MAX_TEMPERATURE, "max_prompt_prior": MAX_PROMPT_PRIOR,
+            "max_upload_mib": max_upload_bytes // 2**20, "max_queued": max_queued}
 
 
 @cache

@@ -2,7 +2,8 @@
 // pianogen serve's page: choose a take (upload, record or an example), pick the prompt on its waveform,
 // continue it; every generation joins a history that later ones (extensions too) never erase.
 const $ = (id) => document.getElementById(id);
-const FIELDS = ["from", "to", "prompt_seconds", "seconds", "temperature", "top_k", "top_p", "num", "seed"];
+const FIELDS = ["from", "to", "prompt_seconds", "seconds", "temperature", "top_k", "top_p", "prompt_prior", "num",
+  "seed"];
 let chosen = null;  // {blob, name}
 let runs = [];
 let limits = null;
@@ -28,6 +29,7 @@ function showLimits(l) {  // the same limits as the command line (the server che
   $("num").max = l.max_num;
   for (const key of ["seconds", "prompt_seconds"]) $(key).max = l.max_seconds;
   $("temperature").max = l.max_temperature;
+  $("prompt_prior").max = l.max_prompt_prior;
   $("seed").max = l.max_seed_text;
   const minutes = (bytesPerSecond) => Math.floor(l.max_upload_mib * 2 ** 20 / bytesPerSecond / 60);
   $("limits").textContent = `Takes: 1 to ${l.max_num} at a time. Prompt and continuation: up to ${l.max_seconds} s ` +
@@ -334,7 +336,7 @@ function addGeneration(job) {
   section.innerHTML = `<h3>${esc(title)}</h3>
     <p class="summary">${esc(`${what} ${start.toFixed(2)}–${end.toFixed(2)} s of your take. ` + (job.notes || []).join(" "))}</p>
     <div class="settings">${esc(`Continuation length ${s.seconds} s · prompt length ${s.prompt_seconds} s · ` +
-      `${s.num} take${s.num === 1 ? "" : "s"} · seed ${s.seed} · temperature ${s.temperature} · top-k ${s.top_k} · top-p ${s.top_p}`)}</div>
+      `${s.num} take${s.num === 1 ? "" : "s"} · seed ${s.seed} · temperature ${s.temperature} · top-k ${s.top_k} · top-p ${s.top_p} · keep to the prompt ${s.prompt_prior}`)}</div>
     <p class="is">${esc(`The continuation is ${job.continuation_is}.`)}</p>`;
   job.takes.forEach((take, i) => {
     const card = document.createElement("div");
