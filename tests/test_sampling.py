@@ -99,3 +99,17 @@ def test_the_prompt_prior_is_a_product_the_model_still_ranks_what_the_prompt_use
     assert drawn[0] > 0.8 and drawn[1] > 0.08 and drawn[2:].sum() < 0.01
     strong = prior_draws(torch.full((1, 4), 0.25), [[2] * 10], 5.0)[0]  # a heavy weight: almost only the prompt
     assert strong[2] > 0.99
+
+
+def test_with_the_previous_code_the_model_alone_decides_whether_it_changes():
+    model = torch.tensor([0.6, 0.2, 0.1, 0.1]).log().expand(20000, 1, 4)  # code 0, the previous one, likeliest
+    sample = make_sampler(1.0, seed=0, prompt=torch.tensor([[[3] * 10]]), prompt_prior=1.0)
+    assert sample.reads_previous  # generate_steps then passes each level's previous code
+    stayed = frequencies(sample(model, torch.zeros(20000, 1, dtype=torch.long)))
+    # P(same code) stays the model's 0.6; the other 0.4 goes by model x prior, almost all to the prompt's code 3
+    torch.testing.assert_close(stayed, torch.tensor([0.6, 0.4 * 0.02, 0.4 * 0.01, 0.4 * 1.01]) / torch.tensor(
+        [1.0, 1.04, 1.04, 1.04]), atol=0.015, rtol=0)
+    fused = frequencies(sample(model))  # no previous (a model's first step): the plain product
+    assert fused[3] > 0.88 and fused[0] < 0.08
+    pad = frequencies(sample(model, torch.full((20000, 1), 4)))  # a pad or special step is no code to stay on
+    torch.testing.assert_close(pad, fused, atol=0.015, rtol=0)

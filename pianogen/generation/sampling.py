@@ -8,9 +8,12 @@ log-probabilities become ``log p_model + w * log q_prompt`` before temperature a
 how often each code occurs at that level in the prompt (plus PRIOR_PSEUDOCOUNT, so no code is ruled out). It
 exists because the piano model is local: ten frames of context predict as well as 300, so nothing in it
 carries the prompt's key, and its continuations wander off it (pitch-class correlation with the prompt 0.20 on
-validation prompts, where the true continuation scores 0.47). A product, not a mixture: the model still decides
-when a code changes (a mixture with a fixed histogram jumps to a prompt code on any frame: 12.8 notes/s against
-6.8), the prior only which codes are likely when it does (RESULTS.md, "The prompt prior").
+validation prompts, where the true continuation scores 0.47). A product, not a mixture (a mixture with a fixed
+histogram jumps to a prompt code on any frame: 12.8 notes/s against 6.8). And the model alone decides whether a
+level's code changes: the previous frame's code keeps the model's probability, and only the codes it may change to
+are weighed by the prior. Weighing the repeat too made the prompt's chords stick: level-1 codes changed 12 times
+a second against the model's 21 and the true 35, and Mel images showed one chord held for 8 s (RESULTS.md, "The
+prompt prior").
 """
 
 from __future__ import annotations
@@ -90,6 +93,23 @@ def prompt_log_prior(prompt: torch.Tensor, vocab: int) -> torch.Tensor:
     return (counts / counts.sum(dim=-1, keepdim=True)).log()
 
 
+def with_prior(log_probs: torch.Tensor, prior: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
+    """log_probs [B, K, V] (the model's), prior [B or 1, K, V] (weighted log-prior), previous LongTensor[B, K] or
+    None -> log-probabilities [B, K, V]: the previous code (where it is a code, < V) keeps the model's probability;
+    the rest of the mass goes to the other codes in proportion to model x prior. No previous: model x prior."""
+    fused = log_probs + prior
+    if previous is None:
+        return fused
+    V = log_probs.shape[-1]
+    valid = (previous >= 0) & (previous < V)  # pads and special steps are no code to stay on
+    stay_at = previous.clamp(0, V - 1).unsqueeze(-1)  # [B, K, 1]
+    stay = log_probs.gather(-1, stay_at)  # the model's log P(the same code again)
+    change = fused.scatter(-1, stay_at, float("-inf")).log_softmax(dim=-1)  # which code, given a change
+    change = change + torch.log1p(-stay.exp().clamp(max=1 - 1e-6))  # x the model's P(a change)
+    kept = change.scatter(-1, stay_at, stay)
+    return torch.where(valid.unsqueeze(-1), kept, fused.log_softmax(dim=-1))
+
+
 def make_sampler(
     temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0, seed: int | None = None,
     prompt: torch.Tensor | None = None, prompt_prior: float = 0.0,
@@ -103,11 +123,11 @@ def make_sampler(
     if prompt_prior > 0 and prompt is None:
         raise PianogenError("prompt_prior needs the prompt's codes")
 
-    def sample(logits: torch.Tensor) -> torch.Tensor:
+    def sample(logits: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
         if prompt_prior > 0:
             if logits.device not in priors:  # the vocabulary is the logits' last dimension: made on first use
                 priors[logits.device] = prompt_prior * prompt_log_prior(prompt.to(logits.device), logits.shape[-1])
-            logits = logits.float().log_softmax(dim=-1) + priors[logits.device]
+            logits = with_prior(logits.float().log_softmax(dim=-1), priors[logits.device], previous)
         generator = None
         if seed is not None:
             if logits.device not in generators:  # a generator lives on one device: make it where the logits are
@@ -115,4 +135,5 @@ def make_sampler(
             generator = generators[logits.device]
         return sample_logits(logits, temperature, top_k, top_p, generator)
 
+    sample.reads_previous = prompt_prior > 0  # type: ignore[attr-defined]  # generate_steps passes the step before
     return sample

@@ -82,10 +82,12 @@ def stream_audio(model: nn.Module, codec: nn.Module, prompt_codes: torch.Tensor,
     ready: queue.Queue = queue.Queue()
     outcome: dict[str, Any] = {}
 
-    def recording_sample(logits: torch.Tensor) -> torch.Tensor:
-        codes = sample(logits)
+    def recording_sample(logits: torch.Tensor, *previous: torch.Tensor) -> torch.Tensor:
+        codes = sample(logits, *previous)
         draws.append(codes)
         return codes
+
+    recording_sample.reads_previous = getattr(sample, "reads_previous", False)  # type: ignore[attr-defined]
 
     def frame_done(i: int) -> None:
         if i == 0:

@@ -241,7 +241,9 @@ def generate_steps(
     """Extend ``prompt`` steps LongTensor[B, K, N0] by ``n_steps`` -> LongTensor[B, K, n_steps].
 
     Each step draws ``sample(logits[B, K, V]) -> [B, K]``; where ``forced[B, K, i] >= 0`` that value
-    replaces the draw of step i (delay: prompt codes and pads that are already known).
+    replaces the draw of step i (delay: prompt codes and pads that are already known). A sampler with
+    ``reads_previous = True`` is called ``sample(logits, previous)``, ``previous`` LongTensor[B, K] the step before
+    (each level's previous frame, in a delay pattern too; pads and specials are >= V).
 
     Sliding rule: the context is the last ``trunk.max_len`` steps at most. When a new step would
     overflow it, the context restarts from the most recent ``max_len // 2`` steps (positions
@@ -264,6 +266,7 @@ def generate_steps(
     # a model may read fewer steps than its positions (delay: the positions training scores on all levels)
     max_ctx = getattr(model, "context_steps", model.trunk.max_len)
     keep = getattr(model, "keep_steps", max_ctx // 2)
+    reads_previous = getattr(sample, "reads_previous", False)
     seq = torch.cat([prompt, prompt.new_zeros(B, K, n_steps)], dim=2)  # every step so far [B, K, N0 + n_steps]
     end, start = N0, max(0, N0 - max_ctx)  # context = seq[:, :, start:end]
     was_training = model.training
@@ -299,7 +302,7 @@ def generate_steps(
 
             logits = context_logits()  # [B, K, V]
             for i in range(n_steps):
-                step = sample(logits)  # [B, K]
+                step = sample(logits, seq[:, :, end - 1]) if reads_previous else sample(logits)  # [B, K]
                 if forced is not None and i < forced.shape[2]:
                     step = torch.where(forced[:, :, i] >= 0, forced[:, :, i], step)
                 seq[:, :, end] = step
