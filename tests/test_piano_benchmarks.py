@@ -140,3 +140,20 @@ def test_piano_speed_times_generation_streaming_and_the_plain_decoder(trained_ru
     plain = result["plain_decoder"]["by_precision"]
     assert set(plain) == {"int8", "fp32"} and all(p["ratio"] > 0 for p in plain.values())
     assert len(done.stdout.splitlines()) == 2 + 2 + 1  # a line per precision, per plain comparison, the path
+
+
+def test_code_motion_tells_a_held_code_from_moving_ones():
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("code_motion", BENCHMARKS / "code_motion.py")
+    code_motion = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(code_motion)
+    held = torch.zeros(2, 4, 81, dtype=torch.long)  # one code for 81 frames at 80 frames/s
+    moving = torch.arange(81).repeat(2, 4, 1)  # a new code every frame
+    mixed = torch.tensor([[[1] * 41 + list(range(2, 42))]])  # held for 41 frames, then moving
+    assert code_motion.motion(held, 80.0) == (0.0, 81 / 80)
+    assert code_motion.motion(moving, 80.0) == (80.0, 1 / 80)
+    changes, longest = code_motion.motion(mixed, 80.0)
+    assert abs(changes - 40 / 80 * 80) < 1e-4 and longest == 41 / 80
