@@ -166,8 +166,9 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool, fetch: bool) ->
 @click.option("--top-k", type=click.IntRange(min=0), default=None, help="0 = off [recipe].")
 @click.option("--top-p", type=Finite(0, 1), default=None, help="0 = off; wins over top-k [recipe].")
 @click.option("--prompt-prior", type=Finite(0, MAX_PROMPT_PRIOR), default=None,
-              help="How strongly the continuation keeps to the sounds (notes, chords) the prompt used: the weight of "
-                   "the prompt's own code frequencies in each draw; 0 = the model alone [recipe].")
+              help="How strongly the continuation keeps to the sounds (notes, chords) the prompt used: where the "
+                   "model changes a code, the weight of the prompt's own code frequencies in which code it changes "
+                   "to; 0 = the model alone [recipe].")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Makes the takes reproducible.")
 @click.option("--num", type=NUM, default=1, show_default=True,
               help="Continuations of the prompt, sampled as one batch.")

@@ -3,9 +3,10 @@
 ``make_sampler(...)`` returns the ``sample(logits[B, K, V]) -> codes[B, K]`` callable that
 ``TokenModel.generate`` expects; a seed makes a whole continuation reproducible.
 
-The prompt prior (``prompt_prior`` > 0) is shallow fusion with the prompt's own code frequencies: each level's
-log-probabilities become ``log p_model + w * log q_prompt`` before temperature and top-k, where ``q_prompt`` is
-how often each code occurs at that level in the prompt (plus PRIOR_PSEUDOCOUNT, so no code is ruled out). It
+The prompt prior (``prompt_prior`` > 0) is shallow fusion with the prompt's own code frequencies: the codes a
+level may change to are weighed by ``log p_model + w * log q_prompt`` before temperature and top-k, where
+``q_prompt`` is how often each code occurs at that level in the prompt (plus PRIOR_PSEUDOCOUNT, so no code is
+ruled out). It
 exists because the piano model is local: ten frames of context predict as well as 300, so nothing in it
 carries the prompt's key, and its continuations wander off it (pitch-class correlation with the prompt 0.20 on
 validation prompts, where the true continuation scores 0.47). A product, not a mixture (a mixture with a fixed
@@ -95,8 +96,9 @@ def prompt_log_prior(prompt: torch.Tensor, vocab: int) -> torch.Tensor:
 
 def with_prior(log_probs: torch.Tensor, prior: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
     """log_probs [B, K, V] (the model's), prior [B or 1, K, V] (weighted log-prior), previous LongTensor[B, K] or
-    None -> log-probabilities [B, K, V]: the previous code (where it is a code, < V) keeps the model's probability;
-    the rest of the mass goes to the other codes in proportion to model x prior. No previous: model x prior."""
+    None -> log-weights [B, K, V] for ``sample_logits`` (which normalises them): the previous code (where it is a
+    code, < V) keeps the model's probability; the rest of the mass goes to the other codes in proportion to
+    model x prior. No previous: model x prior."""
     fused = log_probs + prior
     if previous is None:
         return fused
@@ -107,7 +109,7 @@ def with_prior(log_probs: torch.Tensor, prior: torch.Tensor, previous: torch.Ten
     change = fused.scatter(-1, stay_at, float("-inf")).log_softmax(dim=-1)  # which code, given a change
     change = change + torch.log1p(-stay.exp().clamp(max=1 - 1e-6))  # x the model's P(a change)
     kept = change.scatter(-1, stay_at, stay)
-    return torch.where(valid.unsqueeze(-1), kept, fused.log_softmax(dim=-1))
+    return torch.where(valid.unsqueeze(-1), kept, fused)
 
 
 def make_sampler(
@@ -115,8 +117,10 @@ def make_sampler(
     prompt: torch.Tensor | None = None, prompt_prior: float = 0.0,
 ) -> Sampler:
     """A ``sample(logits[B, K, V]) -> codes[B, K]`` closure with its own generator (seeded when ``seed`` is set).
-    With ``prompt`` LongTensor[B or 1, K, T] and ``prompt_prior`` w > 0, level k's log-probabilities get
-    ``w * prompt_log_prior(prompt)[:, k]`` added first (the module docstring says why)."""
+    With ``prompt`` LongTensor[B or 1, K, T] and ``prompt_prior`` w > 0, the codes level k may change to get
+    ``w * prompt_log_prior(prompt)[:, k]`` added to their log-probabilities first (``with_prior``; the previous code,
+    which ``generate_steps`` passes since ``reads_previous`` is set, keeps the model's; the module docstring says
+    why)."""
     check_sampling(temperature, top_k, top_p, prompt_prior)
     generators: dict[torch.device, torch.Generator] = {}
     priors: dict[torch.device, torch.Tensor] = {}
