@@ -89,7 +89,8 @@ def test_report_files(evaluated):
     chroma_table = text.split("### Chroma similarity")[1].split("###")[0]
     assert "| second | generated | resynth | raw | other piece | white noise | pink noise | drone |" in chroma_table
     notes_table = text.split("## Notes heard in the continuation")[1].split("###")[0]
-    assert "| signal | notes/s | distinct pitches | pitch-class corr. to prompt | key agreement |" in notes_table
+    assert ("| signal | notes/s | struck notes/s | distinct pitches | pitch-class corr. to prompt | key agreement |"
+            in notes_table)
     assert all(f"| {name} |" in notes_table for name in ("model", "true", "other piece", "noise", "drone"))
     assert "### Notes by second: notes/s" in text
     for name in ("drift.png", "mel_0_generated.png", "mel_0_resynth.png", "mel_1_generated.png"):
@@ -100,12 +101,14 @@ def test_the_continuation_notes_have_every_floor(evaluated):
     notes = evaluated[0]["continuation"]["notes"]
     assert notes["transcriber"] == "basic_pitch" and notes["seconds_after_prompt"] == [1.0, 2.0]
     assert notes["signals"] == ["model", "true", "other_piece", "noise", "pink_noise", "drone"]
-    metrics = {"notes_per_second", "pitch_class_correlation", "key_agreement", "distinct_pitches"}
+    metrics = {"notes_per_second", "struck_notes_per_second", "pitch_class_correlation", "key_agreement",
+               "distinct_pitches"}
     for name in notes["signals"]:
         assert set(notes[name]) == metrics | {"per_second"} and finite(notes[name][m] for m in metrics)
         assert set(notes[name]["per_second"]) == metrics
         assert all(len(v) == 2 and finite(v) for v in notes[name]["per_second"].values())
         assert notes[name]["notes_per_second"] == pytest.approx(sum(notes[name]["per_second"]["notes_per_second"]) / 2)
+        assert notes[name]["struck_notes_per_second"] <= notes[name]["notes_per_second"]
     # the true continuation plays notes; the drone strikes one chord and holds it, the noises are no music
     assert notes["true"]["notes_per_second"] > notes["drone"]["notes_per_second"]
     assert notes["true"]["notes_per_second"] > max(notes["noise"]["notes_per_second"],

@@ -36,8 +36,11 @@ def test_generate_writes_audio_figure_and_report(trained_run, tmp_path):
     assert len(heard) == 2 and heard[0]["transcriber"] == "basic_pitch"
     for take in heard:
         for metrics in (take["continuation"], take["floors"]["drone"]):
-            assert {"notes_per_second", "distinct_pitches", "pitch_class_correlation", "key_agreement"} <= set(metrics)
-            assert all(np.isfinite(metrics[k]) for k in ("notes_per_second", "distinct_pitches"))
+            assert {"notes_per_second", "struck_notes_per_second", "distinct_pitches", "pitch_class_correlation",
+                    "key_agreement"} <= set(metrics)
+            assert all(np.isfinite(metrics[k]) for k in ("notes_per_second", "struck_notes_per_second",
+                                                         "distinct_pitches"))
+            assert metrics["struck_notes_per_second"] <= metrics["notes_per_second"]
 
 
 def test_a_transcriber_that_cannot_load_leaves_the_generation_standing():

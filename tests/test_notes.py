@@ -104,7 +104,11 @@ def test_continuation_metrics_by_second():
     music = notes.continuation_note_metrics(prompt, shifted(piece(C_MAJOR, seed=3, seconds=4.0), -1.0), 3.0)
     assert music["notes_per_second"] > m["notes_per_second"] + 2  # ...but plays no notes
     assert music["distinct_pitches"] > m["distinct_pitches"] + 2
-    assert set(notes.continuation_note_metrics(prompt, [], 2.0, per_second=False)) == set(notes.NOTE_METRICS)
+    # struck notes are counted only when the audio told which notes were struck
+    assert set(notes.continuation_note_metrics(prompt, [], 2.0, per_second=False)) == set(notes.NOTE_METRICS) - {
+        notes.STRUCK}
+    some = notes.continuation_note_metrics(prompt, held, 3.0, struck_notes=held[:1])
+    assert some["per_second"][notes.STRUCK] == [1.0, 0.0, 0.0] and set(some) == {*notes.NOTE_METRICS, "per_second"}
     short = notes.continuation_note_metrics(prompt, [Note(0.1, 0.4, 60, 80)], 0.5)  # one bin of half a second
     assert short["per_second"]["notes_per_second"] == [2.0] and short["distinct_pitches"] == 1.0
 
@@ -159,6 +163,7 @@ def test_on_rendered_audio_the_drone_and_noise_score_below_the_true_continuation
     assert len(real["per_second"]["notes_per_second"]) == 3
     for floor in (drone_floor, white):
         assert floor["notes_per_second"] < real["notes_per_second"] - 1
+        assert floor["struck_notes_per_second"] < real["struck_notes_per_second"] - 1  # a piano's notes are struck
         assert floor["distinct_pitches"] < real["distinct_pitches"]
     assert white["pitch_class_correlation"] < real["pitch_class_correlation"]
     assert real["pitch_class_correlation"] > 0.3 and real["key_agreement"] > 0

@@ -19,8 +19,10 @@ from pianogen.evaluation.eval_verdict import RESULTS_HEADER, piano_verdict, resu
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def notes(pcc: float, nps: float, pitches: float) -> dict[str, float]:
-    return {"pitch_class_correlation": pcc, "notes_per_second": nps, "distinct_pitches": pitches}
+def notes(pcc: float, nps: float, pitches: float, struck: float | None = None) -> dict[str, float]:
+    """Note metrics; every note struck unless ``struck`` (notes/s) says fewer."""
+    return {"pitch_class_correlation": pcc, "notes_per_second": nps, "distinct_pitches": pitches,
+            "struck_notes_per_second": nps if struck is None else struck}
 
 
 def report(model: dict[str, float], n_prompts: int = 8) -> dict:
@@ -60,6 +62,18 @@ def test_a_drone_like_model_fails_on_notes_though_its_chroma_passes():
     assert s["notes_per_second above drone"] == "fail" and verdict["verdict"] == "fail"
     halfway = next(c for c in verdict["checks"] if c["name"] == "pitch_class_correlation halfway")
     assert halfway["numbers"]["threshold"] == pytest.approx(0.5)
+
+
+def test_a_held_wash_heard_as_notes_fails_on_struck_notes():
+    # as many notes and pitches as the true continuation, in its key, but few of them struck
+    s = statuses(piano_verdict(report(notes(0.8, 4.0, 6.0, struck=1.5))))
+    assert s["notes_per_second ratio to true"] == s["distinct_pitches ratio to true"] == "pass"
+    assert s["struck_notes_per_second ratio to true"] == "fail" and s["struck_notes_per_second above drone"] == "pass"
+    # a report from before struck notes were measured is judged without them
+    older = report(notes(0.8, 4.0, 6.0))
+    for metrics in older["continuation"]["notes"].values():
+        del metrics["struck_notes_per_second"]
+    assert not any(name.startswith("struck") for name in statuses(piano_verdict(older)))
 
 
 def test_the_ratio_band_and_the_clear_margin_are_inclusive_and_a_silent_truth_admits_only_silence():
@@ -114,8 +128,8 @@ def test_piano_model_renders_the_other_piano_evaluates_and_writes_its_verdict(tr
     assert Path(other["corpus"]["root"]).is_relative_to(isolated_home / "rendered")  # cached under the home
     assert (out / "other_piano" / "eval.json").is_file() and other["verdict"] in ("pass", "fail", "undecided")
     names = [c["name"] for c in other["checks"]]
-    assert names[:4] == ["prompts", "pitch_class_correlation halfway", "notes_per_second ratio to true",
-                         "distinct_pitches ratio to true"]
+    assert names[:5] == ["prompts", "pitch_class_correlation halfway", "notes_per_second ratio to true",
+                         "struck_notes_per_second ratio to true", "distinct_pitches ratio to true"]
     assert "NLL per level below unigram and repeat" in names and "pitch_class_correlation above drone" in names
     assert all(c["status"] in ("pass", "fail", "n/a", "info") for c in other["checks"])
     assert result["results_md"].splitlines()[:2] == RESULTS_HEADER.splitlines()

@@ -245,7 +245,8 @@ def heard_lines(metrics: dict | None) -> list[str]:
     lines = []
     for i, take in enumerate(metrics["takes"]):
         c, d = take["continuation"], take["floors"]["drone"]
-        lines.append(f"take {i}: {c['notes_per_second']:.1f} notes/s, {c['distinct_pitches']:.0f} distinct pitches, "
+        lines.append(f"take {i}: {c['notes_per_second']:.1f} notes/s ({c['struck_notes_per_second']:.1f} struck), "
+                     f"{c['distinct_pitches']:.0f} distinct pitches, "
                      f"pitch classes {c['pitch_class_correlation']:+.2f} with the prompt's, key {c['key']} (prompt "
                      f"{take['prompt']['key']}); a drone on the prompt: {d['notes_per_second']:.1f} notes/s, "
                      f"{d['distinct_pitches']:.0f} pitches")

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from pianogen.evaluation.codec_metrics import markdown_tables
+from pianogen.evaluation.strikes import STRIKE_DB
 from pianogen.paths import atomic_write_bytes
 
 
@@ -71,7 +72,8 @@ def report_markdown(r: dict[str, Any]) -> str:
 
 
 NOTE_COLUMNS = [  # (header, metric) of the notes table
-    ("notes/s", "notes_per_second"), ("distinct pitches", "distinct_pitches"),
+    ("notes/s", "notes_per_second"), ("struck notes/s", "struck_notes_per_second"),
+    ("distinct pitches", "distinct_pitches"),
     ("pitch-class corr. to prompt", "pitch_class_correlation"), ("key agreement", "key_agreement"),
 ]
 PER_SECOND_UP_TO = 10  # continuations this many seconds or shorter also get the notes by second
@@ -86,17 +88,21 @@ def notes_markdown(notes: dict[str, Any] | None) -> list[str]:
                 ""]
     lines = [f"## Notes heard in the continuation (transcriber `{notes['transcriber']}`; mean over prompts and "
              "1 s bins)", "",
-             "Per second after the prompt: onsets (notes/s), pitches sounding (distinct pitches), Pearson correlation "
+             "Per second after the prompt: onsets (notes/s), the onsets whose partials jump by at least "
+             f"{STRIKE_DB:g} dB (struck notes/s: a wavering held chord is heard as notes, not as struck ones), "
+             "pitches sounding (distinct pitches), Pearson correlation "
              "of the sounding pitch-class profile with the prompt's, and the MIREX key score of the second's key "
              "against the prompt's (the original prompt's notes for every signal; 1 same key, 0.5 a fifth above, "
              "0.3 relative, 0.2 parallel major/minor). `true` (the real continuation) is the ceiling; `other_piece`, "
              "the noises and `drone` are floors.", ""]
-    lines += _table(["signal", *(header for header, _ in NOTE_COLUMNS)],
-                    [[name.replace("_", " "), *(notes[name][metric] for _, metric in NOTE_COLUMNS)]
+    columns = [(header, metric) for header, metric in NOTE_COLUMNS  # a report from before struck notes lacks them
+               if all(metric in notes[name] for name in notes["signals"])]
+    lines += _table(["signal", *(header for header, _ in columns)],
+                    [[name.replace("_", " "), *(notes[name][metric] for _, metric in columns)]
                      for name in notes["signals"]])
     seconds = notes["seconds_after_prompt"]
     if len(seconds) <= PER_SECOND_UP_TO:
-        for header, metric in NOTE_COLUMNS:
+        for header, metric in columns:
             lines += [f"### Notes by second: {header}", ""]
             lines += _table(["second", *(name.replace("_", " ") for name in notes["signals"])],
                             [[t, *(notes[name]["per_second"][metric][b] for name in notes["signals"])]

@@ -6,6 +6,8 @@ Pure functions over ``list[Note]`` (pianogen.interfaces) and mono audio FloatTen
 - pitch-class profiles, their Pearson correlation, Krumhansl-Schmuckler key estimation and the MIREX
   weighted key score; distinct pitches and notes per second;
 - ``continuation_note_metrics``: those per second after the prompt and averaged;
+- struck notes per second: the heard notes whose partials jump at their onset (``strikes``), so that a held,
+  wavering chord is not counted as playing;
 - ``drone``: the floor that today's failure mode (a continuation stuck on one sustained chord) scores;
 - ``notes_summary``: the block ``pianogen generate`` writes to generation.json.
 """
@@ -26,7 +28,9 @@ PITCH_CLASSES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"
 MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 TRIADS = {"major": (0, 4, 7), "minor": (0, 3, 7)}
-NOTE_METRICS = ("notes_per_second", "pitch_class_correlation", "key_agreement", "distinct_pitches")
+NOTE_METRICS = ("notes_per_second", "struck_notes_per_second", "pitch_class_correlation", "key_agreement",
+                "distinct_pitches")
+STRUCK = "struck_notes_per_second"  # measured only where the audio is at hand (pianogen.evaluation.strikes)
 # harmonics of each drone note, amplitude 1 / h**2: with 1 / h, or fewer partials, basic-pitch hears the strong
 # upper partials of a tone held this steady as extra notes (measured on the 8 kHz test corpus)
 DRONE_PARTIALS = 8
@@ -183,23 +187,27 @@ def _clip(notes: Sequence[Note], start: float, end: float) -> list[Note]:
 
 
 def continuation_note_metrics(prompt_notes: Sequence[Note], continuation_notes: Sequence[Note], seconds: float,
-                              per_second: bool = True) -> dict[str, Any]:
+                              per_second: bool = True, struck_notes: Sequence[Note] | None = None) -> dict[str, Any]:
     """The continuation's notes in each second after the prompt, against the prompt's notes.
 
     continuation_notes: times in seconds from the prompt's end (a note held over from the prompt starts
     before 0). Per 1 s bin k (``floor(seconds)`` of them; one bin of ``seconds`` when shorter than 1 s):
     ``notes_per_second`` counts onsets in it, ``distinct_pitches`` the pitches sounding in it,
     ``pitch_class_correlation`` correlates the duration profile of what sounds in it with the prompt's,
-    ``key_agreement`` scores its key against the prompt's.
+    ``key_agreement`` scores its key against the prompt's; with ``struck_notes`` (those of the continuation's notes
+    that ``strikes.struck`` finds struck), ``struck_notes_per_second`` counts their onsets in it.
     Returns {metric: mean over the bins} and, with ``per_second``, "per_second": {metric: [value per bin]}.
     """
     prompt_profile = pitch_class_profile(prompt_notes)
     edges = [(float(k), float(k + 1)) for k in range(math.floor(seconds + 1e-6))] or [(0.0, max(seconds, 1e-3))]
-    bins: dict[str, list[float]] = {metric: [] for metric in NOTE_METRICS}
+    measured = [metric for metric in NOTE_METRICS if metric != STRUCK or struck_notes is not None]
+    bins: dict[str, list[float]] = {metric: [] for metric in measured}
     for lo, hi in edges:
         sounding = _clip(continuation_notes, lo, hi)
         onsets = [n for n in continuation_notes if lo <= n.onset < hi]
         bins["notes_per_second"].append(len(onsets) / (hi - lo))
+        if struck_notes is not None:
+            bins[STRUCK].append(sum(lo <= n.onset < hi for n in struck_notes) / (hi - lo))
         bins["distinct_pitches"].append(float(distinct_pitches(sounding)))
         bins["pitch_class_correlation"].append(pitch_class_correlation(prompt_profile, pitch_class_profile(sounding)))
         bins["key_agreement"].append(key_agreement(prompt_notes, sounding))
@@ -249,25 +257,29 @@ def signal_note_metrics(transcriber: Transcriber, signals: dict[str, torch.Tenso
                         boundary: int, seconds: float, heard: dict[str, list[Note]] | None = None,
                         prompt_notes: Sequence[Note] | None = None) -> dict[str, dict[str, Any]]:
     """Each signal (prompt + continuation audio FloatTensor[S], the prompt ``boundary`` samples long)
-    transcribed whole and its continuation scored by ``continuation_note_metrics`` against ``prompt_notes``
+    transcribed whole and its continuation scored by ``continuation_note_metrics`` (struck notes too) against
+    ``prompt_notes``
     (evaluation: the original prompt's, the same reference for every signal, so a codec that turns prompt and
     continuation alike into one hum does not correlate with itself), else against its own prompt's notes.
     ``heard``: notes already transcribed, by signal name (reused, not transcribed again)."""
+    from pianogen.evaluation.strikes import struck  # here, not at the top: strikes reads midi_hz from this module
+
     out = {}
     for name, wav in signals.items():
         notes = heard[name] if heard and name in heard else transcriber.transcribe(wav, sample_rate)
         own_prompt, after = split_at(notes, boundary / sample_rate)
-        out[name] = continuation_note_metrics(own_prompt if prompt_notes is None else prompt_notes, after, seconds)
+        out[name] = continuation_note_metrics(own_prompt if prompt_notes is None else prompt_notes, after, seconds,
+                                              struck_notes=struck(wav, sample_rate, after, boundary / sample_rate))
     return out
 
 
 def average_note_metrics(per_prompt: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """``signal_note_metrics`` of several prompts -> {signal: {metric: mean, "per_second": {metric: [mean]}}}."""
     first = per_prompt[0]
-    return {name: {**{metric: float(np.mean([p[name][metric] for p in per_prompt])) for metric in NOTE_METRICS},
+    return {name: {**{metric: float(np.mean([p[name][metric] for p in per_prompt])) for metric in measured},
                    "per_second": {metric: np.mean([p[name]["per_second"][metric] for p in per_prompt],
-                                                  axis=0).tolist() for metric in NOTE_METRICS}}
-            for name in first}
+                                                  axis=0).tolist() for metric in measured}}
+            for name in first for measured in [[m for m in NOTE_METRICS if m in first[name]]]}
 
 
 def notes_summary(prompt_wav: torch.Tensor, continuation_wav: torch.Tensor, sample_rate: int,
@@ -275,18 +287,23 @@ def notes_summary(prompt_wav: torch.Tensor, continuation_wav: torch.Tensor, samp
     """What generation.json carries about notes: the prompt's key and note rate, the continuation's note
     metrics (per second and averaged) and, beside them, the same metrics of the `drone` floor on that prompt.
     Each is transcribed with its prompt in front, so a note held over the boundary is not heard as new."""
+    from pianogen.evaluation.strikes import struck
+
     prompt = prompt_wav.reshape(-1).float()
     continuation = continuation_wav.reshape(-1).float()
     boundary, seconds = prompt.numel() / sample_rate, continuation.numel() / sample_rate
-    prompt_notes, after = split_at(transcriber.transcribe(torch.cat([prompt, continuation]), sample_rate), boundary)
-    floor = drone(prompt, prompt_notes, sample_rate, seconds)
-    _, drone_after = split_at(transcriber.transcribe(torch.cat([prompt, floor]), sample_rate), boundary)
+    whole = torch.cat([prompt, continuation])
+    prompt_notes, after = split_at(transcriber.transcribe(whole, sample_rate), boundary)
+    floor = torch.cat([prompt, drone(prompt, prompt_notes, sample_rate, seconds)])
+    _, drone_after = split_at(transcriber.transcribe(floor, sample_rate), boundary)
     return {
         "transcriber": transcriber.name,
         "prompt": {"notes": len(prompt_notes), "key": key_name(estimate_key(prompt_notes)),
                    "notes_per_second": notes_per_second(prompt_notes, boundary),
                    "distinct_pitches": distinct_pitches(prompt_notes)},
         "continuation": {"notes": sum(1 for n in after if n.onset >= 0), "key": key_name(estimate_key(after)),
-                         **continuation_note_metrics(prompt_notes, after, seconds)},
-        "floors": {"drone": continuation_note_metrics(prompt_notes, drone_after, seconds)},
+                         **continuation_note_metrics(prompt_notes, after, seconds,
+                                                     struck_notes=struck(whole, sample_rate, after, boundary))},
+        "floors": {"drone": continuation_note_metrics(prompt_notes, drone_after, seconds,
+                                                      struck_notes=struck(floor, sample_rate, drone_after, boundary))},
     }
