@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -116,6 +117,7 @@ def test_cli_default_out_is_a_fresh_folder_and_bad_options_are_one_line(trained_
         done = pianogen("--prompt", str(path), "--seconds", "0.25")
         assert done.returncode == 0, done.stderr
         outs.append(done.stdout.strip().splitlines()[-1].split()[0])  # after the progress bar
+        assert re.search(r"take 0: [\d.]+ notes/s \([\d.]+ struck\), ", done.stdout + done.stderr)  # what was heard
     assert outs[0].endswith("generated/my_take-001") and outs[1].endswith("generated/my_take-002")
     done = pianogen("--extend", f"{outs[0]}/take_0.wav", "--seconds", "0.25")
     assert done.returncode == 0, done.stderr
