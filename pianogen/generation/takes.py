@@ -2,9 +2,14 @@
 
 The original recording is read and written back at its own sample rate, channel count and sample
 format, so every sample before the join is the pianist's own, bit for bit. The continuation
-(codec rate, mono) is resampled, copied to every channel, brought to the prompt's loudness
-(ITU-R BS.1770 via ``torchaudio.functional.loudness``) and joined with an equal-power crossfade
-that ends exactly where the prompt ends.
+(codec rate, mono) is resampled, copied to every channel, brought to the recording's level and joined with an
+equal-power crossfade that ends exactly where the prompt ends.
+
+The level: the gain that brings the codec's rendering of the prompt to the prompt's loudness (ITU-R BS.1770 via
+``torchaudio.functional.loudness``), applied to the continuation, so the continuation keeps its own dynamics
+against the prompt. Matching the continuation itself to the prompt's loudness raised whatever followed a
+fading prompt to the prompt's mean: after a single decaying Salamander note, +24 dB, a held wash as loud as
+the note's attack.
 """
 
 from __future__ import annotations
@@ -133,7 +138,8 @@ class Splice:
 
     take: Recording
     prompt_lufs: float | None
-    continuation_lufs: float | None
+    rendering_lufs: float | None  # the codec's rendering of the prompt, whose level the gain corrects
+    continuation_lufs: float | None  # before the gain
     gain_db: float
     crossfade_s: float
 
@@ -146,7 +152,9 @@ def splice(original: Recording, cut: int, prompt_start: int, generated: torch.Te
     continuation; the continuation starts at sample ``join`` of it, which lines up with sample ``cut`` of
     the original. The crossfade runs over the last ``crossfade_s`` before the cut, from the original to
     the codec's own rendering of those samples, so the continuation grows out of the sound it was
-    sampled from. The continuation's loudness is matched to ``original[:, prompt_start:cut]``.
+    sampled from. The gain brings the codec's rendering of ``original[:, prompt_start:cut]`` (the same span of
+    ``generated`` before ``join``) to that window's loudness; where the rendering holds less than the window (or
+    no loudness), the continuation's own loudness is matched to the window's instead.
     """
     rate, dtype = original.sample_rate, original.samples.dtype
     incoming = generated.detach().cpu().double()
@@ -155,10 +163,13 @@ def splice(original: Recording, cut: int, prompt_start: int, generated: torch.Te
         join = round(join * rate / generated_rate)
     incoming = incoming.to(dtype).expand(original.channels, -1)
     prompt_lufs = loudness_lufs(original.samples[:, prompt_start:cut], rate)
+    rendered = join - (cut - prompt_start)  # where the rendering of the prompt window starts in ``incoming``
+    rendering_lufs = loudness_lufs(incoming[:, rendered:join], rate) if rendered >= 0 else None
     continuation_lufs = loudness_lufs(incoming[:, join:], rate)
+    reference = rendering_lufs if rendering_lufs is not None else continuation_lufs
     gain_db = 0.0
-    if prompt_lufs is not None and continuation_lufs is not None:
-        gain_db = max(-MAX_GAIN_DB, min(MAX_GAIN_DB, prompt_lufs - continuation_lufs))
+    if prompt_lufs is not None and reference is not None:
+        gain_db = max(-MAX_GAIN_DB, min(MAX_GAIN_DB, prompt_lufs - reference))
     fade = max(0, min(round(crossfade_s * rate), cut, join))
     peak = float(incoming[:, join - fade:].abs().max()) if incoming.shape[-1] > join - fade else 0.0
     if peak > 0:
@@ -167,4 +178,4 @@ def splice(original: Recording, cut: int, prompt_start: int, generated: torch.Te
     joined = equal_power_crossfade(original.samples[:, cut - fade:cut], incoming[:, join - fade:join])
     samples = torch.cat([original.samples[:, :cut - fade], joined, incoming[:, join:]], dim=-1)
     take = Recording(samples.contiguous(), rate, original.subtype)
-    return Splice(take, prompt_lufs, continuation_lufs, gain_db, fade / rate)
+    return Splice(take, prompt_lufs, rendering_lufs, continuation_lufs, gain_db, fade / rate)
