@@ -82,22 +82,25 @@ def test_splice_keeps_the_original_matches_loudness_and_joins_at_the_cut():
     assert joined.gain_db > 6  # it was much quieter, and was brought up
 
 
-def test_after_a_fading_prompt_the_continuation_keeps_its_level_instead_of_the_prompts_mean():
-    """The gain corrects the codec's level (its rendering of the prompt against the prompt), so a continuation
-    that goes on as quietly as the prompt ended stays that quiet; it is not raised to the prompt's loudness."""
+def test_after_a_fading_prompt_the_continuation_joins_at_the_level_the_prompt_ended_on():
+    """The gain corrects the codec's level where the continuation starts (its rendering of the prompt's last
+    CALIBRATION_S against the recording's), so a continuation that goes on as quietly as the prompt ended stays
+    that quiet: it is not raised to the prompt's loudness, nor by the codec's error on the loud attack."""
     rate = 16000
-    fading = torch.cat([tone(2, rate, 0.5), tone(1, rate, 0.05)]).float()  # a loud chord, then its quiet tail
+    fading = torch.cat([tone(1, rate, 0.5), tone(3, rate, 0.05)]).float()  # a loud chord, then its quiet tail
     original = Recording(fading[None], rate, "PCM_16")
-    # the codec renders the prompt 6 dB low and continues at the level the prompt ended on, for 2 s
-    generated = torch.cat([0.5 * fading, tone(2, rate, 0.025)]).float()
-    joined = splice(original, 3 * rate, 0, generated, rate, join=3 * rate, crossfade_s=0.0)
-    assert joined.gain_db == pytest.approx(20 * math.log10(2), abs=0.2)
-    assert joined.rendering_lufs == pytest.approx(joined.prompt_lufs - joined.gain_db, abs=1e-6)
+    # the codec renders the chord 12 dB low, the tail 6 dB low, and continues at its tail's level for 2 s
+    rendering = torch.cat([0.25 * fading[:rate], 0.5 * fading[rate:]])
+    generated = torch.cat([rendering, tone(2, rate, 0.025)]).float()
+    joined = splice(original, 4 * rate, 0, generated, rate, join=4 * rate, crossfade_s=0.0)
+    assert joined.gain_db == pytest.approx(20 * math.log10(2), abs=0.1)
+    assert joined.rendering_lufs == pytest.approx(joined.prompt_end_lufs - joined.gain_db, abs=1e-6)
     tail = loudness_lufs(original.samples[:, 2 * rate:], rate)
-    assert loudness_lufs(joined.take.samples[:, 3 * rate:], rate) == pytest.approx(tail, abs=0.3)
+    assert joined.prompt_end_lufs == pytest.approx(tail, abs=1e-6)
+    assert loudness_lufs(joined.take.samples[:, 4 * rate:], rate) == pytest.approx(tail, abs=0.3)
     assert joined.prompt_lufs > tail + 10  # where matching the continuation to the prompt would have put it
-    # no rendering of the whole window to compare (it starts before the codec's audio): the continuation is matched
-    short = splice(original, 3 * rate, 0, generated[2 * rate:], rate, join=rate, crossfade_s=0.0)
+    # no rendering of the prompt's end to compare (the codec's audio starts later): the continuation is matched
+    short = splice(original, 4 * rate, 0, generated[-3 * rate:], rate, join=rate, crossfade_s=0.0)
     assert short.rendering_lufs is None
     assert short.gain_db == MAX_GAIN_DB  # towards the prompt's loudness, 25 dB up, as far as the cap allows
 

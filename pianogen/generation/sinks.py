@@ -107,8 +107,8 @@ class FileSink(Sink):
                      "resynthesis": f"full_{i}.wav", "mel": f"mel_{i}.png", "codes": f"codes_{i}.safetensors"}
             files += list(names.values())
             takes.append({**names, "seconds": joined.take.seconds, "prompt_lufs": joined.prompt_lufs,
-                          "rendering_lufs": joined.rendering_lufs, "continuation_lufs": joined.continuation_lufs,
-                          "gain_db": joined.gain_db,
+                          "prompt_end_lufs": joined.prompt_end_lufs, "rendering_lufs": joined.rendering_lufs,
+                          "continuation_lufs": joined.continuation_lufs, "gain_db": joined.gain_db,
                           "crossfade_s": joined.crossfade_s})
         return files, takes
 

@@ -5,11 +5,13 @@ format, so every sample before the join is the pianist's own, bit for bit. The c
 (codec rate, mono) is resampled, copied to every channel, brought to the recording's level and joined with an
 equal-power crossfade that ends exactly where the prompt ends.
 
-The level: the gain that brings the codec's rendering of the prompt to the prompt's loudness (ITU-R BS.1770 via
-``torchaudio.functional.loudness``), applied to the continuation, so the continuation keeps its own dynamics
-against the prompt. Matching the continuation itself to the prompt's loudness raised whatever followed a
-fading prompt to the prompt's mean: after a single decaying Salamander note, +24 dB, a held wash as loud as
-the note's attack.
+The level: the gain that brings the codec's rendering of the prompt's last CALIBRATION_S to the loudness of
+the same seconds of the recording (ITU-R BS.1770 via ``torchaudio.functional.loudness``), applied to the
+continuation, so the continuation joins at the recording's level and then keeps its own dynamics. Matching the
+continuation itself to the prompt's loudness raised whatever followed a fading prompt to the prompt's mean:
+after a single decaying Salamander note, +24 dB, a held wash as loud as the note's attack. The codec's level is
+not the same for loud and soft sound (that note's re-synthesis is 12 dB below the recording in its first second,
+7.5 dB in its fifth, RMS), so it is measured where the continuation starts, not over the whole prompt.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ KEPT_SUBTYPES = {"PCM_U8", "ULAW", "ALAW", "PCM_16", "PCM_24", "PCM_32", "FLOAT"
 WAV_SUBTYPE = {"PCM_S8": "PCM_U8"}  # signed 8-bit (FLAC, AIFF) has no WAV form; unsigned holds the same values
 EXACT_IN_FLOAT64 = {"PCM_32", "DOUBLE"}  # float32 holds 24 bits: these need float64 to come back unchanged
 LOUDNESS_BLOCK_S = 0.4  # BS.1770's gating block: shorter audio has no loudness
+CALIBRATION_S = 2.0  # the prompt's last seconds, where the codec's level is measured against the recording's
 MAX_GAIN_DB = 24.0  # a near-silent continuation is not blown up into loud noise
 PEAK_CEILING = 0.99  # loudness matching never pushes the continuation into clipping
 MIN_SAMPLE_RATE = 4000  # Hz: below it a take holds nothing above 2 kHz (no piano's upper half) and the STFTs fail
@@ -137,8 +140,9 @@ class Splice:
     """Where and how a continuation joins the original: the take plus what was measured for the report."""
 
     take: Recording
-    prompt_lufs: float | None
-    rendering_lufs: float | None  # the codec's rendering of the prompt, whose level the gain corrects
+    prompt_lufs: float | None  # the whole prompt window
+    prompt_end_lufs: float | None  # its last CALIBRATION_S
+    rendering_lufs: float | None  # the codec's rendering of those seconds, whose level the gain corrects
     continuation_lufs: float | None  # before the gain
     gain_db: float
     crossfade_s: float
@@ -152,9 +156,10 @@ def splice(original: Recording, cut: int, prompt_start: int, generated: torch.Te
     continuation; the continuation starts at sample ``join`` of it, which lines up with sample ``cut`` of
     the original. The crossfade runs over the last ``crossfade_s`` before the cut, from the original to
     the codec's own rendering of those samples, so the continuation grows out of the sound it was
-    sampled from. The gain brings the codec's rendering of ``original[:, prompt_start:cut]`` (the same span of
-    ``generated`` before ``join``) to that window's loudness; where the rendering holds less than the window (or
-    no loudness), the continuation's own loudness is matched to the window's instead.
+    sampled from. The gain brings the codec's rendering of the prompt window's last CALIBRATION_S (the same
+    span of ``generated`` before ``join``) to their loudness in ``original``; where either has none (silence,
+    or a rendering shorter than that), the continuation's own loudness is matched to the whole window's
+    (``original[:, prompt_start:cut]``) instead.
     """
     rate, dtype = original.sample_rate, original.samples.dtype
     incoming = generated.detach().cpu().double()
@@ -163,13 +168,17 @@ def splice(original: Recording, cut: int, prompt_start: int, generated: torch.Te
         join = round(join * rate / generated_rate)
     incoming = incoming.to(dtype).expand(original.channels, -1)
     prompt_lufs = loudness_lufs(original.samples[:, prompt_start:cut], rate)
-    rendered = join - (cut - prompt_start)  # where the rendering of the prompt window starts in ``incoming``
-    rendering_lufs = loudness_lufs(incoming[:, rendered:join], rate) if rendered >= 0 else None
+    span = min(round(CALIBRATION_S * rate), cut - prompt_start)
+    prompt_end_lufs = loudness_lufs(original.samples[:, cut - span:cut], rate)
+    rendering_lufs = loudness_lufs(incoming[:, join - span:join], rate) if join >= span else None
     continuation_lufs = loudness_lufs(incoming[:, join:], rate)
-    reference = rendering_lufs if rendering_lufs is not None else continuation_lufs
-    gain_db = 0.0
-    if prompt_lufs is not None and reference is not None:
-        gain_db = max(-MAX_GAIN_DB, min(MAX_GAIN_DB, prompt_lufs - reference))
+    if prompt_end_lufs is not None and rendering_lufs is not None:
+        gain_db = prompt_end_lufs - rendering_lufs  # the codec's level where the continuation starts
+    elif prompt_lufs is not None and continuation_lufs is not None:
+        gain_db = prompt_lufs - continuation_lufs
+    else:
+        gain_db = 0.0
+    gain_db = max(-MAX_GAIN_DB, min(MAX_GAIN_DB, gain_db))
     fade = max(0, min(round(crossfade_s * rate), cut, join))
     peak = float(incoming[:, join - fade:].abs().max()) if incoming.shape[-1] > join - fade else 0.0
     if peak > 0:
@@ -178,4 +187,4 @@ def splice(original: Recording, cut: int, prompt_start: int, generated: torch.Te
     joined = equal_power_crossfade(original.samples[:, cut - fade:cut], incoming[:, join - fade:join])
     samples = torch.cat([original.samples[:, :cut - fade], joined, incoming[:, join:]], dim=-1)
     take = Recording(samples.contiguous(), rate, original.subtype)
-    return Splice(take, prompt_lufs, rendering_lufs, continuation_lufs, gain_db, fade / rate)
+    return Splice(take, prompt_lufs, prompt_end_lufs, rendering_lufs, continuation_lufs, gain_db, fade / rate)
