@@ -171,3 +171,17 @@ def test_code_motion_tells_a_held_code_from_moving_ones():
     assert code_motion.motion(moving, 80.0) == (80.0, 1 / 80)
     changes, longest = code_motion.motion(mixed, 80.0)
     assert abs(changes - 40 / 80 * 80) < 1e-4 and longest == 41 / 80
+
+
+def test_sampler_notes_scores_each_sampler_on_each_set(trained_run):
+    args = [sys.executable, str(BENCHMARKS / "sampler_notes.py"), str(trained_run), "--samplers",
+            "1.0:0:0:0,0.9:10:0:1", "--sets", "all:validation:2", "--prompt-seconds", "0.5", "--seconds", "1"]
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(r["sampler"], r["set"]) for r in rows] == [("1.0:0:0:0", "all:validation:2"),
+                                                         ("0.9:10:0:1", "all:validation:2")]
+    for r in rows:
+        assert r["prompts"] >= 1 and r["true"] == rows[0]["true"]  # the same prompts and truth for every sampler
+        assert set(r["model"]) == {"notes_per_second", "struck_notes_per_second", "distinct_pitches",
+                                   "pitch_class_correlation"}
