@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pianogen.evaluation.strikes import struck
 from pianogen.interfaces import Note, Transcriber
 
 PITCH_CLASSES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
@@ -262,8 +263,6 @@ def signal_note_metrics(transcriber: Transcriber, signals: dict[str, torch.Tenso
     (evaluation: the original prompt's, the same reference for every signal, so a codec that turns prompt and
     continuation alike into one hum does not correlate with itself), else against its own prompt's notes.
     ``heard``: notes already transcribed, by signal name (reused, not transcribed again)."""
-    from pianogen.evaluation.strikes import struck  # here, not at the top: strikes reads midi_hz from this module
-
     out = {}
     for name, wav in signals.items():
         notes = heard[name] if heard and name in heard else transcriber.transcribe(wav, sample_rate)
@@ -287,8 +286,6 @@ def notes_summary(prompt_wav: torch.Tensor, continuation_wav: torch.Tensor, samp
     """What generation.json carries about notes: the prompt's key and note rate, the continuation's note
     metrics (per second and averaged) and, beside them, the same metrics of the `drone` floor on that prompt.
     Each is transcribed with its prompt in front, so a note held over the boundary is not heard as new."""
-    from pianogen.evaluation.strikes import struck
-
     prompt = prompt_wav.reshape(-1).float()
     continuation = continuation_wav.reshape(-1).float()
     boundary, seconds = prompt.numel() / sample_rate, continuation.numel() / sample_rate
