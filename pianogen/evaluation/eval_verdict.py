@@ -10,7 +10,7 @@ judged by it, or info where the issue asks for numbers side by side and sets no 
   can score high on pitch-class correlation alone, not on these);
 - struck notes per second within 0.5-2x too: the heard notes whose partials jump at their onset
   (``strikes``), since a held chord whose partials waver is heard as notes at a player's rate (the built-in run
-  passed notes per second so while its Mel images showed a shimmering sustain);
+  passed the notes-per-second check while its Mel images showed a shimmering sustain);
 - each of the four clearly above the drone and noise floors: at least ``CLEARLY`` of the way from the floor to
   the true continuation;
 - NLL per level below the unigram and repeat floors;
@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 CLEARLY = 0.25  # "clearly above a floor": a quarter of the way from it to the true continuation, at least
-RATIO_BAND = (0.5, 2.0)  # the model's notes/s and distinct pitches against the true continuation's
+RATIO_BAND = (0.5, 2.0)  # each RATED metric of the model against the true continuation's
 MIN_PROMPTS = 8
 RATED = ("notes_per_second", "struck_notes_per_second", "distinct_pitches")  # each within RATIO_BAND of true
 NOTE_FLOORS = ("drone", "noise", "pink_noise")

@@ -259,9 +259,9 @@ def signal_note_metrics(transcriber: Transcriber, signals: dict[str, torch.Tenso
                         prompt_notes: Sequence[Note] | None = None) -> dict[str, dict[str, Any]]:
     """Each signal (prompt + continuation audio FloatTensor[S], the prompt ``boundary`` samples long)
     transcribed whole and its continuation scored by ``continuation_note_metrics`` (struck notes too) against
-    ``prompt_notes``
-    (evaluation: the original prompt's, the same reference for every signal, so a codec that turns prompt and
-    continuation alike into one hum does not correlate with itself), else against its own prompt's notes.
+    ``prompt_notes`` (evaluation: the original prompt's, the same reference for every signal, so a codec that
+    turns prompt and continuation alike into one hum does not correlate with itself), else against its own
+    prompt's notes.
     ``heard``: notes already transcribed, by signal name (reused, not transcribed again)."""
     out = {}
     for name, wav in signals.items():
