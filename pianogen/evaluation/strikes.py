@@ -2,13 +2,13 @@
 
 A transcriber reports an onset wherever a pitch's energy comes up, struck or not: a continuation that holds the
 prompt's chord and lets its partials waver gets as many "notes" a second as a pianist playing (the built-in
-`piano` run: 7.2 notes/s on the other piano against 6.6 true, while its Mel images show a shimmering sustain).
+`piano` run: 7.2-7.7 notes/s on the other piano against 6.6 true, while its Mel images show a shimmering sustain).
 A piano note is struck: its own partials jump within a few tens of milliseconds. So each note's *onset rise* is
 the power of its partials (harmonics 1..``PARTIALS``, each within a quarter tone) just after the onset over just
 before it, in dB, and a note is *struck* when the rise reaches ``STRIKE_DB``.
 
 Measured on four takes of the other piano (rendered by fluidsynth; the heard notes after 5 s): the true
-continuation's median rise 9-22 dB, its codec resynthesis 5-24 dB, the built-in run's continuations 3-5 dB
+continuation's median rise 9-21 dB, its codec resynthesis 5-26 dB, the built-in run's continuations 3-5 dB
 (RESULTS.md, "Struck notes").
 """
 
