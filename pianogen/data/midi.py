@@ -20,6 +20,11 @@ TICKS_PER_BEAT = 480
 DEFAULT_BPM = 120.0  # MIDI's own default tempo, used when the performance names none (info["bpm"])
 
 
+def midi_hz(pitch: int | float) -> float:
+    """Equal-tempered frequency of a MIDI pitch (69 = A4 = 440 Hz)."""
+    return 440.0 * 2 ** ((pitch - 69) / 12)
+
+
 def read_midi(path: str | Path) -> Performance:
     """A standard MIDI file -> its notes (pitch 21..108 kept as written, any channel) and pedal events."""
     path = Path(path)

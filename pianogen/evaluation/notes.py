@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pianogen.data.midi import midi_hz
 from pianogen.evaluation.strikes import struck
 from pianogen.interfaces import Note, Transcriber
 
@@ -57,11 +58,6 @@ def load_transcriber(name: str | None) -> tuple[Transcriber | None, str | None]:
     except Exception as err:  # a plugin's factory may raise anything: one line, and the rest runs
         kind = "" if isinstance(err, PianogenError) else f"{type(err).__name__}: "
         return None, f"transcriber '{name}' unavailable: {kind}{first_line(err)}"
-
-
-def midi_hz(pitch: int | float) -> float:
-    """Equal-tempered frequency of a MIDI pitch (69 = A4 = 440 Hz)."""
-    return 440.0 * 2 ** ((pitch - 69) / 12)
 
 
 def add_harmonics(wav: torch.Tensor, f0: float, t: torch.Tensor, sample_rate: int, partials: int,

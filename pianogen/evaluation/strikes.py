@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
+from pianogen.data.midi import midi_hz
 from pianogen.interfaces import Note
 
 STRIKE_DB = 6.0  # a note whose partials at least quadruple in power (x2 in amplitude) at its onset is struck
@@ -53,7 +54,7 @@ def onset_rises(wav: torch.Tensor, sample_rate: int, notes: Sequence[Note]) -> l
 
     rises = []
     for note in notes:
-        f0 = 440.0 * 2 ** ((note.pitch - 69) / 12)  # equal temperament, as notes.midi_hz (notes imports this module)
+        f0 = midi_hz(note.pitch)
         band = torch.zeros(power.shape[0], dtype=torch.bool)
         for h in range(1, PARTIALS + 1):
             if h * f0 < sample_rate / 2:
