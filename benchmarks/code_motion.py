@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from pianogen import pipeline
-from pianogen.evaluation.evaluate import pick_prompts
+from pianogen.evaluation.evaluate import pick_prompts, segment_codes
 from pianogen.generation.generate import GenerationRequest, continue_codes
 
 
@@ -45,8 +45,7 @@ def main() -> None:
     cache = pipeline.build_token_cache(recipe, codec, progress=False)
     prompt_frames, frames = round(5 * codec.frame_rate), round(8 * codec.frame_rate)
     chosen = pick_prompts(cache.pieces(args.split), args.prompts, prompt_frames, frames)
-    codes = torch.stack([torch.from_numpy(np.asarray(cache.codes(p)[:recipe.codec.levels, s:s + prompt_frames + frames],
-                                                     dtype=np.int64)) for p, s in chosen])
+    codes = segment_codes(cache, chosen, recipe.codec.levels, prompt_frames + frames)
     print(f"{len(chosen)} prompts of {args.split}: level-1 changes/s, longest hold (s)")
     changes, longest = motion(codes[:, :, prompt_frames:], codec.frame_rate)
     print(f"true continuation: {changes:.1f}, {longest:.2f}")

@@ -209,6 +209,13 @@ def pick_prompts(pieces: list[dict[str, Any]], n: int, prompt_frames: int, frame
     return chosen[:n]
 
 
+def segment_codes(cache: Any, chosen: list[tuple[dict, int]], levels: int, length: int) -> torch.Tensor:
+    """The first ``levels`` levels of each ``pick_prompts`` segment, ``length`` frames from its start ->
+    LongTensor[len(chosen), levels, length]."""
+    return torch.stack([torch.from_numpy(np.asarray(cache.codes(p)[:levels, s:s + length], dtype=np.int64))
+                        for p, s in chosen])
+
+
 def _load_segment(path: Path, sample_rate: int, start: int, length: int) -> torch.Tensor:
     from pianogen.data.audio import load_audio
 
@@ -253,8 +260,7 @@ def continuation_metrics(recipe: Any, codec: Any, model: Any, cache: Any, split:
     if len(chosen) < n_prompts:  # said, and recorded as n_prompts_asked: the report's count is what was scored
         print(f"warning: the {split} split holds {len(chosen)} non-overlapping {prompt_seconds} + {seconds} s "
               f"prompts; scoring {len(chosen)} of the {n_prompts} asked", file=sys.stderr)
-    codes = torch.stack([torch.from_numpy(np.asarray(cache.codes(p)[:levels, s:s + prompt_frames + frames],
-                                                     dtype=np.int64)) for p, s in chosen]).to(device)
+    codes = segment_codes(cache, chosen, levels, prompt_frames + frames).to(device)
     prompt = codes[:, :, :prompt_frames]
     g = recipe.generate
     request = GenerationRequest(prompt=split, seconds=seconds, out=Path("."), prompt_seconds=prompt_seconds,
