@@ -105,6 +105,18 @@ def test_after_a_fading_prompt_the_continuation_joins_at_the_level_the_prompt_en
     assert short.gain_db == MAX_GAIN_DB  # towards the prompt's loudness, 25 dB up, as far as the cap allows
 
 
+def test_a_continuation_louder_than_its_prompt_is_brought_down_to_the_prompts_loudness():
+    """The codec renders the prompt at its level (no correction), but the continuation breaks into playing 12 dB
+    louder: the take does not carry that outburst above the prompt's loudness."""
+    rate = 16000
+    original = Recording(tone(3, rate, 0.2)[None].float(), rate, "PCM_16")
+    generated = torch.cat([tone(3, rate, 0.2), tone(2, rate, 0.8)]).float()
+    joined = splice(original, 3 * rate, 0, generated, rate, join=3 * rate, crossfade_s=0.0)
+    assert joined.rendering_lufs == pytest.approx(joined.prompt_end_lufs, abs=1e-6)  # the codec's level is right
+    assert joined.gain_db == pytest.approx(-20 * math.log10(4), abs=0.1)
+    assert loudness_lufs(joined.take.samples[:, 3 * rate:], rate) == pytest.approx(joined.prompt_lufs, abs=0.1)
+
+
 def test_splice_never_clips_and_leaves_silence_alone():
     rate = 8000
     original = Recording(tone(2, rate, 0.9)[None].float(), rate, "PCM_16")

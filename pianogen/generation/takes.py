@@ -11,7 +11,9 @@ continuation, so the continuation joins at the recording's level and then keeps 
 continuation itself to the prompt's loudness raised whatever followed a fading prompt to the prompt's mean:
 after a single decaying Salamander note, +24 dB, a held wash as loud as the note's attack. The codec's level is
 not the same for loud and soft sound (that note's re-synthesis is 12 dB below the recording in its first second,
-7.5 dB in its fifth, RMS), so it is measured where the continuation starts, not over the whole prompt.
+7.5 dB in its fifth, RMS), so it is measured where the continuation starts, not over the whole prompt. And
+the continuation is never made louder, as a whole, than the prompt: after a soft note the model can break into
+loud playing, which that gain alone carried into the take 11 dB above the note's attack.
 """
 
 from __future__ import annotations
@@ -157,9 +159,9 @@ def splice(original: Recording, cut: int, prompt_start: int, generated: torch.Te
     the original. The crossfade runs over the last ``crossfade_s`` before the cut, from the original to
     the codec's own rendering of those samples, so the continuation grows out of the sound it was
     sampled from. The gain brings the codec's rendering of the prompt window's last CALIBRATION_S (the same
-    span of ``generated`` before ``join``) to their loudness in ``original``; where either has none (silence,
-    or a rendering shorter than that), the continuation's own loudness is matched to the whole window's
-    (``original[:, prompt_start:cut]``) instead.
+    span of ``generated`` before ``join``) to their loudness in ``original``, but never makes the continuation
+    louder than the whole window (``original[:, prompt_start:cut]``); where either has no loudness (silence, or
+    a rendering shorter than that), the continuation's own loudness is matched to the whole window's instead.
     """
     rate, dtype = original.sample_rate, original.samples.dtype
     incoming = generated.detach().cpu().double()
@@ -172,12 +174,13 @@ def splice(original: Recording, cut: int, prompt_start: int, generated: torch.Te
     prompt_end_lufs = loudness_lufs(original.samples[:, cut - span:cut], rate)
     rendering_lufs = loudness_lufs(incoming[:, join - span:join], rate) if join >= span else None
     continuation_lufs = loudness_lufs(incoming[:, join:], rate)
+    matched = prompt_lufs - continuation_lufs if prompt_lufs is not None and continuation_lufs is not None else None
     if prompt_end_lufs is not None and rendering_lufs is not None:
         gain_db = prompt_end_lufs - rendering_lufs  # the codec's level where the continuation starts
-    elif prompt_lufs is not None and continuation_lufs is not None:
-        gain_db = prompt_lufs - continuation_lufs
+        if matched is not None:  # but never louder, as a whole, than the prompt
+            gain_db = min(gain_db, matched)
     else:
-        gain_db = 0.0
+        gain_db = matched if matched is not None else 0.0
     gain_db = max(-MAX_GAIN_DB, min(MAX_GAIN_DB, gain_db))
     fade = max(0, min(round(crossfade_s * rate), cut, join))
     peak = float(incoming[:, join - fade:].abs().max()) if incoming.shape[-1] > join - fade else 0.0
