@@ -66,6 +66,7 @@ class TrainConfig:
     save_every: int = 0  # optimizer steps between mid-epoch checkpoints; 0 = at epoch ends only
     val_batches: int = 0  # validation batches per epoch; 0 = the whole split
     patience: int = 0  # stop after this many epochs without a better validation loss; 0 = run every epoch
+    scheduled_sampling: float = 0.0  # share of input codes replaced by the model's own samples (targets stay the data)
     loggers: list[str] = field(default_factory=lambda: ["jsonl"])  # registered loggers: jsonl | tensorboard | ...
 
 

@@ -22,7 +22,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "train.grad_accum": (1, None, True), "train.lr": (0, None, False), "train.weight_decay": (0, None, True),
     "train.warmup": (0, 1, True), "train.grad_clip": (0, None, True), "train.log_every": (1, None, True),
     "train.save_every": (0, None, True),
-    "train.val_batches": (0, None, True),
+    "train.val_batches": (0, None, True), "train.scheduled_sampling": (0, 1, True),
     "codec_train.steps": (1, None, True), "codec_train.batch_size": (1, None, True),
     "codec_train.segment_seconds": (0, None, False), "codec_train.lr": (0, None, False),
     "codec_train.quantizer_dropout": (0, 1, True), "codec_train.warmup": (0, 1, True),

@@ -32,6 +32,7 @@ from pianogen.training import resume as resuming
 from pianogen.training.codec_prepare import train_missing_codec
 from pianogen.training.distributed import Distributed, autocast, init_distributed  # noqa: F401 (init_distributed: its old home)
 from pianogen.training.loggers import LogPlace
+from pianogen.training.scheduled_sampling import with_own_codes
 from pianogen.training.trainer_base import Trainer
 from pianogen.training.trainloop import lr_factor
 
@@ -281,7 +282,8 @@ class TokenTrainer(Trainer):
         sync = (self.state.micro_done + 1) % self.cfg.grad_accum == 0
         with (contextlib.nullcontext() if sync or self.ddp.world == 1 else self.wrapped.no_sync()):
             with autocast(self.device, self.cfg.precision):
-                logits = self.wrapped(codes)
+                # the inputs may hold some of the model's own samples; the targets are always the data
+                logits = self.wrapped(with_own_codes(self.wrapped, codes, self.cfg.scheduled_sampling))
             loss, parts = self.objective(logits, codes, mask)
             if not math.isfinite(parts["loss"]):
                 raise PianogenError(f"loss became {parts['loss']} at step {self.state.step} (epoch "
