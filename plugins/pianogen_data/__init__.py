@@ -78,13 +78,15 @@ def register_commands(cli) -> None:
                   help="Or compose and render this many minutes of pieces.")
     @click.option("--seed", default=0, show_default=True, help="Seeds the composer and --humanize.")
     @click.option("--humanize", is_flag=True, help="Play MIDI files with small timing and velocity jitter.")
+    @click.option("--music", type=click.Choice(["pieces", "ring_outs"]), default="pieces", show_default=True,
+                  help="What --minutes composes: pieces, or ring-outs (notes and chords let ring to silence).")
     @click.option("--all-layers", is_flag=True,
                   help="Also play velocity layer 10, which codec evaluation scores (left out by default).")
     @click.option("--soundfont", type=click.Path(path_type=Path, dir_okay=False), default=None,
                   help="Play with FluidSynth and this .sf2 instead of the Salamander grand: another piano, to "
                        "evaluate on (e.g. /usr/share/sounds/sf2/TimGM6mb.sf2).")
     def data_render(out_dir: Path, midi: Path | None, minutes: float | None, seed: int, humanize: bool,
-                    all_layers: bool, soundfont: Path | None) -> None:
+                    music: str, all_layers: bool, soundfont: Path | None) -> None:
         """Render MIDI with a recorded grand (Salamander V3) into OUT_DIR, in MAESTRO's layout; resumable."""
         from pianogen_data.render import render_corpus
         from pianogen_data.sampler import SamplerConfig
@@ -93,7 +95,7 @@ def register_commands(cli) -> None:
             raise click.UsageError("give either --midi DIR or --minutes M")
         config = SamplerConfig(skip_layer=None) if all_layers else None
         click.echo(str(render_corpus(out_dir, midi=midi, minutes=minutes, seed=seed, humanized=humanize,
-                                     config=config, soundfont=soundfont)))
+                                     config=config, soundfont=soundfont, music=music)))
 
 
 __all__ = ["FolderOptions", "FolderSource", "MaestroOptions", "MaestroSource", "MixOptions", "MixSource",

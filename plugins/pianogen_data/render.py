@@ -101,21 +101,23 @@ def _stable_seed(*parts: object) -> int:
 
 def render_corpus(out_dir: Path, *, midi: Path | None = None, minutes: float | None = None, seed: int = 0,
                   humanized: bool = False, config: SamplerConfig | None = None, samples_root: Path | None = None,
-                  soundfont: Path | None = None, progress: bool = True) -> Path:
-    """Render MIDI files (``midi``) or ``minutes`` of composed pieces into ``out_dir`` (MAESTRO layout),
-    resumably. The sampler is loaded on the first piece that needs rendering, so asking again is free.
+                  soundfont: Path | None = None, progress: bool = True, music: str = "pieces") -> Path:
+    """Render MIDI files (``midi``) or ``minutes`` of composed ``music`` (pieces, ``composer.compose``, or
+    ring-outs, ``ring_outs.ring_outs``) into ``out_dir`` (MAESTRO layout), resumably. The sampler is loaded on
+    the first piece that needs rendering, so asking again is free.
     ``soundfont``: play them with FluidSynth and that soundfont instead (another piano, for evaluation)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a voice is a few short vector ops: extra threads only sync (3x slower on 2 cores)
     try:
-        return _render_corpus(out_dir, midi, minutes, seed, humanized, config, samples_root, soundfont, progress)
+        return _render_corpus(out_dir, midi, minutes, seed, humanized, config, samples_root, soundfont, progress,
+                              music)
     finally:
         torch.set_num_threads(threads)
 
 
 def _render_corpus(out_dir: Path, midi: Path | None, minutes: float | None, seed: int, humanized: bool,
                    config: SamplerConfig | None, samples_root: Path | None, soundfont: Path | None,
-                   progress: bool) -> Path:
+                   progress: bool, music: str = "pieces") -> Path:
     player: list[Sampler | FluidSynth] = []
 
     def play(performance: Performance) -> np.ndarray:
@@ -139,16 +141,22 @@ def _render_corpus(out_dir: Path, midi: Path | None, minutes: float | None, seed
     if minutes is None:
         raise PianogenError("data render needs --midi DIR (MIDI files to play) or --minutes M (pieces to compose)")
     from pianogen_data.composer import compose
+    from pianogen_data.ring_outs import ring_outs
 
+    composers = {"pieces": (compose, "Rendered"), "ring_outs": (ring_outs, "RingOuts")}
+    if music not in composers:
+        raise PianogenError(f"music must be one of {', '.join(composers)}, got {music!r}")
+    write, name = composers[music]
     pieces = corpus_plan(minutes, seed, PIECE_SECONDS)
-    items = [CorpusItem(f"{YEAR}/PianoGen-Rendered_s{seed}_{i:03d}", split, YEAR, "PianoGen Composer")
+    items = [CorpusItem(f"{YEAR}/PianoGen-{name}_s{seed}_{i:03d}", split, YEAR, "PianoGen Composer")
              for i, (_, split) in enumerate(pieces)]
     lengths = {item: seconds for item, (seconds, _) in zip(items, pieces)}
 
     def compose_and_render(item: CorpusItem) -> RenderedPiece:
         i = items.index(item)
-        performance = compose(_stable_seed(seed, i), lengths[item])
+        performance = write(_stable_seed(seed, i), lengths[item])
         title = f"{performance.info.get('title', 'Piece')} (No. {i + 1})"
         return RenderedPiece(play(performance), performance, title)
 
-    return write_corpus(out_dir, items, compose_and_render, label="rendering piano", progress=progress)
+    return write_corpus(out_dir, items, compose_and_render, label=f"rendering {music.replace('_', '-')}",
+                        progress=progress)

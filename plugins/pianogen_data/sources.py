@@ -21,6 +21,7 @@ from pianogen_data.corpus import plan as corpus_plan
 
 SPLITS = ("train", "validation", "test")
 MAX_SEED = 2**63 - 1  # torch seeds take 64 bits
+MUSIC = ("pieces", "ring_outs")  # what the rendered source composes (data.music)
 
 
 @dataclass
@@ -59,6 +60,12 @@ class SyntheticOptions(MaestroOptions):
 class RenderedOptions(SyntheticOptions):
     midi: str = ""  # a folder of MIDI files to play on the sampled grand instead of composing
     humanize: bool = False  # from MIDI: small seeded timing/velocity jitter (composed pieces always have it)
+    music: str = "pieces"  # what is composed: "pieces" (composer.py) or "ring_outs" (notes let ring to silence)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.music not in MUSIC:
+            raise PianogenError(f"data.music must be one of {', '.join(MUSIC)}, got {self.music!r}")
 
 
 @dataclass
@@ -212,7 +219,8 @@ class SalamanderSource(DataSource):
         return [Piece(p, p.name, split, title=p.stem) for split in ("train", "test") for p in notes[split]]
 
 
-def rendered_root(root: str, minutes: float, seed: int, midi: str = "", humanize: bool = False) -> Path:
+def rendered_root(root: str, minutes: float, seed: int, midi: str = "", humanize: bool = False,
+                  music: str = "pieces") -> Path:
     """Where the rendered corpus of these settings lives: ``root``, else one folder per settings under
     $PIANOGEN_HOME/rendered (a MIDI folder is keyed by a hash of its resolved path)."""
     if root:
@@ -220,21 +228,21 @@ def rendered_root(root: str, minutes: float, seed: int, midi: str = "", humanize
     if midi:
         where = hashlib.sha1(str(expand(midi).resolve()).encode()).hexdigest()[:12]
         return home() / f"rendered/midi-{where}-s{seed}{'-h' if humanize else ''}"
-    return home() / f"rendered/m{minutes}-s{seed}"
+    return home() / f"rendered/m{minutes}-s{seed}{'' if music == 'pieces' else '-' + music}"
 
 
 def rendered(root: str = "", minutes: float = 6.0, seed: int = 0, midi: str = "", humanize: bool = False,
-             years: list[int] = (), skip_missing: bool = False) -> MaestroSource:
-    """Real piano rendered with the sampled grand: ``minutes`` of composed pieces (``seed``), or the MIDI files
-    of ``midi`` (humanised when ``humanize``), written to ``root`` (default under $PIANOGEN_HOME) on first
-    use; then read like MAESTRO."""
+             years: list[int] = (), skip_missing: bool = False, music: str = "pieces") -> MaestroSource:
+    """Real piano rendered with the sampled grand: ``minutes`` of composed ``music`` (``seed``: pieces, or
+    ring-outs), or the MIDI files of ``midi`` (humanised when ``humanize``), written to ``root`` (default under
+    $PIANOGEN_HOME) on first use; then read like MAESTRO."""
     from pianogen_data.render import PIECE_SECONDS, render_corpus
 
-    path = rendered_root(root, minutes, seed, midi, humanize)
+    path = rendered_root(root, minutes, seed, midi, humanize, music)
     plan = None if midi else lambda: corpus_plan(minutes, seed, PIECE_SECONDS)  # MIDI lengths: known once read
     return ComposedSource(path, years, skip_missing, plan=plan,
                           make=lambda: render_corpus(path, midi=expand(midi) if midi else None, minutes=minutes,
-                                                     seed=seed, humanized=humanize))
+                                                     seed=seed, humanized=humanize, music=music))
 
 
 def salamander(root: str = "") -> SalamanderSource:
