@@ -185,3 +185,16 @@ def test_sampler_notes_scores_each_sampler_on_each_set(trained_run):
         assert r["prompts"] >= 1 and r["true"] == rows[0]["true"]  # the same prompts and truth for every sampler
         assert set(r["model"]) == {"notes_per_second", "struck_notes_per_second", "distinct_pitches",
                                    "pitch_class_correlation"}
+
+
+def test_loud_codes_measures_both_modes_on_each_set(trained_run):
+    args = [sys.executable, str(BENCHMARKS / "loud_codes.py"), str(trained_run), "--sets", "all:validation:2",
+            "--prompt-seconds", "0.5", "--seconds", "1", "--louder", "0"]
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["mode"] for r in rows] == ["teacher-forced", "free-running"]
+    for r in rows:
+        assert r["prompts"] >= 1 and len(r["loud_probability_by_second"]) == 1
+        # codes at least as loud as the prompt's end: some of the probability of every frame, never all of it
+        assert 0 < r["expected_loud_frames"] < r["frames"]
