@@ -1,12 +1,13 @@
 """Ring-outs: a pianist striking a note, a chord or a short figure and letting it ring until it has died away.
 
-Why a corpus of them: the composed pieces (composer.py) never stop: a note decays under the next one, and no
-5 s window of them is a lone sound fading. The piano model trained on them, with the single Salamander notes at
-18 pitches beside, read the quiet tail of a lone note at another pitch as the rest before loud chords: on the
-Salamander test notes, given the true tail (teacher-forced), the shipped model fine-tuned 200 steps put 7.7 % of
-each frame's level-1 probability in the first second on codes 20 dB louder than the tail, against 0.2 % after
-the notes it trained on (RESULTS.md, "Ring-outs"). Ring-outs put every key of the piano, at every loudness, in
-that situation, played by the same sampled grand (velocity layer 10, the test notes' layer, left out as ever).
+Why a corpus of them: the composed pieces (composer.py) never stop: a note decays under the next one, and no 5 s
+window of them is a lone sound fading. The piano model trained on them, with the single Salamander notes at 18
+pitches beside, read the quiet tail of a lone note at another pitch as the rest before loud chords: given the
+true tail of a Salamander test note, it gave 9.6 % of the first second's level-1 probability to codes 20 dB
+louder than the tail (1.1 % after the notes it trained on); retrained with ring-outs (and its own codes), 0.8 %
+(`benchmarks/loud_codes.py`; RESULTS.md, "Own codes and ring-outs"). Ring-outs put every key of the piano, at
+every loudness, in that situation, played by the same sampled grand (velocity layer 10, the test notes' layer,
+left out as ever).
 
 A gesture: one note (45 %), a chord of 2-4 notes within about an octave and a half (35 %), or a figure of 2-5
 notes ending on a held one (20 %); somewhere on the keyboard (centred on E4, A0-C8), velocity 15-115. The key is
