@@ -15,6 +15,7 @@ from pathlib import Path
 import pianogen
 from pianogen.hookspecs import Register
 from pianogen_data.sources import (
+    MUSIC,
     FolderOptions,
     FolderSource,
     MaestroOptions,
@@ -78,7 +79,7 @@ def register_commands(cli) -> None:
                   help="Or compose and render this many minutes of pieces.")
     @click.option("--seed", default=0, show_default=True, help="Seeds the composer and --humanize.")
     @click.option("--humanize", is_flag=True, help="Play MIDI files with small timing and velocity jitter.")
-    @click.option("--music", type=click.Choice(["pieces", "ring_outs"]), default="pieces", show_default=True,
+    @click.option("--music", type=click.Choice(list(MUSIC)), default="pieces", show_default=True,
                   help="What --minutes composes: pieces, or ring-outs (notes and chords let ring to silence).")
     @click.option("--all-layers", is_flag=True,
                   help="Also play velocity layer 10, which codec evaluation scores (left out by default).")

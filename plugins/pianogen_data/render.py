@@ -117,7 +117,7 @@ def render_corpus(out_dir: Path, *, midi: Path | None = None, minutes: float | N
 
 def _render_corpus(out_dir: Path, midi: Path | None, minutes: float | None, seed: int, humanized: bool,
                    config: SamplerConfig | None, samples_root: Path | None, soundfont: Path | None,
-                   progress: bool, music: str = "pieces") -> Path:
+                   progress: bool, music: str) -> Path:
     player: list[Sampler | FluidSynth] = []
 
     def play(performance: Performance) -> np.ndarray:
