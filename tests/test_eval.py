@@ -100,7 +100,7 @@ def test_report_files(evaluated):
 def test_the_continuation_notes_have_every_floor(evaluated):
     notes = evaluated[0]["continuation"]["notes"]
     assert notes["transcriber"] == "basic_pitch" and notes["seconds_after_prompt"] == [1.0, 2.0]
-    assert notes["signals"] == ["model", "true", "other_piece", "noise", "pink_noise", "drone"]
+    assert notes["signals"] == ["model", "true", "codec", "other_piece", "noise", "pink_noise", "drone"]
     metrics = {"notes_per_second", "struck_notes_per_second", "pitch_class_correlation", "key_agreement",
                "distinct_pitches"}
     for name in notes["signals"]:

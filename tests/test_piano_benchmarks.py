@@ -99,6 +99,23 @@ def test_nll_above_a_floor_at_one_level_fewer_prompts_and_no_notes_fail():
     assert statuses(verdict)["notes heard"] == "fail" and verdict["verdict"] == "fail"
 
 
+def test_the_codec_ceiling_names_the_checks_its_own_resynthesis_fails_and_leaves_the_verdict_alone():
+    r = report(notes(0.8, 4.0, 6.0))
+    # the codec renders the true continuation's tail as a hum: few of the prompt's pitch classes, onsets at 2.5x
+    r["continuation"]["notes"]["codec"] = notes(0.1, 10.0, 6.0, struck=4.0)
+    verdict = piano_verdict(r)
+    ceiling = next(c for c in verdict["checks"] if c["name"] == "codec ceiling")
+    assert ceiling["status"] == "info"
+    assert ceiling["numbers"]["fails_too"] == ["pitch_class_correlation halfway", "notes_per_second ratio to true"]
+    assert ceiling["numbers"]["notes_per_second ratio to true"] == 10.0
+    assert verdict["verdict"] == piano_verdict(report(notes(0.8, 4.0, 6.0)))["verdict"]
+    row = results_row("salamander (test)", verdict)
+    assert "| pitch_class_correlation (0.1), notes_per_second (10) |" in row
+    r["continuation"]["notes"]["codec"] = notes(0.8, 4.0, 6.0)  # a transparent codec fails nothing
+    assert "| none |" in results_row("x", piano_verdict(r))
+    assert "| n/a |" in results_row("x", piano_verdict(report(notes(0.8, 4.0, 6.0))))  # a report without it
+
+
 def test_the_results_row_has_a_cell_per_header_column():
     row = results_row("other_piano (all)", piano_verdict(report(notes(0.7, 3.0, 5.0))))
     assert row.count("|") == RESULTS_HEADER.splitlines()[0].count("|")

@@ -63,9 +63,12 @@ SIGNALS = {
     "raw": "the true continuation, the original audio",
     **FLOORS,
 }
-NOTE_SIGNALS = ("generated", "raw", *FLOORS)  # the signals whose notes are heard (resynth: the codec's business)
-# what the notes block calls them: the model's continuation, the true one (the ceiling) and the floors
-NOTE_NAMES = {"generated": "model", "raw": "true", "white_noise": "noise"}
+# the signals whose notes are heard. resynth is the codec's ceiling: a token model that sampled every true code
+# would sound like it, so a check it fails too is the codec's to mend, not the token model's
+NOTE_SIGNALS = ("generated", "raw", "resynth", *FLOORS)
+# what the notes block calls them: the model's continuation, the true one (the ceiling), the codec's rendition
+# of the true one, and the floors
+NOTE_NAMES = {"generated": "model", "raw": "true", "resynth": "codec", "white_noise": "noise"}
 # who each signal is compared with by Mel L1 and spectral convergence
 REFERENCES = {"generated": ["resynth", "raw"], "resynth": ["raw"], **{name: ["resynth", "raw"] for name in FLOORS}}
 
