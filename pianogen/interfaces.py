@@ -45,6 +45,15 @@ class Codec(nn.Module, abc.ABC):
         """What makes two codecs produce the same tokens: keys the token cache and is checked against
         checkpoints (name + a hash of config and weights)."""
 
+    def former_identities(self) -> list[dict[str, Any]]:
+        """Identities an earlier pianogen gave this same codec, which runs and saved codes may have recorded.
+        Default: none."""
+        return []
+
+    def recognizes(self, recorded: dict[str, Any]) -> bool:
+        """Whether tokens recorded under the identity ``recorded`` are this codec's tokens."""
+        return recorded == self.identity() or recorded in self.former_identities()
+
     def decoder_context_frames(self) -> int | None:
         """Frames before a chunk that decoding must see for the chunk's audio to equal one-shot decoding (a
         causal decoder's receptive field, in frames): streaming decodes each chunk from that many frames back.
@@ -119,6 +128,13 @@ class TrainableCodec(Codec):
     def init_codebooks(self, wav: torch.Tensor) -> None:
         """Initialise untrained codebooks from audio wav FloatTensor[B, 1, S] before the first step.
         Default: nothing to do."""
+
+    def freeze_tokens(self) -> None:
+        """Leave what makes the tokens (encoder, codebooks) as it is from now on, so that training moves only
+        the decoder and ``identity`` stays the same: every token model trained on the codec stays valid
+        (``codec_train.train = "decoder"``). Default: this codec cannot."""
+        raise PianogenError(f"codec {type(self).__name__} cannot train its decoder alone "
+                            f"(codec_train.train = \"decoder\"): it has no freeze_tokens")
 
 
 class TokenModel(nn.Module, abc.ABC):

@@ -81,7 +81,7 @@ def load_run(run_dir: "str | Path", tag: str = "best", device: torch.device | st
     recipe = locate_codec(run_dir, expand_run_folder(pianogen.load_recipe(run_dir / "recipe.toml"), run_dir))
     meta = checkpoint.load_meta(found)
     codec = build_codec(recipe, device)
-    if meta["codec_name"] != recipe.codec.name or meta["codec"] != codec.identity():
+    if meta["codec_name"] != recipe.codec.name or not codec.recognizes(meta["codec"]):
         raise PianogenError(f"{found} was trained with codec {meta['codec_name']} {meta['codec']}, but the "
                             f"recipe's codec is {recipe.codec.name} {codec.identity()}")
     model = build_token_model(recipe, codec)

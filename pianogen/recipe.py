@@ -73,6 +73,9 @@ class TrainConfig:
 @dataclass
 class CodecTrainConfig:
     steps: int = 20000  # optimizer steps
+    # all | decoder: start from the [codec] checkpoint and train only its decoder, the encoder and codebooks
+    # left as they are, so the codes, and every token model trained on them, stay valid (out names the new file)
+    train: str = "all"
     batch_size: int = 16  # audio segments per step
     segment_seconds: float = 1.0  # length of each training segment
     lr: float = 3e-4  # Adam learning rate (generator and discriminator); the peak under "cosine"

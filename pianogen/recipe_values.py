@@ -36,7 +36,8 @@ RANGES.update({"run.seed": (0, 2**63 - 1, True)})  # torch seeds take 64 bits
 # list key -> (length, low, high): each item in [low, high) (AdamW refuses a beta of 1 or more, after minutes)
 LIST_RANGES: dict[str, tuple[int, float, float]] = {"train.betas": (2, 0.0, 1.0)}
 CHOICES = {"train.schedule": ("onecycle", "cosine", "constant"), "train.precision": ("fp32", "bf16"),
-           "codec_train.precision": ("fp32", "bf16"), "codec_train.schedule": ("constant", "cosine")}
+           "codec_train.precision": ("fp32", "bf16"), "codec_train.schedule": ("constant", "cosine"),
+           "codec_train.train": ("all", "decoder")}
 
 
 def _type_ok(value: Any, hint: Any) -> bool:

@@ -20,6 +20,7 @@ trained run.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from dataclasses import dataclass
@@ -167,13 +168,18 @@ def _cast_weights(path: Path, dtype_name: str) -> None:
     path.write_bytes(safetensors_bytes(cast, metadata))  # sorted metadata: the same weights give the same sha256
 
 
-def pack_run(run_dir: str | Path, dest: str | Path, tag: str = "best", weights_dtype: str = "") -> Path:
+def pack_run(run_dir: str | Path, dest: str | Path, tag: str = "best", weights_dtype: str = "",
+             codec_path: str | Path | None = None) -> Path:
     """A trained run -> a built-in run folder at ``dest`` (which must not exist): the frozen recipe with the
     codec pointed at ``$RUN/codec.safetensors``, the codec file, the ``tag`` checkpoint's weights and meta as
     ``checkpoints/best``, and SHA256SUMS. Trainer state, metrics and figures stay behind.
 
     ``weights_dtype="bf16"`` stores the token model's floating weights in bfloat16 (half the bytes: what keeps
-    a shipped run under the size budget); loading casts them back to the model's dtype."""
+    a shipped run under the size budget); loading casts them back to the model's dtype.
+
+    ``codec_path``: ship this codec file instead of the run's, one that makes the same tokens (the run's codec
+    with its decoder trained again: ``codec_train.train = "decoder"``); anything else is refused. The meta
+    records the codec's identity as this version computes it."""
     import pianogen
     from pianogen.fetch.needs import codec_file
     from pianogen.fetch.run_codec import locate_codec
@@ -190,13 +196,24 @@ def pack_run(run_dir: str | Path, dest: str | Path, tag: str = "best", weights_d
     codec = codec_file(recipe.codec.name, recipe.codec.options)
     if codec is None or not codec.is_file():
         raise PianogenError(f"{run_dir}'s codec has no weights file to ship ({codec})")
+    meta = checkpoint.load_meta(found)
+    trained_on = pianogen.get_codec(recipe.codec.name, **recipe.codec.options)
+    if not trained_on.recognizes(meta["codec"]):
+        raise PianogenError(f"{found} was trained with codec {meta['codec']}, not {codec}")
+    if codec_path is not None:
+        shipped = pianogen.get_codec(recipe.codec.name, **{**recipe.codec.options, "checkpoint": str(codec_path)})
+        if shipped.identity() != trained_on.identity():
+            raise PianogenError(f"{codec_path} makes other tokens than {codec}, the codec {run_dir} trained on: "
+                                f"only a codec whose decoder alone was trained again can replace it")
+        codec = Path(codec_path)
+    meta["codec"] = trained_on.identity()
     stage = dest.with_name(f".{dest.name}.packing")
     shutil.rmtree(stage, ignore_errors=True)
     try:
         (stage / "checkpoints" / "best").mkdir(parents=True)
         shutil.copyfile(codec, stage / "codec.safetensors")
-        for name in (checkpoint.MODEL_FILE, checkpoint.META_FILE):
-            shutil.copyfile(found / name, stage / "checkpoints" / "best" / name)
+        shutil.copyfile(found / checkpoint.MODEL_FILE, stage / "checkpoints" / "best" / checkpoint.MODEL_FILE)
+        (stage / "checkpoints" / "best" / checkpoint.META_FILE).write_text(json.dumps(meta, indent=2))
         if weights_dtype:
             _cast_weights(stage / "checkpoints" / "best" / checkpoint.MODEL_FILE, weights_dtype)
         raw = dict(recipe.raw)

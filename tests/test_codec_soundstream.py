@@ -105,6 +105,15 @@ def test_checkpoint_roundtrip_and_identity(tmp_path):
     assert torch.equal(loaded.encode(x), codec.encode(x))
     assert loaded.identity() == codec.identity() and loaded.identity()["name"] == "soundstream"
     assert loaded.identity() != tiny_codec(codebook_size=64).identity()
+    # the identity is what makes the tokens: the decoder is not in it, the encoder and the codebooks are
+    with torch.no_grad():
+        next(loaded.decoder.parameters()).add_(0.1)
+        assert loaded.identity() == codec.identity()
+        next(loaded.encoder.parameters()).add_(0.1)
+        assert loaded.identity() != codec.identity()
+        next(loaded.encoder.parameters()).sub_(0.1)
+        loaded.quantizer.layers[1]._codebook.embed.add_(0.1)
+        assert loaded.identity() != codec.identity()
     # agreeing architecture keys are fine; $PIANOGEN_HOME expands even when only the recipe names it
     pianogen.get_codec("soundstream", checkpoint=str(path), channels=4, strides=(2, 4, 5))
     home_ckpt = pianogen.paths.home() / "codecs" / "x.safetensors"

@@ -351,3 +351,41 @@ def test_a_kill_between_any_two_writes_of_a_checkpoint_resumes_exactly(recipe_fi
             f"killed before write {n} ({writes[n - 1]}): the resumed run differs"
         assert trained_steps(broken_out) == 4
         assert [r["step"] for r in map(json.loads, metrics_path(resumed).read_text().splitlines())] == [1, 2, 3, 4]
+
+
+def test_a_decoder_trained_alone_keeps_the_codes_and_the_identity(recipe_file, isolated_home):
+    base = train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.steps=10"]), progress=False)
+    before = base.read_bytes()
+    out = isolated_home / "codecs" / "tiny_decoder.safetensors"
+    decoder_recipe = pianogen.load_recipe(str(recipe_file), ["codec_train.train=decoder", f"codec_train.out={out}",
+                                                             "codec_train.steps=20"])
+    assert train_codec(decoder_recipe, progress=False) == out
+    assert base.read_bytes() == before  # the codec it started from is never written
+    old, new = (pianogen.get_codec("soundstream", checkpoint=str(path)) for path in (base, out))
+    old_state, new_state = old.state_dict(), new.state_dict()
+    token_keys = [k for k in old_state if k.startswith(("encoder.", "quantizer."))]
+    assert token_keys and all(torch.equal(old_state[k], new_state[k]) for k in token_keys)
+    assert any(not torch.equal(old_state[k], new_state[k]) for k in old_state if k.startswith("decoder."))
+    wav = torch.from_numpy(piano_like(1.0, 7))[None, None]
+    assert torch.equal(old.encode(wav), new.encode(wav)) and old.identity() == new.identity()
+    assert new.recognizes(old.identity()) and not new.recognizes(old.former_identities()[0])
+    wavs = [wav[0]]
+    assert _quality(out, wavs)["all"]["mel_l1"] < _quality(base, wavs)["all"]["mel_l1"]
+    assert trained_steps(out) == 20
+    # resumed with the recorded settings only; the recorded settings of a whole-codec training never name it
+    with pytest.raises(PianogenError, match="codec_train.train 'decoder' -> 'unset'"):
+        train_codec(pianogen.load_recipe(str(recipe_file), [f"codec_train.out={out}", "codec_train.steps=20"]),
+                    resume=True, progress=False)
+
+
+def test_a_decoder_training_needs_a_trained_codec_and_another_file(recipe_file, isolated_home):
+    with pytest.raises(PianogenError, match="codec.checkpoint must name one"):
+        train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.train=decoder",
+                                                            "codec_train.out=/tmp/x.safetensors"]), progress=False)
+    recipe = pianogen.load_recipe(str(recipe_file))
+    recipe.codec_train.steps = 0  # the seeded initial weights: a codec file to start from
+    train_codec(recipe, progress=False)
+    with pytest.raises(PianogenError, match="set codec_train.out to another path"):
+        train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.train=decoder"]), progress=False)
+    with pytest.raises(PianogenError, match="codec_train.train must be one of"):
+        pianogen.load_recipe(str(recipe_file), ["codec_train.train=encoder"])

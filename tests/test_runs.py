@@ -252,3 +252,43 @@ def test_the_shipped_piano_continues_an_example_in_memory():
     one, sr = pianogen.continue_audio(take, rate, seconds=1.0, seed=3)
     two, _ = pianogen.continue_audio(take, rate, seconds=1.0, seed=3)
     assert one.shape == (2, sr) and torch.equal(one, two) and one.abs().max() > 1e-3
+
+
+def test_a_run_ships_with_its_codec_s_decoder_trained_again_but_not_with_another_codec(trained_run, tmp_path):
+    from pianogen.pipeline import load_run
+
+    recipe, codec, _, meta = load_run(trained_run)
+    codes = torch.randint(0, codec.codebook_size, (1, recipe.codec.levels, 40))
+    retuned = pianogen.get_codec("soundstream", checkpoint=recipe.codec.options["checkpoint"])
+    with torch.no_grad():
+        next(retuned.decoder.parameters()).mul_(0.5)  # a decoder trained again, the encoder and codebooks kept
+    retuned.save(tmp_path / "retuned.safetensors")
+    shipped = pack_run(trained_run, tmp_path / "shipped", codec_path=tmp_path / "retuned.safetensors")
+    _, shipped_codec, _, shipped_meta = load_run(shipped)
+    assert shipped_meta["codec"] == codec.identity() == shipped_codec.identity()
+    assert not torch.equal(shipped_codec.decode(codes), codec.decode(codes))  # its own decoder
+    assert shipped_meta["step"] == meta["step"]
+    other = pianogen.get_codec("soundstream", checkpoint=recipe.codec.options["checkpoint"])
+    with torch.no_grad():
+        next(other.encoder.parameters()).add_(0.01)
+    other.save(tmp_path / "other.safetensors")
+    with pytest.raises(PianogenError, match="makes other tokens than"):
+        pack_run(trained_run, tmp_path / "refused", codec_path=tmp_path / "other.safetensors")
+    assert not (tmp_path / "refused").exists()
+
+
+def test_a_run_recorded_under_the_former_identity_still_loads(trained_run, tmp_path):
+    from pianogen.pipeline import load_run
+
+    run = shutil.copytree(trained_run, tmp_path / "older")
+    codec = load_run(run)[1]
+    for meta_path in (run / "checkpoints").rglob("meta.json"):
+        meta = json.loads(meta_path.read_text())
+        meta["codec"] = codec.former_identities()[0]  # as pianogen 0.2 recorded it: config + the file's sha256
+        meta_path.write_text(json.dumps(meta))
+    assert load_run(run)[3]["codec"] == codec.former_identities()[0]
+    meta["codec"] = {"name": "soundstream", "config_hash": "0" * 16}
+    for meta_path in (run / "checkpoints").rglob("meta.json"):
+        meta_path.write_text(json.dumps(meta))
+    with pytest.raises(PianogenError, match="was trained with codec"):
+        load_run(run)

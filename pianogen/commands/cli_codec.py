@@ -23,11 +23,16 @@ def codec() -> None:
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint (with the recorded settings).")
 @click.option("--force", is_flag=True, help="Replace an existing codec file with a new training.")
 def codec_train(recipe: str, overrides: tuple[str, ...], resume: bool, force: bool) -> None:
-    """Train a codec on the recipe's corpus."""
+    """Train a codec on the recipe's corpus (with codec_train.train = "decoder", only the decoder of the codec
+    the recipe's [codec] names, trained first from its train_recipe when missing)."""
     from pianogen import load_recipe
+    from pianogen.training.codec_prepare import train_missing_codec
     from pianogen.training.codec_train import train_codec
 
-    click.echo(str(train_codec(load_recipe(recipe, overrides), resume=resume, force=force)))
+    loaded = load_recipe(recipe, overrides)
+    if loaded.codec_train.train == "decoder":
+        train_missing_codec(loaded)
+    click.echo(str(train_codec(loaded, resume=resume, force=force)))
 
 
 @codec.group(name="import")

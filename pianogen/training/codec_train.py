@@ -146,6 +146,8 @@ class CodecTrainer(Trainer):
         self.lock_busy = f"{self.out} is being trained by another process"
         self.log_place, self.logger_names = LogPlace(self.out.parent, f"{self.out.stem}."), self.cfg.loggers
         self.bar_label, self.total_steps = "codec", self.cfg.steps
+        if self.decoder_only:  # before any file is looked at: the source must exist and stay unwritten
+            self.decoder_source()
 
     def resume_point(self) -> Path | None:
         # it holds the lock: every temp file of these is a killed writer's (checkpoint.save clears its own)
@@ -192,10 +194,16 @@ class CodecTrainer(Trainer):
         self.python_rngs = {"steps": random.Random(recipe.run.seed),
                             "segments": random.Random(recipe.run.seed + 1000 * self.ddp.rank)}
         options: dict[str, Any] = {k: v for k, v in recipe.codec.options.items() if k != "checkpoint"}
-        self.codec = self.model = pianogen.get_codec(recipe.codec.name, **options).to(device).train()
+        if self.decoder_only:  # from the trained codec: its encoder and codebooks are kept, its decoder trained
+            options["checkpoint"] = str(self.decoder_source())
+        self.codec = self.model = pianogen.get_codec(recipe.codec.name, **options).to(device)
         if not isinstance(self.codec, TrainableCodec):
             raise PianogenError(f"codec '{recipe.codec.name}' cannot be trained (it is not a TrainableCodec)")
-        self.opt = torch.optim.Adam(self.codec.parameters(), lr=cfg.lr, betas=(0.5, 0.9))
+        if self.decoder_only:
+            self.codec.freeze_tokens()
+        self.codec.train()
+        trained = [p for p in self.codec.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(trained, lr=cfg.lr, betas=(0.5, 0.9))
         self.register_state("opt", self.opt)
         self.lr_factor = lr_factor(cfg.schedule, cfg.warmup, cfg.steps)
         self.disc = self.disc_opt = None
@@ -207,8 +215,27 @@ class CodecTrainer(Trainer):
             self.register_state("disc", self.disc, required=False)  # a state from before the discriminator
             self.register_state("disc_opt", self.disc_opt, required=False)
 
+    @property
+    def decoder_only(self) -> bool:
+        return self.cfg.train == "decoder"
+
+    def decoder_source(self) -> Path:
+        """The trained codec whose decoder ``train = "decoder"`` trains again: the [codec] checkpoint, which must
+        exist and is never the file written (``out``), since runs tokenized with it may still decode with it."""
+        given = self.recipe.codec.options.get("checkpoint")
+        source = expand(given) if given else None
+        if source is None or not source.is_file():
+            raise PianogenError(f"codec_train.train = \"decoder\" trains the decoder of a trained codec: "
+                                f"codec.checkpoint must name one ({given or 'unset'})")
+        if source.resolve() == self.out.resolve():
+            raise PianogenError(f"codec_train.train = \"decoder\" writes a new codec file: set codec_train.out "
+                                f"to another path than codec.checkpoint ({source})")
+        return source
+
     def start_fresh(self) -> None:
         self.sampler = self._segments(None)
+        if self.decoder_only:  # the codebooks are the trained codec's
+            return
         # TrainableCodec.init_codebooks: so even steps = 0 gives usable codes
         self.codec.init_codebooks(self.sampler.batch(self.cfg.batch_size // self.ddp.world).to(self.device))
 

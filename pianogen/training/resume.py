@@ -86,6 +86,8 @@ def codec_settings(recipe: Recipe) -> dict[str, Any]:
             flat.update({f"{table}.{k}": v for k, v in entries if f"{table}.{k}" not in RESUMABLE_CODEC_KEYS})
     if recipe.codec_train.schedule == "constant":  # only a constant lr does not depend on the length: extendable
         flat.pop("codec_train.steps")
+    if recipe.codec_train.train == "all":  # as every training recorded before the key existed
+        flat.pop("codec_train.train")
     return json.loads(json.dumps(flat, default=str))  # as the checkpoint stores it
 
 

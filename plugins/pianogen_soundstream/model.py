@@ -34,6 +34,7 @@ from pianogen_soundstream.rvq import (
 )
 
 CODEC_NAME = "soundstream"  # written into checkpoint metadata so other codecs' files are refused
+TOKEN_MODULES = ("encoder", "quantizer")  # what makes the tokens: hashed into the identity; the decoder is not
 
 
 @dataclass
@@ -304,9 +305,34 @@ class SoundStream(TrainableCodec):
         return torch.stack([layer.codebook for layer in self.quantizer.layers])  # [K, V, D]
 
     def identity(self) -> dict[str, Any]:
-        weights = self.weights_sha256 or _state_sha256(self)
+        """The config and the weights that make the tokens (encoder and codebooks), not the decoder's: a
+        decoder trained again on the same codes (``freeze_tokens``) keeps it, and with it every token model
+        and token cache made with the codec."""
+        weights = _state_sha256(self, tuple(f"{name}." for name in TOKEN_MODULES))
         digest = hashlib.sha256((self.config.to_json() + weights).encode()).hexdigest()[:16]
         return {"name": CODEC_NAME, "config_hash": digest}
+
+    def former_identities(self) -> list[dict[str, Any]]:
+        """pianogen <= 0.2 hashed the config with the whole file it was loaded from, decoder included."""
+        if not self.weights_sha256:
+            return []
+        digest = hashlib.sha256((self.config.to_json() + self.weights_sha256).encode()).hexdigest()[:16]
+        return [{"name": CODEC_NAME, "config_hash": digest}]
+
+    def freeze_tokens(self) -> None:
+        """Encoder and codebooks stop learning: no gradients, and kept in eval mode, so the codebooks' EMA,
+        k-means and dead-code resets never run (``train`` below); only the decoder trains."""
+        self.tokens_frozen = True
+        for name in TOKEN_MODULES:
+            getattr(self, name).requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> SoundStream:
+        super().train(mode)
+        if getattr(self, "tokens_frozen", False):
+            for name in TOKEN_MODULES:
+                getattr(self, name).eval()
+        return self
 
     def save(self, path: Path) -> None:
         """Weights + EMA codebook buffers as safetensors, the config as JSON metadata; atomic."""
@@ -316,10 +342,12 @@ class SoundStream(TrainableCodec):
         self.weights_sha256 = hashlib.sha256(data).hexdigest()
 
 
-def _state_sha256(model: nn.Module) -> str:
-    """Hash of in-memory weights, for a codec that was never saved."""
+def _state_sha256(model: nn.Module, prefixes: tuple[str, ...] = ("",)) -> str:
+    """Hash of the in-memory weights (buffers included) whose names start with one of ``prefixes``."""
     h = hashlib.sha256()
     for key, tensor in sorted(model.state_dict().items()):
+        if not key.startswith(prefixes):
+            continue
         h.update(key.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
