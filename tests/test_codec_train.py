@@ -389,3 +389,28 @@ def test_a_decoder_training_needs_a_trained_codec_and_another_file(recipe_file, 
         train_codec(pianogen.load_recipe(str(recipe_file), ["codec_train.train=decoder"]), progress=False)
     with pytest.raises(PianogenError, match="codec_train.train must be one of"):
         pianogen.load_recipe(str(recipe_file), ["codec_train.train=encoder"])
+
+
+def test_a_missing_decoder_codec_trains_the_codec_it_starts_from_first(recipe_file, isolated_home):
+    from pianogen.training.codec_prepare import train_missing_codec
+
+    base = isolated_home / "codecs" / "tiny.safetensors"
+    decoder_file = recipe_file.with_name("decoder.toml")
+    decoder_out = base.with_name("tiny_dec.safetensors")
+    decoder_file.write_text(recipe_file.read_text().replace(
+        'checkpoint = "$PIANOGEN_HOME/codecs/tiny.safetensors"',
+        f'checkpoint = "$PIANOGEN_HOME/codecs/tiny.safetensors"\ntrain_recipe = "{recipe_file}"').replace(
+        "[codec_train]\nsteps = 30", f'[codec_train]\ntrain = "decoder"\nout = "{decoder_out}"\nsteps = 10'))
+    token_recipe = pianogen.load_recipe(str(decoder_file))  # stands for a token recipe: only its [codec] is read
+    token_recipe.codec.options["checkpoint"] = str(decoder_out)
+    token_recipe.codec.train_recipe = str(decoder_file)
+    train_missing_codec(token_recipe, progress=False)
+    assert trained_steps(base) == 30 and trained_steps(decoder_out) == 10
+    trained = [pianogen.get_codec("soundstream", checkpoint=str(p)) for p in (base, decoder_out)]
+    assert trained[0].identity() == trained[1].identity()
+    looping = decoder_file.with_name("looping.toml")
+    looping.write_text(decoder_file.read_text().replace(f'train_recipe = "{recipe_file}"',
+                                                        f'train_recipe = "{looping}"'))
+    token_recipe.codec.train_recipe = str(looping)
+    with pytest.raises(PianogenError, match="needs itself to be trained first"):
+        train_missing_codec(token_recipe, progress=False)
