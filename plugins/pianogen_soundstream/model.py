@@ -238,6 +238,7 @@ class SoundStream(TrainableCodec):
         self.decoder = Decoder(cfg) if cfg.decoder == "conv" else SineBankDecoder(cfg.hop_length, cfg.sample_rate,
                                                                                   cfg.dim, width)
         self.weights_sha256 = ""  # of the safetensors file the weights came from; "" = in memory only
+        self.tokens_frozen = False  # freeze_tokens: encoder and codebooks stay as they are
 
     def _latent(self, wav: torch.Tensor) -> torch.Tensor:
         """wav [B, 1, S] -> latent [B, D, ceil(S / hop)]; zero right-padding never reaches earlier frames."""
@@ -329,7 +330,7 @@ class SoundStream(TrainableCodec):
 
     def train(self, mode: bool = True) -> SoundStream:
         super().train(mode)
-        if getattr(self, "tokens_frozen", False):
+        if self.tokens_frozen:
             for name in TOKEN_MODULES:
                 getattr(self, name).eval()
         return self
@@ -349,5 +350,5 @@ def _state_sha256(model: nn.Module, prefixes: tuple[str, ...] = ("",)) -> str:
         if not key.startswith(prefixes):
             continue
         h.update(key.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # any dtype
     return h.hexdigest()
