@@ -93,8 +93,9 @@ def notes_markdown(notes: dict[str, Any] | None) -> list[str]:
              "pitches sounding (distinct pitches), Pearson correlation "
              "of the sounding pitch-class profile with the prompt's, and the MIREX key score of the second's key "
              "against the prompt's (the original prompt's notes for every signal; 1 same key, 0.5 a fifth above, "
-             "0.3 relative, 0.2 parallel major/minor). `true` (the real continuation) is the ceiling; `other_piece`, "
-             "the noises and `drone` are floors.", ""]
+             "0.3 relative, 0.2 parallel major/minor). `true` (the real continuation) is the ceiling; `codec`, the "
+             "true continuation's codes decoded, is what a token model that sampled every true code would give (the "
+             "codec's own ceiling); `other_piece`, the noises and `drone` are floors.", ""]
     columns = [(header, metric) for header, metric in NOTE_COLUMNS  # a report from before struck notes lacks them
                if all(metric in notes[name] for name in notes["signals"])]
     lines += _table(["signal", *(header for header, _ in columns)],
