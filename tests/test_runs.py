@@ -292,3 +292,31 @@ def test_a_run_recorded_under_the_former_identity_still_loads(trained_run, tmp_p
         meta_path.write_text(json.dumps(meta))
     with pytest.raises(PianogenError, match="was trained with codec"):
         load_run(run)
+
+
+def test_take_codes_load_through_a_retrained_decoder_or_a_former_identity_but_not_another_codec(trained_run,
+                                                                                                  tmp_path):
+    from pianogen.generation.take_codes import load_take_codes, save_take_codes
+    from pianogen.paths import safetensors_bytes
+    from pianogen.pipeline import load_run
+
+    recipe, codec, _, _ = load_run(trained_run)
+    levels = recipe.codec.levels
+    codes = torch.randint(0, codec.codebook_size, (levels, 30))
+    save_take_codes(tmp_path / "codes_1.safetensors", codes, codec, levels, "take_1.wav")
+    retuned = pianogen.get_codec("soundstream", checkpoint=recipe.codec.options["checkpoint"])
+    with torch.no_grad():
+        next(retuned.decoder.parameters()).mul_(0.5)
+    assert torch.equal(load_take_codes(tmp_path / "codes_1.safetensors", retuned, levels), codes)
+    former = json.dumps(codec.former_identities()[0], sort_keys=True)  # as pianogen 0.2 recorded it
+    (tmp_path / "codes_2.safetensors").write_bytes(safetensors_bytes(
+        {"codes": codes}, {"codec": former, "levels": str(levels), "frame_rate": str(codec.frame_rate), "take": "x"}))
+    assert torch.equal(load_take_codes(tmp_path / "codes_2.safetensors", codec, levels), codes)
+    with torch.no_grad():
+        next(retuned.encoder.parameters()).add_(0.01)
+    with pytest.raises(PianogenError, match="was sampled with codec"):
+        load_take_codes(tmp_path / "codes_1.safetensors", retuned, levels)
+    (tmp_path / "codes_3.safetensors").write_bytes(safetensors_bytes(
+        {"codes": codes}, {"codec": "not json", "levels": str(levels)}))
+    with pytest.raises(PianogenError, match="was sampled with codec not json"):
+        load_take_codes(tmp_path / "codes_3.safetensors", codec, levels)

@@ -53,8 +53,11 @@ def load_take_codes(path: Path, codec: Any, levels: int) -> torch.Tensor:
         metadata = json.loads(data[8:8 + header_len]).get("__metadata__", {})
     except (SafetensorError, KeyError, ValueError, OSError) as err:
         raise PianogenError(f"cannot read take codes {path}: {err}") from None
-    known = [json.dumps(identity, sort_keys=True) for identity in (codec.identity(), *codec.former_identities())]
-    if metadata.get("codec") not in known or metadata.get("levels") != str(levels):
+    try:
+        recognized = codec.recognizes(json.loads(metadata.get("codec")))
+    except (TypeError, ValueError):  # no codec recorded, or not JSON
+        recognized = False
+    if not recognized or metadata.get("levels") != str(levels):
         raise PianogenError(f"{path} was sampled with codec {metadata.get('codec')} at {metadata.get('levels')} "
                             f"levels, but this run's codec is {_identity(codec)} at {levels} levels")
     if (codes.dim() != 2 or codes.shape[0] != levels or codes.shape[-1] < 1 or codes.min() < 0

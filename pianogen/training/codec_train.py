@@ -146,8 +146,8 @@ class CodecTrainer(Trainer):
         self.lock_busy = f"{self.out} is being trained by another process"
         self.log_place, self.logger_names = LogPlace(self.out.parent, f"{self.out.stem}."), self.cfg.loggers
         self.bar_label, self.total_steps = "codec", self.cfg.steps
-        if self.decoder_only:  # before any file is looked at: the source must exist and stay unwritten
-            self.decoder_source()
+        # train = "decoder": the trained codec it starts from, checked before any file is looked at
+        self.decoder_from = self.decoder_source() if self.decoder_only else None
 
     def resume_point(self) -> Path | None:
         # it holds the lock: every temp file of these is a killed writer's (checkpoint.save clears its own)
@@ -194,8 +194,8 @@ class CodecTrainer(Trainer):
         self.python_rngs = {"steps": random.Random(recipe.run.seed),
                             "segments": random.Random(recipe.run.seed + 1000 * self.ddp.rank)}
         options: dict[str, Any] = {k: v for k, v in recipe.codec.options.items() if k != "checkpoint"}
-        if self.decoder_only:  # from the trained codec: its encoder and codebooks are kept, its decoder trained
-            options["checkpoint"] = str(self.decoder_source())
+        if self.decoder_from is not None:  # its encoder and codebooks are kept, its decoder trained
+            options["checkpoint"] = str(self.decoder_from)
         self.codec = self.model = pianogen.get_codec(recipe.codec.name, **options).to(device)
         if not isinstance(self.codec, TrainableCodec):
             raise PianogenError(f"codec '{recipe.codec.name}' cannot be trained (it is not a TrainableCodec)")

@@ -343,7 +343,7 @@ class SoundStream(TrainableCodec):
         self.weights_sha256 = hashlib.sha256(data).hexdigest()
 
 
-def _state_sha256(model: nn.Module, prefixes: tuple[str, ...] = ("",)) -> str:
+def _state_sha256(model: nn.Module, prefixes: tuple[str, ...]) -> str:
     """Hash of the in-memory weights (buffers included) whose names start with one of ``prefixes``."""
     h = hashlib.sha256()
     for key, tensor in sorted(model.state_dict().items()):
