@@ -141,8 +141,8 @@ def continue_audio(wav: Any, sample_rate: int, seconds: float | None = None, run
     """Continue audio in memory, like audiocraft's ``generate_continuation``: ``wav`` a float tensor
     [channels, samples] (or [samples]) at any ``sample_rate`` -> (the continuation alone, FloatTensor[channels,
     samples'], its sample rate: the codec's). ``run``: a built-in run's name (``piano``) or a run folder;
-    ``seconds``, ``prompt_seconds``, ``temperature``, ``top_k``, ``top_p``, ``prompt_prior`` default to the run's
-    [generate];
+    ``seconds``, ``prompt_seconds``, ``temperature``, ``top_k``, ``top_p``, ``prompt_prior``,
+    ``quiet_temperature_scale``, ``ring_out`` default to the run's [generate];
     ``seed`` makes it reproducible. Loaded runs are kept between calls. Nothing is written."""
     from pianogen.generation.continuation import continue_audio as _continue
 

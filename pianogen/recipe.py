@@ -104,6 +104,10 @@ class GenerateConfig:
     top_k: int = 250  # keep the k most likely codes; 0 = off
     top_p: float = 0.0  # nucleus sampling threshold; 0 = off; wins over top_k when both are set
     prompt_prior: float = 0.0  # weight of the prompt's own code frequencies in each draw (sampling.py); 0 = off
+    # the temperature's factor after a prompt whose last 3 s strike no note, rising to 1 at one onset a second
+    # (generation/prompt_end.py); 1 = off
+    quiet_temperature_scale: float = 1.0
+    ring_out: bool = False  # after a quiet prompt, fade the continuation as the prompt's sound was dying
 
 
 @dataclass

@@ -30,7 +30,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     **{f"codec_train.{name}_weight": (0, None, True) for name in ("wav", "mel", "stft", "commit")},
     "generate.seconds": (0, None, False), "generate.prompt_seconds": (0, None, False),
     "generate.temperature": (0, None, True), "generate.top_k": (0, None, True), "generate.top_p": (0, 1, True),
-    "generate.prompt_prior": (0, None, True),
+    "generate.prompt_prior": (0, None, True), "generate.quiet_temperature_scale": (0, None, True),
 }
 RANGES.update({"run.seed": (0, 2**63 - 1, True)})  # torch seeds take 64 bits
 # list key -> (length, low, high): each item in [low, high) (AdamW refuses a beta of 1 or more, after minutes)

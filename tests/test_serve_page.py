@@ -107,7 +107,9 @@ def test_the_page_says_in_its_own_words_what_the_command_line_says_with_flags(st
     for query, words in (("run=run&prompt_seconds=0", "Prompt length must be > 0"),
                          ("run=run&top_p=2", "Top-p must be >= 0 and <= 1"),
                          ("run=run&prompt_prior=-1", "Keep to the prompt must be >= 0 and <= 100"),
-                         ("run=run&from=x", "From must be a number, got 'x'")):
+                         ("run=run&from=x", "From must be a number, got 'x'"),
+                         ("run=run&quiet_temperature_scale=-1", "Calm after a held sound must be >= 0 and <= 100"),
+                         ("run=run&ring_out=maybe", "Let a held sound ring out must be on or off, got 'maybe'")):
         status, answer = raw(studio, request(query))
         assert status == 400 and answer["error"].startswith(words) and "--" not in answer["error"], answer
 

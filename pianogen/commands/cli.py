@@ -169,6 +169,12 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool, fetch: bool) ->
               help="How strongly the continuation keeps to the sounds (notes, chords) the prompt used: where the "
                    "model changes a code, the weight of the prompt's own code frequencies in which code it changes "
                    "to; 0 = the model alone [recipe].")
+@click.option("--quiet-temperature-scale", type=Finite(0, MAX_TEMPERATURE), default=None,
+              help="The temperature's factor after a prompt whose last 3 s strike no note (a sound left ringing), "
+                   "rising to 1 at one note a second; 1 = every prompt alike [recipe].")
+@click.option("--ring-out/--no-ring-out", default=None,
+              help="After a prompt whose last seconds strike no note, fade the continuation as the prompt's sound "
+                   "was dying: a piano string nobody strikes again only decays [recipe].")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Makes the takes reproducible.")
 @click.option("--num", type=NUM, default=1, show_default=True,
               help="Continuations of the prompt, sampled as one batch.")
@@ -189,7 +195,9 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool, fetch: bool) ->
 def generate(run_dir: str, prompt: str | None, window_start: float | None, window_end: float | None,
              extend: Path | None, seconds: float | None, out: Path | None, prompt_seconds: float | None,
              crossfade: float, temperature: float | None, top_k: int | None, top_p: float | None,
-             prompt_prior: float | None, seed: int, num: int, checkpoint: str, postfilters: tuple[str, ...],
+             prompt_prior: float | None, quiet_temperature_scale: float | None, ring_out: bool | None, seed: int,
+             num: int,
+             checkpoint: str, postfilters: tuple[str, ...],
              precision: str, compile_decode: bool, stream: bool, device: str) -> None:
     """Continue your recording (or an earlier take) with a trained run: RUN is its folder, or the name of a
     built-in run (piano).
@@ -208,7 +216,9 @@ def generate(run_dir: str, prompt: str | None, window_start: float | None, windo
     run = resolve_run(run_dir)
     sampling = with_recipe_defaults(run.path, dict(seconds=seconds, prompt_seconds=prompt_seconds,
                                                   temperature=temperature, top_k=top_k, top_p=top_p,
-                                                  prompt_prior=prompt_prior))
+                                                  prompt_prior=prompt_prior,
+                                                  quiet_temperature_scale=quiet_temperature_scale,
+                                                  ring_out=ring_out))
     if out is None:  # a fresh folder each time: an earlier take is never overwritten
         out = (next_free_dir(extend.parent, f"{extend.stem}-extended") if extend else
                next_free_dir(run.default_out("generated"), Path(prompt).stem.replace(":", "_")))

@@ -81,6 +81,7 @@ def as_recording(wav: Any, sample_rate: int) -> Recording:
 def continue_audio(wav: Any, sample_rate: int, seconds: float | None = None, run: str | Path = "piano",
                    seed: int = 0, prompt_seconds: float | None = None, temperature: float | None = None,
                    top_k: int | None = None, top_p: float | None = None, prompt_prior: float | None = None,
+                   quiet_temperature_scale: float | None = None, ring_out: bool | None = None,
                    checkpoint: str = "best",
                    precision: str = "fp32", postfilters: list[dict[str, Any]] | None = None, device: str = "auto",
                    progress: bool = False) -> tuple[torch.Tensor, int]:
@@ -89,8 +90,9 @@ def continue_audio(wav: Any, sample_rate: int, seconds: float | None = None, run
     audio, the same in every channel), post-filtered as the run's recipe says (or ``postfilters``).
 
     ``run``: a built-in run's name or a run folder. The prompt is the last ``prompt_seconds`` of ``wav``;
-    ``seconds``, ``prompt_seconds``, ``temperature``, ``top_k``, ``top_p`` and ``prompt_prior`` default to the
-    run's [generate] table. The same ``seed`` gives the same continuation."""
+    ``seconds``, ``prompt_seconds``, ``temperature``, ``top_k``, ``top_p``, ``prompt_prior``,
+    ``quiet_temperature_scale`` and ``ring_out`` default to the run's [generate] table. The same ``seed`` gives the
+    same continuation."""
     from pianogen.generation.generate import GenerationRequest, generate
     from pianogen.generation.generate_options import with_recipe_defaults
     from pianogen.generation.sinks import MemorySink
@@ -100,7 +102,9 @@ def continue_audio(wav: Any, sample_rate: int, seconds: float | None = None, run
     ref = resolve_run(run)
     sampling = with_recipe_defaults(ref.path, dict(seconds=seconds, prompt_seconds=prompt_seconds,
                                                    temperature=temperature, top_k=top_k, top_p=top_p,
-                                                   prompt_prior=prompt_prior))
+                                                   prompt_prior=prompt_prior,
+                                                   quiet_temperature_scale=quiet_temperature_scale,
+                                                   ring_out=ring_out))
     request = GenerationRequest(prompt="(audio in memory)", out=Path("(in memory)"), **sampling, seed=seed,
                                 checkpoint=checkpoint, postfilters=postfilters, precision=precision)
     sink = MemorySink()

@@ -19,7 +19,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,8 @@ from pianogen.errors import PianogenError
 from pianogen.generation.generate_options import MAX_NUM, MAX_PROMPT_PRIOR, MAX_SECONDS, MAX_SEED, MAX_TEMPERATURE
 from pianogen.generation.generate_output import postfilters_for, staged, writing
 from pianogen.generation.precision import PRECISIONS, in_precision  # noqa: F401 (re-exported: the API's old home)
+from pianogen.generation.prompt_end import quietness, recent_onset_rate, scaled_temperature
+from pianogen.generation.ring_out import RingOut, band_decay_rates, ring_out_whole
 from pianogen.generation.sampling import make_sampler
 from pianogen.generation.take_codes import codes_path_for, load_take_codes
 from pianogen.generation.takes import Recording, prompt_window, read_recording
@@ -56,6 +58,10 @@ class GenerationRequest:
     top_k: int = 250  # 0 = off
     top_p: float = 0.0  # 0 = off; wins over top_k
     prompt_prior: float = 0.0  # weight of the prompt's own code frequencies (sampling.py); 0 = off
+    # the temperature's factor after a prompt whose last 3 s strike nothing, rising to 1 at one onset a second
+    # (prompt_end.py); 1 = the temperature whatever the prompt
+    quiet_temperature_scale: float = 1.0
+    ring_out: bool = False  # after a quiet prompt, fade the continuation as the prompt's sound was dying
     seed: int = 0  # makes the continuation reproducible
     num: int = 1  # continuations of the same prompt, sampled as one batch
     checkpoint: str = "best"  # best | last
@@ -67,6 +73,9 @@ class GenerationRequest:
     end: float | None = None  # --to: prompt window end in seconds (negative = from the end); None = the end
     extend: str | None = None  # a take_<i>.wav this module wrote: continue it from its saved codes
     crossfade: float = 0.05  # seconds of equal-power crossfade ending where the prompt ends
+    # measured, not asked (generate sets them from the prompt's audio): onsets/s in its last 3 s, and its decay
+    prompt_onset_rate: float | None = None
+    prompt_decay_db_per_s: list[float] | None = None  # by band (ring_out.py)
 
 
 def check_request(request: GenerationRequest) -> None:
@@ -82,6 +91,7 @@ def check_request(request: GenerationRequest) -> None:
     finite("--temperature", request.temperature, 0, MAX_TEMPERATURE)
     finite("--top-p", request.top_p, 0, 1)
     finite("--prompt-prior", request.prompt_prior, 0, MAX_PROMPT_PRIOR)
+    finite("--quiet-temperature-scale", request.quiet_temperature_scale, 0, MAX_TEMPERATURE)
     if not 1 <= request.num <= MAX_NUM:
         raise PianogenError(f"--num must be >= 1 and <= {MAX_NUM}, got {request.num}")
     if not 0 <= request.seed <= MAX_SEED:
@@ -117,12 +127,65 @@ def next_free_dir(parent: Path, stem: str) -> Path:
     return parent / f"{safe}-{n:03d}"
 
 
+def sampling_temperature(request: GenerationRequest, onset_rates: list[float | None] | None = None
+                         ) -> float | torch.Tensor:
+    """The temperature ``request`` samples at after its prompt (``request.prompt_onset_rate``), or one per row
+    (FloatTensor[B]) after each of several prompts' ``onset_rates`` (evaluation's batch of prompts)."""
+    def after(rate: float | None) -> float:
+        return scaled_temperature(request.temperature, request.quiet_temperature_scale, rate)
+
+    if onset_rates is None:
+        return after(request.prompt_onset_rate)
+    return torch.tensor([after(rate) for rate in onset_rates])
+
+
+def measure_prompt_end(request: GenerationRequest, source: Source, sample_rate: int) -> GenerationRequest:
+    """``request`` with the prompt's onset rate and, for ``ring_out``, its bands' decay measured on its audio (at
+    the codec's ``sample_rate``, where the continuation is faded), and a note saying what they changed."""
+    import torchaudio
+
+    audio = source.recording.samples[:, source.prompt_start:source.cut].float().mean(dim=0)
+    audio = torchaudio.functional.resample(audio, source.recording.sample_rate, sample_rate)
+    request = replace(request, prompt_onset_rate=recent_onset_rate(audio, sample_rate),
+                      prompt_decay_db_per_s=band_decay_rates(audio, sample_rate) if request.ring_out else None)
+    if request.prompt_onset_rate is not None:
+        said = (f"the prompt's last seconds strike {request.prompt_onset_rate:.2f} notes a second: sampled at "
+                f"temperature {sampling_temperature(request):.2f}")
+        if fader_for(request, sample_rate, 1) is not None:
+            slopes = [quietness(request.prompt_onset_rate) * rate for rate in request.prompt_decay_db_per_s]
+            said += (f"; let ring out as the prompt's sound was dying ({abs(max(slopes)):.1f} to "
+                     f"{abs(min(slopes)):.1f} dB a second by band)")
+        source.notes.append(said)
+    return request
+
+
+def fader_for(request: GenerationRequest, sample_rate: int, rows: int) -> RingOut | None:
+    """The ring-out fade of ``request``'s continuations, or None where it leaves them as they are."""
+    if not request.ring_out:
+        return None
+    fader = RingOut(sample_rate, [request.prompt_decay_db_per_s] * rows, [request.prompt_onset_rate] * rows)
+    return None if fader.idle else fader
+
+
+def ring_out(audio: torch.Tensor, prompt_samples: int, sample_rate: int, request: GenerationRequest) -> torch.Tensor:
+    """``audio`` FloatTensor[B, 1, S] (prompt + continuation, the continuation from ``prompt_samples`` on) with its
+    continuation faded as ``request.ring_out`` asks (ring_out.py)."""
+    if fader_for(request, sample_rate, audio.shape[0]) is None:
+        return audio
+    rows = audio.shape[0]
+    faded = ring_out_whole(audio[:, 0, prompt_samples:].cpu(), sample_rate, [request.prompt_decay_db_per_s] * rows,
+                           [request.prompt_onset_rate] * rows)
+    return torch.cat([audio[..., :prompt_samples], faded[:, None].to(audio.device, audio.dtype)], dim=-1)
+
+
 def continue_codes(model: torch.nn.Module, prompt_codes: torch.Tensor, n_frames: int, request: GenerationRequest,
-                   progress: bool = True, on_frame: Callable[[int], None] | None = None) -> torch.Tensor:
+                   progress: bool = True, on_frame: Callable[[int], None] | None = None,
+                   onset_rates: list[float | None] | None = None) -> torch.Tensor:
     """prompt_codes LongTensor[B, K, T0] -> LongTensor[B, K, n_frames], with a rich progress bar;
-    ``on_frame(frames_done)`` is told too (the web page's progress)."""
-    sample = make_sampler(request.temperature, request.top_k, request.top_p, request.seed, prompt=prompt_codes,
-                          prompt_prior=request.prompt_prior)
+    ``on_frame(frames_done)`` is told too (the web page's progress). ``onset_rates``: each row's prompt's
+    (``sampling_temperature``); default the request's one prompt."""
+    sample = make_sampler(sampling_temperature(request, onset_rates), request.top_k, request.top_p, request.seed,
+                          prompt=prompt_codes, prompt_prior=request.prompt_prior)
 
     with progress_bar(progress) as bar:
         task = bar.add_task("sampling", total=n_frames)
@@ -269,6 +332,8 @@ def generate(run_dir: str | Path, request: GenerationRequest, device: str = "aut
     start = _clock(torch_device)
     tell("encode", 0, 1)
     prompt_path, source = open_source(recipe, request, codec, torch_device, recording)
+    if request.quiet_temperature_scale != 1.0 or request.ring_out:  # what the prompt's end says (prompt_end.py)
+        request = measure_prompt_end(request, source, codec.sample_rate)
     prompt_codes = source.prompt_codes.expand(request.num, -1, -1).contiguous()
     n_frames = max(1, round(request.seconds * codec.frame_rate))
     encoded = _clock(torch_device)
@@ -289,6 +354,7 @@ def generate(run_dir: str | Path, request: GenerationRequest, device: str = "aut
         sampled = _clock(torch_device)
         tell("decode", 0, 1)
         audio = decode_codes(codec, torch.cat([prompt_codes, new_codes], dim=-1), filters)
+        audio = ring_out(audio, prompt_codes.shape[-1] * codec.hop_length, codec.sample_rate, request)
         decoded = _clock(torch_device)
         heard = hear_notes(audio, prompt_codes.shape[-1] * codec.hop_length, codec.sample_rate) \
             if sink.hears_notes else None

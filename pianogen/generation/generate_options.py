@@ -9,7 +9,8 @@ from typing import Any
 from pianogen.errors import PianogenError
 
 # the recipe's [generate] keys, which every way in (command line, page, continue_audio) defaults from the run
-RECIPE_DEFAULTED = ("seconds", "prompt_seconds", "temperature", "top_k", "top_p", "prompt_prior")
+RECIPE_DEFAULTED = ("seconds", "prompt_seconds", "temperature", "top_k", "top_p", "prompt_prior",
+                    "quiet_temperature_scale", "ring_out")
 
 # The limits of one generation, shared by the command line's options, check_request and the web page's server:
 MAX_SECONDS = 3600.0  # continuation and prompt; longer than an hour is a typo far more often than a wish

@@ -113,14 +113,22 @@ def with_prior(log_probs: torch.Tensor, prior: torch.Tensor, previous: torch.Ten
 
 
 def make_sampler(
-    temperature: float = 1.0, top_k: int = 0, top_p: float = 0.0, seed: int | None = None,
+    temperature: float | torch.Tensor = 1.0, top_k: int = 0, top_p: float = 0.0, seed: int | None = None,
     prompt: torch.Tensor | None = None, prompt_prior: float = 0.0,
 ) -> Sampler:
     """A ``sample(logits[B, K, V]) -> codes[B, K]`` closure with its own generator (seeded when ``seed`` is set).
+    ``temperature``: one for every row, or FloatTensor[B], one per row (each prompt's own: prompt_end.py).
     With ``prompt`` LongTensor[B or 1, K, T] and ``prompt_prior`` w > 0, the codes level k may change to get
     ``w * prompt_log_prior(prompt)[:, k]`` added to their log-probabilities first (``with_prior``; the previous code,
     which ``generate_steps`` passes since ``reads_previous`` is set, keeps the model's; the module docstring says
     why)."""
+    per_row = None
+    if isinstance(temperature, torch.Tensor):  # rows cooled apart: divided here, then sampled at temperature 1
+        per_row = temperature.float().reshape(-1, 1, 1)
+        if not bool(torch.isfinite(per_row).all()) or float(per_row.min()) < 0:
+            raise PianogenError(f"temperatures must be finite and >= 0, got {temperature.tolist()}")
+        # 0 (argmax) kept as a temperature so small that only the largest logit survives the softmax
+        per_row, temperature = per_row.clamp_min(1e-6), 1.0
     check_sampling(temperature, top_k, top_p, prompt_prior)
     generators: dict[torch.device, torch.Generator] = {}
     priors: dict[torch.device, torch.Tensor] = {}
@@ -132,6 +140,8 @@ def make_sampler(
             if logits.device not in priors:  # the vocabulary is the logits' last dimension: made on first use
                 priors[logits.device] = prompt_prior * prompt_log_prior(prompt.to(logits.device), logits.shape[-1])
             logits = with_prior(logits.float().log_softmax(dim=-1), priors[logits.device], previous)
+        if per_row is not None:
+            logits = logits.float() / per_row.to(logits.device)
         generator = None
         if seed is not None:
             if logits.device not in generators:  # a generator lives on one device: make it where the logits are

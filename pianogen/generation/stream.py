@@ -182,6 +182,7 @@ def stream_codes(model: nn.Module, codec: nn.Module, prompt_codes: torch.Tensor,
     ``sink.first_chunk_seconds``, then every ``sink.chunk_seconds``, post-filtered as it streams when every
     post-filter is causal. Returns the codes, the report's ``stream`` block and notes for the user; ``start``
     (perf_counter) is when the generation began, for the time to first audio."""
+    from pianogen.generation.generate import fader_for, sampling_temperature
     from pianogen.generation.sampling import make_sampler
     from pianogen.progress import progress_bar
 
@@ -189,9 +190,10 @@ def stream_codes(model: nn.Module, codec: nn.Module, prompt_codes: torch.Tensor,
     causal = all(f is not None for f in streaming)
     chunk_frames = max(1, round(sink.chunk_seconds * codec.frame_rate))
     first_frames = max(1, round(sink.first_chunk_seconds * codec.frame_rate))
-    sample = make_sampler(request.temperature, request.top_k, request.top_p, request.seed, prompt=prompt_codes,
-                          prompt_prior=request.prompt_prior)
+    sample = make_sampler(sampling_temperature(request), request.top_k, request.top_p, request.seed,
+                          prompt=prompt_codes, prompt_prior=request.prompt_prior)
     first_audio, finished = None, []
+    fader = fader_for(request, codec.sample_rate, prompt_codes.shape[0])
     with progress_bar(progress) as bar:
         task = bar.add_task("sampling (streaming)", total=n_frames)
 
@@ -202,8 +204,12 @@ def stream_codes(model: nn.Module, codec: nn.Module, prompt_codes: torch.Tensor,
         for chunk in stream_audio(model, codec, prompt_codes, n_frames, sample, chunk_frames, on_frame=frame_done,
                                   first_chunk_frames=first_frames, on_codes=finished.append,
                                   postfilter=FilterChain(streaming) if causal and streaming else None):
-            first_audio = first_audio or time.perf_counter() - start
-            sink.chunk(chunk[:, 0].clamp(-1, 1).cpu().numpy(), codec.sample_rate)  # [num, samples]
+            audio = chunk[:, 0] if fader is None else fader(chunk[:, 0])  # as one-shot audio is faded
+            if audio.shape[-1]:
+                first_audio = first_audio or time.perf_counter() - start
+                sink.chunk(audio.clamp(-1, 1).cpu().numpy(), codec.sample_rate)  # [num, samples]
+    if fader is not None:  # the fade's last 64 ms, held back for the frames that overlap them
+        sink.chunk(fader.flush().clamp(-1, 1).numpy(), codec.sample_rate)
     notes = []
     if not causal:
         names = ", ".join(spec["name"] for spec, f in zip(filter_specs, streaming) if f is None)

@@ -34,9 +34,20 @@ from pianogen.generation.generate_options import RECIPE_DEFAULTED
 from pianogen.generation.takes import prompt_window, read_recording
 from pianogen.serving.serve_page import LABELS, in_page_words
 
+
+def on_or_off(text: str) -> bool:
+    """A yes/no field of the form: true/false (what the page sends), on/off, 1/0."""
+    answer = {"true": True, "on": True, "1": True, "false": False, "off": False, "0": False}.get(text.lower())
+    if answer is None:
+        raise ValueError(text)
+    return answer
+
+
 FORM = {"seconds": ("seconds", float), "prompt_seconds": ("prompt_seconds", float), "from": ("start", float),
         "to": ("end", float), "temperature": ("temperature", float), "top_k": ("top_k", int),
-        "top_p": ("top_p", float), "prompt_prior": ("prompt_prior", float), "num": ("num", int),
+        "top_p": ("top_p", float), "prompt_prior": ("prompt_prior", float),
+        "quiet_temperature_scale": ("quiet_temperature_scale", float), "ring_out": ("ring_out", on_or_off),
+        "num": ("num", int),
         "seed": ("seed", int)}  # form field -> request field
 MAX_QUEUED = 8  # jobs waiting behind the running one; a ninth is refused (HTTP 503) instead of waiting hours
 
@@ -160,7 +171,8 @@ class Studio:
                     settings[key] = kind(text)
                 except ValueError:
                     label = LABELS["--" + name.replace("_", "-")]  # the page's words for the CLI's option
-                    raise PianogenError(f"{label} must be a number, got '{text}'") from None
+                    wanted = "on or off" if kind is on_or_off else "a number"
+                    raise PianogenError(f"{label} must be {wanted}, got '{text}'") from None
         return settings
 
     def waiting(self) -> int:

@@ -25,7 +25,8 @@ AUDIO_TYPES = {".ogg": "audio/ogg", ".flac": "audio/flac", ".wav": "audio/wav"}
 # The page's label for each command-line option it offers (web/index.html shows the same words).
 LABELS = {"--seconds": "Continuation length", "--prompt-seconds": "Prompt length", "--from": "From",
           "--to": "To", "--temperature": "Temperature", "--top-k": "Top-k", "--top-p": "Top-p",
-          "--prompt-prior": "Keep to the prompt",
+          "--prompt-prior": "Keep to the prompt", "--quiet-temperature-scale": "Calm after a held sound",
+          "--ring-out": "Let a held sound ring out",
           "--num": "Takes", "--seed": "Seed", "--crossfade": "Crossfade"}
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
 

@@ -2,8 +2,8 @@
 // pianogen serve's page: choose a take (upload, record or an example), pick the prompt on its waveform,
 // continue it; every generation joins a history that later ones (extensions too) never erase.
 const $ = (id) => document.getElementById(id);
-const FIELDS = ["from", "to", "prompt_seconds", "seconds", "temperature", "top_k", "top_p", "prompt_prior", "num",
-  "seed"];
+const FIELDS = ["from", "to", "prompt_seconds", "seconds", "temperature", "top_k", "top_p", "prompt_prior",
+  "quiet_temperature_scale", "ring_out", "num", "seed"];
 let chosen = null;  // {blob, name}
 let runs = [];
 let limits = null;
@@ -29,6 +29,7 @@ function showLimits(l) {  // the same limits as the command line (the server che
   $("num").max = l.max_num;
   for (const key of ["seconds", "prompt_seconds"]) $(key).max = l.max_seconds;
   $("temperature").max = l.max_temperature;
+  $("quiet_temperature_scale").max = l.max_temperature;
   $("prompt_prior").max = l.max_prompt_prior;
   $("seed").max = l.max_seed_text;
   const minutes = (bytesPerSecond) => Math.floor(l.max_upload_mib * 2 ** 20 / bytesPerSecond / 60);
