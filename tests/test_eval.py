@@ -104,7 +104,8 @@ def test_the_continuation_notes_have_every_floor(evaluated):
     metrics = {"notes_per_second", "struck_notes_per_second", "pitch_class_correlation", "key_agreement",
                "distinct_pitches"}
     for name in notes["signals"]:
-        assert set(notes[name]) == metrics | {"per_second"} and finite(notes[name][m] for m in metrics)
+        assert set(notes[name]) == metrics | {"per_second", "level_db_per_second"}
+        assert finite(notes[name][m] for m in [*metrics, "level_db_per_second"])
         assert set(notes[name]["per_second"]) == metrics
         assert all(len(v) == 2 and finite(v) for v in notes[name]["per_second"].values())
         assert notes[name]["notes_per_second"] == pytest.approx(sum(notes[name]["per_second"]["notes_per_second"]) / 2)
@@ -114,6 +115,8 @@ def test_the_continuation_notes_have_every_floor(evaluated):
     assert notes["true"]["notes_per_second"] > max(notes["noise"]["notes_per_second"],
                                                    notes["pink_noise"]["notes_per_second"])
     assert notes["true"]["distinct_pitches"] > notes["drone"]["distinct_pitches"]
+    # the noise floors keep the prompt's loudness throughout: their level holds
+    assert abs(notes["noise"]["level_db_per_second"]) < 0.5 and abs(notes["pink_noise"]["level_db_per_second"]) < 0.5
 
 
 def test_an_unavailable_transcriber_is_one_warning_and_the_rest_runs(trained_run, monkeypatch, capsys):

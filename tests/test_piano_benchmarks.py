@@ -88,6 +88,39 @@ def test_the_ratio_band_and_the_clear_margin_are_inclusive_and_a_silent_truth_ad
     assert statuses(piano_verdict(silent))["notes_per_second ratio to true"] == "fail"
 
 
+def test_a_truth_that_strikes_nothing_is_judged_against_the_codecs_own_rendition_of_it():
+    # after a lone note the true continuation strikes none; the codec's resynthesis of it hears 0.4 a second
+    lone = report(notes(0.8, 4.0, 6.0, struck=0.7))
+    lone["continuation"]["notes"]["true"]["struck_notes_per_second"] = 0.0
+    lone["continuation"]["notes"]["codec"] = notes(0.8, 4.0, 6.0, struck=0.4)
+    check = next(c for c in piano_verdict(lone)["checks"] if c["name"] == "struck_notes_per_second ratio to true")
+    assert check["status"] == "pass" and check["numbers"]["codec"] == 0.4  # 0.7 <= 2 x 0.4
+    lone["continuation"]["notes"]["model"]["struck_notes_per_second"] = 0.81
+    assert statuses(piano_verdict(lone))["struck_notes_per_second ratio to true"] == "fail"
+    lone["continuation"]["notes"]["codec"]["struck_notes_per_second"] = 0.0  # a codec that strikes none: only 0
+    lone["continuation"]["notes"]["model"]["struck_notes_per_second"] = 0.05
+    assert statuses(piano_verdict(lone))["struck_notes_per_second ratio to true"] == "fail"
+
+
+def test_a_held_note_where_the_truth_fades_fails_on_the_level_trend_though_every_note_count_passes():
+    def with_levels(model: float, true: float) -> dict:
+        r = report(notes(0.8, 4.0, 6.0))
+        r["continuation"]["notes"]["model"]["level_db_per_second"] = model
+        r["continuation"]["notes"]["true"]["level_db_per_second"] = true
+        return r
+
+    held = piano_verdict(with_levels(0.0, -3.0))  # the prompt's last level held for 8 s: a drone
+    s = statuses(held)
+    assert s["level trend like true"] == "fail" and s["notes_per_second ratio to true"] == "pass"
+    assert held["verdict"] == "fail" and "| 0 / -3 fail |" in results_row("salamander (test)", held)
+    assert statuses(piano_verdict(with_levels(-2.0, -3.0)))["level trend like true"] == "pass"  # within 1.5 dB/s
+    assert statuses(piano_verdict(with_levels(-7.0, -3.0)))["level trend like true"] == "fail"  # faded too fast
+    # a steady truth (a performance) admits a level within 1 dB/s of it
+    assert statuses(piano_verdict(with_levels(0.9, 0.0)))["level trend like true"] == "pass"
+    assert statuses(piano_verdict(with_levels(-1.2, 0.0)))["level trend like true"] == "fail"
+    assert "level trend like true" not in statuses(piano_verdict(report(notes(0.8, 4.0, 6.0))))  # older reports
+
+
 def test_nll_above_a_floor_at_one_level_fewer_prompts_and_no_notes_fail():
     r = report(notes(0.8, 4.0, 6.0), n_prompts=7)
     r["nll_per_level"][3] = 5.1  # above unigram (5.0), below repeat (5.2)

@@ -75,6 +75,7 @@ NOTE_COLUMNS = [  # (header, metric) of the notes table
     ("notes/s", "notes_per_second"), ("struck notes/s", "struck_notes_per_second"),
     ("distinct pitches", "distinct_pitches"),
     ("pitch-class corr. to prompt", "pitch_class_correlation"), ("key agreement", "key_agreement"),
+    ("level dB/s", "level_db_per_second"),  # one slope over the continuation: no per-second table
 ]
 PER_SECOND_UP_TO = 10  # continuations this many seconds or shorter also get the notes by second
 
@@ -93,7 +94,8 @@ def notes_markdown(notes: dict[str, Any] | None) -> list[str]:
              "pitches sounding (distinct pitches), Pearson correlation "
              "of the sounding pitch-class profile with the prompt's, and the MIREX key score of the second's key "
              "against the prompt's (the original prompt's notes for every signal; 1 same key, 0.5 a fifth above, "
-             "0.3 relative, 0.2 parallel major/minor). `true` (the real continuation) is the ceiling; `codec`, the "
+             "0.3 relative, 0.2 parallel major/minor); and the slope of its level over the continuation (level dB/s: "
+             "a lone note's tail fades, a drone holds). `true` (the real continuation) is the ceiling; `codec`, the "
              "true continuation's codes decoded, is what a token model that sampled every true code would give (the "
              "codec's own ceiling); `other_piece`, the noises and `drone` are floors.", ""]
     columns = [(header, metric) for header, metric in NOTE_COLUMNS  # a report from before struck notes lacks them
@@ -104,6 +106,8 @@ def notes_markdown(notes: dict[str, Any] | None) -> list[str]:
     seconds = notes["seconds_after_prompt"]
     if len(seconds) <= PER_SECOND_UP_TO:
         for header, metric in columns:
+            if metric not in notes[notes["signals"][0]]["per_second"]:
+                continue
             lines += [f"### Notes by second: {header}", ""]
             lines += _table(["second", *(name.replace("_", " ") for name in notes["signals"])],
                             [[t, *(notes[name]["per_second"][metric][b] for name in notes["signals"])]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -248,7 +248,9 @@ def continuation_metrics(recipe: Any, codec: Any, model: Any, cache: Any, split:
     """Continue prompts from the split and score the drift against the true continuation, by second, and
     the notes ``transcriber`` hears in it. Returns the JSON block and, per prompt, the decoded
     {signal: FloatTensor[S]} audio (for figures)."""
-    from pianogen.generation.generate import GenerationRequest, continue_codes
+    from pianogen.generation.generate import GenerationRequest, continue_codes, sampling_temperature
+    from pianogen.generation.prompt_end import recent_onset_rate
+    from pianogen.generation.ring_out import band_decay_rates, ring_out_whole
 
     levels, hop, sr = recipe.codec.levels, codec.hop_length, codec.sample_rate
     prompt_frames = max(1, round(prompt_seconds * codec.frame_rate))
@@ -268,13 +270,25 @@ def continuation_metrics(recipe: Any, codec: Any, model: Any, cache: Any, split:
     g = recipe.generate
     request = GenerationRequest(prompt=split, seconds=seconds, out=Path("."), prompt_seconds=prompt_seconds,
                                 temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, prompt_prior=g.prompt_prior,
-                                seed=seed)
-    generated = continue_codes(model, prompt, frames, request, progress)
+                                quiet_temperature_scale=g.quiet_temperature_scale, ring_out=g.ring_out, seed=seed)
+    paths = _piece_paths(recipe)
+    boundary, total = prompt_frames * hop, (prompt_frames + frames) * hop
+    ends = None  # each prompt's own temperature and fade, as generate gives a recording's (prompt_end.py)
+    if g.quiet_temperature_scale != 1.0 or g.ring_out:
+        prompts_audio = [_load_segment(paths[piece["audio_filename"]], sr, start * hop, boundary)
+                         for piece, start in chosen]
+        ends = [replace(request, prompt_onset_rate=recent_onset_rate(wav, sr),
+                        prompt_decay_db_per_s=band_decay_rates(wav, sr) if g.ring_out else None)
+                for wav in prompts_audio]
+    onset_rates = ends and [end.prompt_onset_rate for end in ends]
+    generated = continue_codes(model, prompt, frames, request, progress, onset_rates=onset_rates)
     with torch.inference_mode():
         decoded = {"generated": codec.decode(torch.cat([prompt, generated], dim=-1)).float().cpu(),
                    "resynth": codec.decode(codes).float().cpu()}
-    paths = _piece_paths(recipe)
-    boundary, total = prompt_frames * hop, (prompt_frames + frames) * hop
+    if ends and g.ring_out:
+        continued = ring_out_whole(decoded["generated"][:, 0, boundary:], sr,
+                                   [end.prompt_decay_db_per_s for end in ends], onset_rates)
+        decoded["generated"] = torch.cat([decoded["generated"][:, 0, :boundary], continued], dim=-1)[:, None]
     others = [other_piece(cache, split, piece, start + prompt_frames, frames) for piece, start in chosen]
     floors = [name for name in FLOORS if name != "other_piece" or all(others)]
     hearing, unavailable = load_transcriber(transcriber)
@@ -314,7 +328,11 @@ def continuation_metrics(recipe: Any, codec: Any, model: Any, cache: Any, split:
         "prompt_seconds": prompt_frames / codec.frame_rate,
         "seconds": frames / codec.frame_rate, "bin_seconds": 1.0, "postfilters": "none (raw decoder output)",
         "sampling": {"temperature": g.temperature, "top_k": g.top_k, "top_p": g.top_p,
-                     "prompt_prior": g.prompt_prior, "seed": seed},
+                     "prompt_prior": g.prompt_prior, "quiet_temperature_scale": g.quiet_temperature_scale,
+                     "ring_out": g.ring_out, "prompt_onset_rates": onset_rates,
+                     "prompt_decays_db_per_s": ends and [end.prompt_decay_db_per_s for end in ends],
+                     "temperatures": onset_rates and sampling_temperature(request, onset_rates).tolist(),
+                     "seed": seed},
         "prompts": [{"audio_filename": p["audio_filename"], "start_s": s / codec.frame_rate} for p, s in chosen],
         "signals": {name: SIGNALS[name] for name in curves[0]}, "floors": floors,
         "other_pieces": [None if o is None else {"audio_filename": o[0]["audio_filename"],

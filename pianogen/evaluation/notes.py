@@ -23,6 +23,7 @@ import torch
 
 from pianogen.data.midi import midi_hz
 from pianogen.evaluation.strikes import struck
+from pianogen.generation.prompt_end import level_slope
 from pianogen.interfaces import Note, Transcriber
 
 PITCH_CLASSES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
@@ -33,6 +34,9 @@ TRIADS = {"major": (0, 4, 7), "minor": (0, 3, 7)}
 NOTE_METRICS = ("notes_per_second", "struck_notes_per_second", "pitch_class_correlation", "key_agreement",
                 "distinct_pitches")
 STRUCK = "struck_notes_per_second"  # measured only where the audio is at hand (pianogen.evaluation.strikes)
+# the continuation's level trend, dB a second (prompt_end.level_slope): a lone note's true continuation fades; a
+# model that holds it at the prompt's last level (a drone) scores 0 here while every note count passes
+LEVEL = "level_db_per_second"
 # harmonics of each drone note, amplitude 1 / h**2: with 1 / h, or fewer partials, basic-pitch hears the strong
 # upper partials of a tone held this steady as extra notes (measured on the 8 kHz test corpus)
 DRONE_PARTIALS = 8
@@ -265,16 +269,23 @@ def signal_note_metrics(transcriber: Transcriber, signals: dict[str, torch.Tenso
         own_prompt, after = split_at(notes, boundary / sample_rate)
         out[name] = continuation_note_metrics(own_prompt if prompt_notes is None else prompt_notes, after, seconds,
                                               struck_notes=struck(wav, sample_rate, after, boundary / sample_rate))
+        slope = level_slope(wav[boundary:], sample_rate)
+        if slope is not None:
+            out[name][LEVEL] = slope
     return out
 
 
 def average_note_metrics(per_prompt: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """``signal_note_metrics`` of several prompts -> {signal: {metric: mean, "per_second": {metric: [mean]}}}."""
     first = per_prompt[0]
-    return {name: {**{metric: float(np.mean([p[name][metric] for p in per_prompt])) for metric in measured},
-                   "per_second": {metric: np.mean([p[name]["per_second"][metric] for p in per_prompt],
-                                                  axis=0).tolist() for metric in measured}}
-            for name in first for measured in [[m for m in NOTE_METRICS if m in first[name]]]}
+    averaged = {name: {**{metric: float(np.mean([p[name][metric] for p in per_prompt])) for metric in measured},
+                       "per_second": {metric: np.mean([p[name]["per_second"][metric] for p in per_prompt],
+                                                      axis=0).tolist() for metric in measured}}
+                for name in first for measured in [[m for m in NOTE_METRICS if m in first[name]]]}
+    for name in first:  # the level's slope: one number a prompt, no per-second bins
+        if all(LEVEL in p[name] for p in per_prompt):
+            averaged[name][LEVEL] = float(np.mean([p[name][LEVEL] for p in per_prompt]))
+    return averaged
 
 
 def notes_summary(prompt_wav: torch.Tensor, continuation_wav: torch.Tensor, sample_rate: int,
