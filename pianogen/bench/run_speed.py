@@ -91,7 +91,7 @@ def run_speed(run: str | Path, precisions: tuple[str, ...] = ("fp32", "int8"), t
     (default: composed piano of ``prompt_seconds``)."""
     from pianogen.device import pick_device
     from pianogen.generation.generate import GenerationRequest, generate, load_generation_run
-    from pianogen.generation.generate_options import with_recipe_defaults
+    from pianogen.generation.generate_options import RECIPE_DEFAULTED, with_recipe_defaults
     from pianogen.runs import resolve_run
 
     ref = resolve_run(run)
@@ -99,8 +99,9 @@ def run_speed(run: str | Path, precisions: tuple[str, ...] = ("fp32", "int8"), t
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     recording = prompt if prompt is not None else piano_prompt(prompt_seconds)
-    sampling = with_recipe_defaults(ref.path, dict(seconds=seconds, prompt_seconds=prompt_seconds, temperature=None,
-                                                   top_k=None, top_p=None))
+    # the run's own sampler (its prompt prior, its quiet temperature and ring-out too): what a user's take gets
+    sampling = with_recipe_defaults(ref.path, {**dict.fromkeys(RECIPE_DEFAULTED), "seconds": seconds,
+                                               "prompt_seconds": prompt_seconds})
     results: dict[str, Any] = {}
     plain: dict[str, Any] = {}
     try:

@@ -8,10 +8,10 @@ RECENT_SECONDS are split into BANDS log-spaced frequency bands, a line is fitted
 second, never rising), and the continuation's short-time spectrum is faded band by band along those lines from
 its start, as far as the prompt's end was quiet (``quietness``: in full when it struck nothing, not at all after
 busy playing). On the 8 Salamander test notes, carrying each band's line of the 2-5 s on predicts the 5-13 s level
-to 2.7 dB on average and the overall slope as -1.40 dB/s against the true -1.36; one broadband line predicts
--3.57 and misses by 8.5 dB. A gain, not a ceiling: limiting each band to its line frame by frame (tried) made the
-levels waver from frame to frame, and the transcriber heard the wavering as notes (3.23 notes/s after the test
-notes against 2.78 faded smoothly; the true 1.53).
+to 3.8 dB on average and the overall slope as -1.09 dB/s against the true -1.02; one broadband line predicts
+-3.43 and misses by 9.8 dB (``benchmarks/ring_out_bands.py``). A gain, not a ceiling: limiting each band to its
+line frame by frame (tried) made the levels waver from frame to frame, and the transcriber heard the wavering as
+notes (3.23 notes/s after the test notes against 2.78 faded smoothly; the true 1.53).
 
 Streaming: ``RingOut`` is an overlap-add STFT processor fed in chunks of any size; each frame's gains depend on
 its time alone, and it hands out every sample no later frame will touch, the rest on ``flush``. Frames sit on one
@@ -27,7 +27,7 @@ import torch
 
 from pianogen.generation.prompt_end import DEEPEST_FADE_DB, RECENT_SECONDS, STEEPEST_DECAY_DB_PER_S, quietness
 
-BANDS = 24  # log-spaced from LOWEST_HZ to Nyquist: 24 predicted the true tails as well as 64 (8: -1.65 dB/s)
+BANDS = 24  # log-spaced from LOWEST_HZ to Nyquist: 8, 24 and 64 predicted the true tails alike, 1 band did not
 LOWEST_HZ = 30.0
 WINDOW_SECONDS = 0.064  # STFT window; a quarter of it the hop (Hann, 75 % overlap: its square sums to a constant)
 
