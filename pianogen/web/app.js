@@ -337,7 +337,7 @@ function addGeneration(job) {
   section.innerHTML = `<h3>${esc(title)}</h3>
     <p class="summary">${esc(`${what} ${start.toFixed(2)}–${end.toFixed(2)} s of your take. ` + (job.notes || []).join(" "))}</p>
     <div class="settings">${esc(`Continuation length ${s.seconds} s · prompt length ${s.prompt_seconds} s · ` +
-      `${s.num} take${s.num === 1 ? "" : "s"} · seed ${s.seed} · temperature ${s.temperature} · top-k ${s.top_k} · top-p ${s.top_p} · keep to the prompt ${s.prompt_prior}`)}</div>
+      `${s.num} take${s.num === 1 ? "" : "s"} · seed ${s.seed} · temperature ${s.temperature} · top-k ${s.top_k} · top-p ${s.top_p} · keep to the prompt ${s.prompt_prior} · calm after a held sound ${s.quiet_temperature_scale} · ring out ${s.ring_out ? "yes" : "no"}`)}</div>
     <p class="is">${esc(`The continuation is ${job.continuation_is}.`)}</p>`;
   job.takes.forEach((take, i) => {
     const card = document.createElement("div");
