@@ -11,31 +11,23 @@ predicted level (dB), averaged over the notes.
 """
 
 import argparse
-import math
 
 import torch
 from pianogen_data.salamander_fetch import salamander_splits
 
 from pianogen import load_audio
-from pianogen.generation.prompt_end import STEEPEST_DECAY_DB_PER_S
+from pianogen.generation.prompt_end import STEEPEST_DECAY_DB_PER_S, line_slope
+from pianogen.generation.ring_out import band_of_bins
 
 SR, N_FFT, HOP = 16000, 1024, 256
 FIT, AFTER = (2.0, 5.0), (5.0, 13.0)
 
 
 def band_levels(wav: torch.Tensor, bands: int) -> torch.Tensor:
-    """[bands, T] levels in dB."""
+    """[bands, T] levels in dB, in ring_out.py's bands (``band_of_bins``)."""
     power = torch.stft(wav, N_FFT, HOP, window=torch.hann_window(N_FFT), return_complex=True).abs().pow(2)
-    hz = torch.arange(power.shape[0]) * SR / N_FFT
-    edges = torch.logspace(math.log10(30.0), math.log10(SR / 2), bands + 1)
-    which = torch.bucketize(hz, edges[1:-1], right=True).clamp(0, bands - 1)
-    summed = torch.zeros(bands, power.shape[1]).index_add_(0, which, power)
+    summed = torch.zeros(bands, power.shape[1]).index_add_(0, band_of_bins(SR, bands), power)
     return 10 * torch.log10(summed + 1e-10)
-
-
-def slope(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    centred = t - t.mean()
-    return ((y - y.mean(dim=-1, keepdim=True)) * centred).sum(dim=-1) / centred.pow(2).sum()
 
 
 def main() -> None:
@@ -50,12 +42,13 @@ def main() -> None:
             db = band_levels(load_audio(path, SR).mean(0)[:round(AFTER[1] * SR)], bands)
             t = torch.arange(db.shape[1]) * HOP / SR
             fit, after = (t >= FIT[0]) & (t < FIT[1]), (t >= AFTER[0]) & (t < AFTER[1])
-            slopes = slope(t[fit], db[:, fit]).clamp(STEEPEST_DECAY_DB_PER_S, 0.0)
+            slopes = line_slope(t[fit], db[:, fit]).clamp(STEEPEST_DECAY_DB_PER_S, 0.0)
             start = db[:, fit][:, -round(0.5 * SR / HOP):].mean(dim=1)
             tc = t[after] - AFTER[0]
             predicted = 10 * torch.log10(torch.pow(10, (start[:, None] + slopes[:, None] * tc) / 10).sum(dim=0))
             true = 10 * torch.log10(torch.pow(10, db[:, after] / 10).sum(dim=0))
-            rows.append((float(slope(tc, predicted)), float(slope(tc, true)), float((predicted - true).abs().mean())))
+            rows.append((float(line_slope(tc, predicted)), float(line_slope(tc, true)),
+                         float((predicted - true).abs().mean())))
         mean = [sum(r[i] for r in rows) / len(rows) for i in range(3)]
         print(f"{bands:3d} bands: predicted slope {mean[0]:.2f} dB/s, true {mean[1]:.2f}; "
               f"mean |error| {mean[2]:.1f} dB ({len(rows)} notes)")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -273,21 +273,19 @@ def continuation_metrics(recipe: Any, codec: Any, model: Any, cache: Any, split:
                                 quiet_temperature_scale=g.quiet_temperature_scale, ring_out=g.ring_out, seed=seed)
     paths = _piece_paths(recipe)
     boundary, total = prompt_frames * hop, (prompt_frames + frames) * hop
-    ends = None  # each prompt's own temperature and fade, as generate gives a recording's (prompt_end.py)
+    raws = [_load_segment(paths[piece["audio_filename"]], sr, start * hop, total) for piece, start in chosen]
+    # each prompt's own temperature and fade, as generate gives a recording's (prompt_end.py, ring_out.py)
+    onset_rates = decays = None
     if g.quiet_temperature_scale != 1.0 or g.ring_out:
-        prompts_audio = [_load_segment(paths[piece["audio_filename"]], sr, start * hop, boundary)
-                         for piece, start in chosen]
-        ends = [replace(request, prompt_onset_rate=recent_onset_rate(wav, sr),
-                        prompt_decay_db_per_s=band_decay_rates(wav, sr) if g.ring_out else None)
-                for wav in prompts_audio]
-    onset_rates = ends and [end.prompt_onset_rate for end in ends]
+        onset_rates = [recent_onset_rate(raw[:boundary], sr) for raw in raws]
+    if g.ring_out:
+        decays = [band_decay_rates(raw[:boundary], sr) for raw in raws]
     generated = continue_codes(model, prompt, frames, request, progress, onset_rates=onset_rates)
     with torch.inference_mode():
         decoded = {"generated": codec.decode(torch.cat([prompt, generated], dim=-1)).float().cpu(),
                    "resynth": codec.decode(codes).float().cpu()}
-    if ends and g.ring_out:
-        continued = ring_out_whole(decoded["generated"][:, 0, boundary:], sr,
-                                   [end.prompt_decay_db_per_s for end in ends], onset_rates)
+    if decays is not None:
+        continued = ring_out_whole(decoded["generated"][:, 0, boundary:], sr, decays, onset_rates)
         decoded["generated"] = torch.cat([decoded["generated"][:, 0, :boundary], continued], dim=-1)[:, None]
     others = [other_piece(cache, split, piece, start + prompt_frames, frames) for piece, start in chosen]
     floors = [name for name in FLOORS if name != "other_piece" or all(others)]
@@ -298,8 +296,7 @@ def continuation_metrics(recipe: Any, codec: Any, model: Any, cache: Any, split:
     with progress_bar(progress, transient=True) as bar:
         task = bar.add_task("scoring continuations" + (" and hearing their notes" if hearing else ""),
                             total=len(chosen))
-        for i, (piece, start) in enumerate(chosen):
-            raw = _load_segment(paths[piece["audio_filename"]], sr, start * hop, total)
+        for i, raw in enumerate(raws):
             prompt_audio, rms = raw[:boundary], float(raw[:boundary].pow(2).mean().sqrt())
             signals = {"generated": decoded["generated"][i, 0, :total], "resynth": decoded["resynth"][i, 0, :total],
                        "raw": raw}
@@ -330,7 +327,7 @@ def continuation_metrics(recipe: Any, codec: Any, model: Any, cache: Any, split:
         "sampling": {"temperature": g.temperature, "top_k": g.top_k, "top_p": g.top_p,
                      "prompt_prior": g.prompt_prior, "quiet_temperature_scale": g.quiet_temperature_scale,
                      "ring_out": g.ring_out, "prompt_onset_rates": onset_rates,
-                     "prompt_decays_db_per_s": ends and [end.prompt_decay_db_per_s for end in ends],
+                     "prompt_decays_db_per_s": decays,
                      "temperatures": onset_rates and sampling_temperature(request, onset_rates).tolist(),
                      "seed": seed},
         "prompts": [{"audio_filename": p["audio_filename"], "start_s": s / codec.frame_rate} for p, s in chosen],

@@ -33,7 +33,7 @@ from pianogen.generation.generate_options import MAX_NUM, MAX_PROMPT_PRIOR, MAX_
 from pianogen.generation.generate_output import postfilters_for, staged, writing
 from pianogen.generation.precision import PRECISIONS, in_precision  # noqa: F401 (re-exported: the API's old home)
 from pianogen.generation.prompt_end import quietness, recent_onset_rate, scaled_temperature
-from pianogen.generation.ring_out import RingOut, band_decay_rates, ring_out_whole
+from pianogen.generation.ring_out import RingOut, band_decay_rates
 from pianogen.generation.sampling import make_sampler
 from pianogen.generation.take_codes import codes_path_for, load_take_codes
 from pianogen.generation.takes import Recording, prompt_window, read_recording
@@ -151,8 +151,8 @@ def measure_prompt_end(request: GenerationRequest, source: Source, sample_rate: 
     if request.prompt_onset_rate is not None:
         said = (f"the prompt's last seconds strike {request.prompt_onset_rate:.2f} notes a second: sampled at "
                 f"temperature {sampling_temperature(request):.2f}")
-        if fader_for(request, sample_rate, 1) is not None:
-            slopes = [quietness(request.prompt_onset_rate) * rate for rate in request.prompt_decay_db_per_s]
+        slopes = [quietness(request.prompt_onset_rate) * rate for rate in request.prompt_decay_db_per_s or []]
+        if any(slopes):
             said += (f"; let ring out as the prompt's sound was dying ({abs(max(slopes)):.1f} to "
                      f"{abs(min(slopes)):.1f} dB a second by band)")
         source.notes.append(said)
@@ -170,11 +170,10 @@ def fader_for(request: GenerationRequest, sample_rate: int, rows: int) -> RingOu
 def ring_out(audio: torch.Tensor, prompt_samples: int, sample_rate: int, request: GenerationRequest) -> torch.Tensor:
     """``audio`` FloatTensor[B, 1, S] (prompt + continuation, the continuation from ``prompt_samples`` on) with its
     continuation faded as ``request.ring_out`` asks (ring_out.py)."""
-    if fader_for(request, sample_rate, audio.shape[0]) is None:
+    fader = fader_for(request, sample_rate, audio.shape[0])
+    if fader is None:
         return audio
-    rows = audio.shape[0]
-    faded = ring_out_whole(audio[:, 0, prompt_samples:].cpu(), sample_rate, [request.prompt_decay_db_per_s] * rows,
-                           [request.prompt_onset_rate] * rows)
+    faded = fader.whole(audio[:, 0, prompt_samples:].cpu())
     return torch.cat([audio[..., :prompt_samples], faded[:, None].to(audio.device, audio.dtype)], dim=-1)
 
 

@@ -45,7 +45,7 @@ def onset_times(wav: torch.Tensor, sample_rate: int) -> torch.Tensor:
                                                f_max=8000.0)(x)  # [M, T]
     db = 10 * torch.log10(mel + 1e-10)
     db = db.clamp_min(float(db.max()) - DYNAMIC_RANGE_DB)
-    M, T = db.shape
+    T = db.shape[1]
     csum = torch.nn.functional.pad(db.cumsum(dim=1), (1, 0))  # csum[:, i] = sum of frames < i
     # frames whose window reaches past the end read reflect-padding, whose seam clicks: not an onset
     edge = -(-N_FFT // 2 // HOP)
@@ -70,6 +70,12 @@ def recent_onset_rate(wav: torch.Tensor, sample_rate: int, seconds: float = RECE
     return int((onsets >= duration - span).sum()) / span
 
 
+def line_slope(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The slope of the least-squares line through ``y`` [..., T] over times ``t`` [T] (per row of ``y``)."""
+    centred = t - t.mean()
+    return ((y - y.mean(dim=-1, keepdim=True)) * centred).sum(dim=-1) / centred.pow(2).sum()
+
+
 def level_slope(wav: torch.Tensor, sample_rate: int) -> float | None:
     """The slope of ``wav``'s level (FloatTensor[S] mono), in dB a second: a least-squares line through its
     frames' RMS in dB (frames of LEVEL_FRAME_SECONDS). None when under half a second."""
@@ -79,9 +85,7 @@ def level_slope(wav: torch.Tensor, sample_rate: int) -> float | None:
     if n * frame < 0.5 * sample_rate or n < 2:
         return None
     level = 10 * torch.log10(x[x.numel() - n * frame:].view(n, frame).pow(2).mean(dim=1) + 1e-12)
-    t = torch.arange(n, dtype=torch.float32) * LEVEL_FRAME_SECONDS
-    t = t - t.mean()
-    return float((t * (level - level.mean())).sum() / t.pow(2).sum())
+    return float(line_slope(torch.arange(n, dtype=torch.float32) * LEVEL_FRAME_SECONDS, level))
 
 
 def quietness(onset_rate: float | None) -> float:

@@ -25,7 +25,13 @@ import math
 
 import torch
 
-from pianogen.generation.prompt_end import DEEPEST_FADE_DB, RECENT_SECONDS, STEEPEST_DECAY_DB_PER_S, quietness
+from pianogen.generation.prompt_end import (
+    DEEPEST_FADE_DB,
+    RECENT_SECONDS,
+    STEEPEST_DECAY_DB_PER_S,
+    line_slope,
+    quietness,
+)
 
 BANDS = 24  # log-spaced from LOWEST_HZ to Nyquist: 8, 24 and 64 predicted the true tails alike, 1 band did not
 LOWEST_HZ = 30.0
@@ -37,12 +43,13 @@ def _frame(sample_rate: int) -> tuple[int, int]:
     return n_fft, n_fft // 4
 
 
-def band_of_bins(sample_rate: int) -> torch.Tensor:
-    """LongTensor[n_fft // 2 + 1]: each STFT bin's band (0..BANDS-1); bins below LOWEST_HZ are in band 0."""
+def band_of_bins(sample_rate: int, bands: int = BANDS) -> torch.Tensor:
+    """LongTensor[n_fft // 2 + 1]: each STFT bin's band (0..bands-1), log-spaced from LOWEST_HZ to Nyquist; bins
+    below LOWEST_HZ are in band 0."""
     n_fft, _ = _frame(sample_rate)
     hz = torch.arange(n_fft // 2 + 1) * sample_rate / n_fft
-    edges = torch.logspace(math.log10(LOWEST_HZ), math.log10(sample_rate / 2), BANDS + 1)
-    return (torch.bucketize(hz, edges[1:-1], right=True)).clamp(0, BANDS - 1)
+    edges = torch.logspace(math.log10(LOWEST_HZ), math.log10(sample_rate / 2), bands + 1)
+    return torch.bucketize(hz, edges[1:-1], right=True).clamp(0, bands - 1)
 
 
 def _band_power(frames: torch.Tensor, sample_rate: int) -> torch.Tensor:
@@ -63,9 +70,7 @@ def band_decay_rates(wav: torch.Tensor, sample_rate: int, seconds: float = RECEN
     frames = x.unfold(0, n_fft, hop) * torch.hann_window(n_fft, dtype=torch.float64)  # [T, n_fft]
     level = 10 * torch.log10(_band_power(frames, sample_rate).T + 1e-12)  # [BANDS, T]
     t = torch.arange(level.shape[1], dtype=torch.float64) * hop / sample_rate
-    t = t - t.mean()
-    slopes = ((level - level.mean(dim=1, keepdim=True)) * t).sum(dim=1) / t.pow(2).sum()
-    return slopes.clamp(STEEPEST_DECAY_DB_PER_S, 0.0).tolist()
+    return line_slope(t, level).clamp(STEEPEST_DECAY_DB_PER_S, 0.0).tolist()
 
 
 class RingOut:
@@ -92,6 +97,10 @@ class RingOut:
     def idle(self) -> bool:
         """Nothing to fade: every row's slopes are 0."""
         return not bool(self.slopes.any())
+
+    def whole(self, audio: torch.Tensor) -> torch.Tensor:
+        """A whole continuation FloatTensor[B, S] faded: as if fed in chunks, then flushed."""
+        return torch.cat([self(audio), self.flush()], dim=1).to(audio.dtype)
 
     def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
         """chunk FloatTensor[B, n] (the continuation's next samples) -> FloatTensor[B, m]: its next faded samples
@@ -136,6 +145,4 @@ def ring_out_whole(audio: torch.Tensor, sample_rate: int, rates: list[list[float
                    onset_rates: list[float | None]) -> torch.Tensor:
     """A whole continuation FloatTensor[B, S] faded (the same as fed to ``RingOut`` in chunks)."""
     fader = RingOut(sample_rate, rates, onset_rates)
-    if fader.idle:
-        return audio
-    return torch.cat([fader(audio), fader.flush()], dim=1).to(audio.dtype)
+    return audio if fader.idle else fader.whole(audio)
