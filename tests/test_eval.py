@@ -210,3 +210,39 @@ def test_more_prompts_than_the_split_holds_is_said_and_recorded(trained_run, mon
     assert c["n_prompts_asked"] == 1000 and 1 <= c["n_prompts"] < 1000
     warned = [line for line in capsys.readouterr().err.splitlines() if "of the 1000 asked" in line]
     assert len(warned) == 1 and f"scoring {c['n_prompts']} of the 1000 asked" in warned[0]
+
+
+def test_eval_samples_and_fades_each_prompt_as_generate_would(trained_run, tmp_path, monkeypatch):
+    """With the quiet temperature and ring-out in the run's [generate], eval reads each prompt's end and samples
+    and fades every row as generate would: after notes left ringing the continuation changes, the truth does not."""
+    import shutil
+
+    import soundfile as sf
+
+    from pianogen.generation.prompt_end import scaled_temperature
+    from pianogen.generation.ring_out import BANDS
+
+    corpus = tmp_path / "ringing"
+    corpus.mkdir()
+    t = torch.arange(4 * 16000) / 16000
+    for i, hz in enumerate((220.0, 330.0, 440.0)):  # lone notes dying away at 6 dB a second, struck before 0
+        tone = sum(torch.sin(2 * math.pi * hz * h * t) / h for h in range(1, 4)) * torch.pow(10.0, -6 * t / 20)
+        sf.write(corpus / f"note_{i}.wav", (0.3 * tone).numpy(), 16000, subtype="FLOAT")
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    recipe = (run / "recipe.toml").read_text()
+    assert recipe.count("[generate]") == 1
+    (run / "recipe.toml").write_text(recipe.replace("[generate]", "[generate]\nquiet_temperature_scale = 0.25\n"
+                                                    "ring_out = true"))
+    monkeypatch.setenv("PIANOGEN_HOME", str(tmp_path / "home"))
+    options = dict(corpus=corpus, n_prompts=2, prompt_seconds=1.5, seconds=1.0, codec_seconds=1.0, codec_pieces=1,
+                   device="cpu", progress=False, transcriber=None)
+    plain = evaluate(trained_run, "all", out=tmp_path / "plain", **options)["continuation"]
+    ringing = evaluate(run, "all", out=tmp_path / "ringing_eval", **options)["continuation"]
+    sampling = ringing["sampling"]
+    assert sampling["ring_out"] and sampling["prompt_onset_rates"] == [0.0, 0.0]
+    assert sampling["temperatures"] == pytest.approx([scaled_temperature(1.0, 0.25, 0.0)] * 2) == [0.25, 0.25]
+    assert all(len(d) == BANDS and min(d) < -3 for d in sampling["prompt_decays_db_per_s"])
+    assert plain["sampling"]["prompt_onset_rates"] is None  # the run as trained: every prompt alike
+    # the drift curves by signal: the truth and its resynthesis the same, the model's continuation not
+    assert ringing["raw"] == plain["raw"] and ringing["resynth"] == plain["resynth"]
+    assert ringing["generated"] != plain["generated"]
